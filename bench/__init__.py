@@ -1,0 +1,1 @@
+"""Benchmarks (run with ``make bench``) and the local fakes they share with the tests."""

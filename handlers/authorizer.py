@@ -1,0 +1,92 @@
+"""Lambda REQUEST authorizer for ``$connect``; identity source: the ``token`` query parameter.
+
+A valid token (see ``handlers.tokens``) gets an Allow policy for the route's
+``methodArn`` with ``principalId`` = the token's ``sub`` and context
+``{"userId": sub}``. Anything else gets Deny; the reason goes to the log and
+never to the client. The signing secret is an SSM SecureString read once per
+container.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from handlers import aws, config, logs
+from handlers.tokens import InvalidToken, mint_token, verify_token
+
+__all__ = ["decide", "handler", "mint_token", "policy"]
+
+CONFIG = config.authorizer_config()
+log = logs.logger(__name__)
+
+_secret_lock = threading.Lock()
+_secret: str | None = None
+
+
+def policy(
+    principal_id: str, effect: str, resource: str, context: dict[str, str] | None = None
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "principalId": principal_id,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}],
+        },
+    }
+    if context:
+        answer["context"] = context
+    return answer
+
+
+def decide(event: dict[str, Any], secret: str, now: float) -> dict[str, Any]:
+    """Allow or Deny for one authorizer request (pure)."""
+    resource = str(event.get("methodArn") or "*")
+    params = event.get("queryStringParameters") or {}
+    request_context = event.get("requestContext") or {}
+    try:
+        claims = verify_token(params.get("token"), secret, now=now)
+    except InvalidToken as refused:
+        log.warning(
+            "connection refused",
+            extra={
+                "reason": refused.reason,
+                "connectionId": request_context.get("connectionId"),
+                "sourceIp": (request_context.get("identity") or {}).get("sourceIp"),
+            },
+        )
+        return policy("unauthorized", "Deny", resource)
+    user_id = claims["sub"]
+    return policy(user_id, "Allow", resource, {"userId": user_id})
+
+
+def load_secret(ssm: Any, name: str) -> str:
+    return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+
+
+def secret() -> str:
+    """The signing secret, fetched on first use and cached for the container's life."""
+    global _secret
+    with _secret_lock:
+        if _secret is None:
+            _secret = load_secret(aws.client("ssm"), CONFIG.secret_parameter)
+        return _secret
+
+
+def forget_secret() -> None:
+    """Drop the cached secret (tests; a rotated secret takes effect in new containers)."""
+    global _secret
+    with _secret_lock:
+        _secret = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        key = secret()
+    except Exception:  # fail closed: no secret, no connection; retried on the next request
+        log.exception(
+            "could not read the token secret", extra={"parameter": CONFIG.secret_parameter}
+        )
+        return policy("unauthorized", "Deny", str(event.get("methodArn") or "*"))
+    return decide(event, key, time.time())

@@ -1,0 +1,319 @@
+"""DynamoDB Streams -> WebSocket clients.
+
+For each stream record (INSERT, MODIFY, REMOVE), in stream order: build the
+envelope of the message contract, find the recipients (every connection, or
+only the target user's connections), post it to them concurrently, and remove
+connections that answer 410 Gone. The first record that cannot be delivered is
+reported in ``batchItemFailures`` and nothing after it is attempted, so Lambda
+retries from that record and stream order is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from handlers import aws, config, logs
+from handlers.connections import (
+    all_connection_ids,
+    delete_connection,
+    iso_utc,
+    user_connection_ids,
+)
+from handlers.delivery import Poster, fan_out
+from handlers.dynamo_json import MalformedAttribute, image_to_plain, to_plain
+from handlers.management import ManagementApi, frozen_credentials
+
+MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway WebSocket message limit
+ACTIONS = {"INSERT": "created", "MODIFY": "updated", "REMOVE": "deleted"}
+DEADLINE_MARGIN_SECONDS = 2.0
+METRICS_NAMESPACE = "RealtimeChannel"
+
+CONFIG = config.broadcaster_config()
+log = logs.logger(__name__)
+
+
+class MalformedRecord(ValueError):
+    """A stream record that cannot become a message; it is reported, never skipped."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    sequence: str
+    data: bytes
+    target: str | None
+    truncated: bool
+
+
+@dataclass
+class BatchStats:
+    records: int = 0
+    delivered: int = 0
+    staleRemoved: int = 0
+    retried: int = 0
+    failed: int = 0
+    recordsFailed: int = 0
+    malformed: int = 0
+    truncated: int = 0
+    recipients: int = 0
+    fanoutMs: float = 0.0
+    failedCodes: dict[str, int] = field(default_factory=dict)
+
+
+def table_of(event_source_arn: Any) -> str:
+    """``arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL`` -> ``NAME``."""
+    if isinstance(event_source_arn, str):
+        parts = event_source_arn.split(":", 5)
+        if len(parts) == 6 and parts[5].startswith("table/"):
+            return parts[5].split("/")[1]
+    raise MalformedRecord(f"eventSourceARN is not a DynamoDB stream ARN: {event_source_arn!r:.120}")
+
+
+def timestamp_of(approximate_creation: Any, fallback: float) -> str:
+    """ISO-8601 UTC of the record's ApproximateCreationDateTime (epoch seconds or datetime)."""
+    if isinstance(approximate_creation, datetime):
+        moment = approximate_creation
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return iso_utc(moment.timestamp())
+    if isinstance(approximate_creation, (int, float)) and not isinstance(
+        approximate_creation, bool
+    ):
+        return iso_utc(float(approximate_creation))
+    return iso_utc(fallback)
+
+
+def envelope(record: dict[str, Any], *, include_old: bool, now: float) -> dict[str, Any]:
+    """The message for one stream record (pure). Raises ``MalformedRecord``."""
+    if not isinstance(record, dict):
+        raise MalformedRecord("record is not an object")
+    action = ACTIONS.get(record.get("eventName"))  # type: ignore[arg-type]
+    if action is None:
+        raise MalformedRecord(f"unknown eventName {record.get('eventName')!r:.40}")
+    stream = record.get("dynamodb")
+    if not isinstance(stream, dict) or not isinstance(stream.get("Keys"), dict):
+        raise MalformedRecord("record has no dynamodb.Keys")
+    sequence = stream.get("SequenceNumber")
+    if not isinstance(sequence, str) or not sequence:
+        raise MalformedRecord("record has no dynamodb.SequenceNumber")
+    try:
+        message: dict[str, Any] = {
+            "type": "event_update",
+            "action": action,
+            "table": table_of(record.get("eventSourceARN")),
+            "keys": image_to_plain(stream["Keys"]),
+        }
+        if action != "deleted":
+            if "NewImage" not in stream:
+                raise MalformedRecord(
+                    "record has no NewImage: set the stream view type to"
+                    " NEW_IMAGE or NEW_AND_OLD_IMAGES"
+                )
+            message["data"] = image_to_plain(stream["NewImage"])
+        if include_old and "OldImage" in stream:
+            message["old"] = image_to_plain(stream["OldImage"])
+    except MalformedAttribute as bad:
+        raise MalformedRecord(f"bad attribute value: {bad}") from None
+    message["id"] = str(record.get("eventID") or sequence)
+    message["sequence"] = sequence
+    message["timestamp"] = timestamp_of(stream.get("ApproximateCreationDateTime"), now)
+    return message
+
+
+def encode(message: dict[str, Any], limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, bool]:
+    """UTF-8 JSON of the message; over ``limit`` it drops ``data``/``old``, adds ``truncated``."""
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(data) <= limit:
+        return data, False
+    slim = {key: value for key, value in message.items() if key not in ("data", "old")}
+    slim["truncated"] = True
+    return json.dumps(slim, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), True
+
+
+def target_of(record: dict[str, Any], attribute: str | None) -> str | None:
+    """The user a record is for: its ``attribute`` (S or N) in the new image, else the old one."""
+    if not attribute:
+        return None
+    stream = record.get("dynamodb") or {}
+    for image_name in ("NewImage", "OldImage"):
+        value = (stream.get(image_name) or {}).get(attribute)
+        if isinstance(value, dict) and ("S" in value or "N" in value):
+            plain = to_plain(value)
+            return str(plain) if plain != "" else None
+    return None
+
+
+def prepare(record: dict[str, Any], settings: config.BroadcasterConfig, now: float) -> Outgoing:
+    message = envelope(record, include_old=settings.include_old_image, now=now)
+    data, truncated = encode(message)
+    try:
+        target = target_of(record, settings.target_attribute)
+    except MalformedAttribute as bad:
+        raise MalformedRecord(f"bad target attribute: {bad}") from None
+    return Outgoing(message["sequence"], data, target, truncated)
+
+
+def _sequence_of(record: Any) -> str:
+    if isinstance(record, dict):
+        stream = record.get("dynamodb")
+        if isinstance(stream, dict) and isinstance(stream.get("SequenceNumber"), str):
+            return str(stream["SequenceNumber"])
+    # Lambda treats an empty identifier as "the whole batch failed": still nothing lost.
+    return ""
+
+
+class Broadcaster:
+    """One batch at a time; dependencies are passed in so tests can use real local ones."""
+
+    def __init__(
+        self,
+        settings: config.BroadcasterConfig,
+        *,
+        dynamodb: Any,
+        api: Poster,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.dynamodb = dynamodb
+        self.api = api
+        self.clock = clock
+        self.sleep = sleep
+
+    def _remove_stale(self, connection_id: str) -> None:
+        try:
+            delete_connection(self.dynamodb, self.settings.connections_table, connection_id)
+        except Exception:  # the record's ttl removes it later
+            log.warning(
+                "could not remove a stale connection",
+                exc_info=True,
+                extra={"connectionId": connection_id},
+            )
+
+    def _recipients(self, target: str | None, cache: dict[str | None, list[str]]) -> list[str]:
+        if target not in cache:
+            table = self.settings.connections_table
+            if target is None:
+                cache[target] = all_connection_ids(self.dynamodb, table)
+            else:
+                cache[target] = user_connection_ids(
+                    self.dynamodb, table, self.settings.user_index, target
+                )
+        return cache[target]
+
+    def run(self, records: list[Any], deadline: float) -> tuple[list[dict[str, str]], BatchStats]:
+        stats = BatchStats(records=len(records))
+        cache: dict[str | None, list[str]] = {}
+        gone: set[str] = set()
+        started = self.clock()
+        for record in records:
+            sequence = _sequence_of(record)
+            if self.clock() >= deadline:
+                log.warning(
+                    "out of time; the rest of the batch is retried", extra={"sequence": sequence}
+                )
+                stats.recordsFailed += 1
+                return self._finish([sequence], stats, started)
+            try:
+                outgoing = prepare(record, self.settings, time.time())
+            except MalformedRecord as bad:
+                stats.malformed += 1
+                stats.recordsFailed += 1
+                log.error(
+                    "malformed stream record; reported as a batch item failure",
+                    extra={"reason": str(bad), "sequence": sequence, "record": record},
+                )
+                return self._finish([sequence], stats, started)
+            stats.truncated += outgoing.truncated
+            try:
+                recipients = [c for c in self._recipients(outgoing.target, cache) if c not in gone]
+                report = fan_out(
+                    self.api,
+                    recipients,
+                    outgoing.data,
+                    concurrency=self.settings.send_concurrency,
+                    max_attempts=self.settings.send_max_attempts,
+                    deadline=deadline,
+                    on_stale=self._remove_stale,
+                    sleep=self.sleep,
+                    clock=self.clock,
+                )
+            except Exception:
+                stats.recordsFailed += 1
+                log.exception("could not deliver a record", extra={"sequence": sequence})
+                return self._finish([sequence], stats, started)
+            gone.update(report.stale)
+            stats.recipients += len(recipients)
+            stats.delivered += report.delivered
+            stats.staleRemoved += len(report.stale)
+            stats.retried += report.retried
+            stats.failed += len(report.failed)
+            for code in report.failed.values():
+                stats.failedCodes[code] = stats.failedCodes.get(code, 0) + 1
+            if report.failed:
+                stats.recordsFailed += 1
+                log.warning(
+                    "record not delivered to every recipient; it will be retried",
+                    extra={"sequence": sequence, "failed": dict(list(report.failed.items())[:10])},
+                )
+                return self._finish([sequence], stats, started)
+        return self._finish([], stats, started)
+
+    def _finish(
+        self, failed: list[str], stats: BatchStats, started: float
+    ) -> tuple[list[dict[str, str]], BatchStats]:
+        stats.fanoutMs = round((self.clock() - started) * 1000, 3)
+        return [{"itemIdentifier": sequence} for sequence in failed], stats
+
+
+def record_batch(stats: BatchStats, function_name: str) -> None:
+    """One JSON log line and one EMF line per batch."""
+    log.info("batch", extra=asdict(stats))
+    logs.emit_metrics(
+        logs.emf_line(
+            METRICS_NAMESPACE,
+            {"FunctionName": function_name},
+            {
+                "Delivered": stats.delivered,
+                "StaleRemoved": stats.staleRemoved,
+                "Retried": stats.retried,
+                "Failed": stats.failed,
+                "RecordsFailed": stats.recordsFailed,
+                "Truncated": stats.truncated,
+            },
+            milliseconds={"FanoutTime": stats.fanoutMs},
+        )
+    )
+
+
+_lock = threading.Lock()
+_broadcaster: Broadcaster | None = None
+
+
+def broadcaster() -> Broadcaster:
+    """The container's broadcaster, built on first use."""
+    global _broadcaster
+    with _lock:
+        if _broadcaster is None:
+            api = ManagementApi(
+                CONFIG.management_endpoint,
+                region=aws.region(),
+                credentials=frozen_credentials(aws.session()),
+            )
+            _broadcaster = Broadcaster(CONFIG, dynamodb=aws.client("dynamodb"), api=api)
+        return _broadcaster
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    worker = broadcaster()
+    remaining_ms = context.get_remaining_time_in_millis() if context is not None else 60_000
+    deadline = worker.clock() + max(remaining_ms / 1000 - DEADLINE_MARGIN_SECONDS, 0.5)
+    records = event.get("Records") if isinstance(event, dict) else None
+    failures, stats = worker.run(list(records or []), deadline)
+    record_batch(stats, getattr(context, "function_name", None) or "broadcaster")
+    return {"batchItemFailures": failures}

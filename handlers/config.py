@@ -1,0 +1,134 @@
+"""The one place handlers read their environment.
+
+Each handler module calls its loader at import time, so a function that is
+missing a variable fails on its first cold start with a message that names the
+variable, instead of failing later on some request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_CONNECTION_TTL_SECONDS = 7200  # API Gateway's 2-hour connection maximum
+DEFAULT_USER_INDEX = "byUser"
+DEFAULT_SEND_CONCURRENCY = 64
+DEFAULT_SEND_MAX_ATTEMPTS = 5
+DEFAULT_MAX_INPUT_BYTES = 32 * 1024  # one API Gateway WebSocket frame
+
+
+class ConfigError(RuntimeError):
+    """A handler's environment is missing or has a bad value."""
+
+
+def _required(env: Mapping[str, str], name: str, purpose: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set: it must name {purpose}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(
+            f"environment variable {name}={value} is out of range [{minimum}, {maximum}]"
+        )
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True)
+class AuthorizerConfig:
+    secret_parameter: str
+    """SSM SecureString parameter holding the token signing secret."""
+
+
+@dataclass(frozen=True)
+class ConnectConfig:
+    connections_table: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class DisconnectConfig:
+    connections_table: str
+
+
+@dataclass(frozen=True)
+class DefaultConfig:
+    management_endpoint: str | None
+    """Explicit @connections endpoint; None derives it from the request."""
+    max_input_bytes: int
+
+
+@dataclass(frozen=True)
+class BroadcasterConfig:
+    connections_table: str
+    management_endpoint: str
+    target_attribute: str | None
+    user_index: str
+    include_old_image: bool
+    send_concurrency: int
+    send_max_attempts: int
+
+
+def authorizer_config(env: Mapping[str, str] = os.environ) -> AuthorizerConfig:
+    return AuthorizerConfig(
+        secret_parameter=_required(
+            env, "TOKEN_SECRET_PARAMETER", "the SSM SecureString holding the token secret"
+        )
+    )
+
+
+def connect_config(env: Mapping[str, str] = os.environ) -> ConnectConfig:
+    return ConnectConfig(
+        connections_table=_required(env, "CONNECTIONS_TABLE", "the connections table"),
+        ttl_seconds=_int(
+            env, "CONNECTION_TTL_SECONDS", DEFAULT_CONNECTION_TTL_SECONDS, 60, 7 * 24 * 3600
+        ),
+    )
+
+
+def disconnect_config(env: Mapping[str, str] = os.environ) -> DisconnectConfig:
+    return DisconnectConfig(
+        connections_table=_required(env, "CONNECTIONS_TABLE", "the connections table")
+    )
+
+
+def default_config(env: Mapping[str, str] = os.environ) -> DefaultConfig:
+    return DefaultConfig(
+        management_endpoint=env.get("MANAGEMENT_ENDPOINT", "").strip() or None,
+        max_input_bytes=_int(env, "MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES, 1, 128 * 1024),
+    )
+
+
+def broadcaster_config(env: Mapping[str, str] = os.environ) -> BroadcasterConfig:
+    return BroadcasterConfig(
+        connections_table=_required(env, "CONNECTIONS_TABLE", "the connections table"),
+        management_endpoint=_required(
+            env, "MANAGEMENT_ENDPOINT", "the stage's https:// @connections endpoint"
+        ),
+        target_attribute=env.get("TARGET_ATTRIBUTE", "").strip() or None,
+        user_index=env.get("USER_INDEX_NAME", "").strip() or DEFAULT_USER_INDEX,
+        include_old_image=_bool(env, "INCLUDE_OLD_IMAGE", False),
+        send_concurrency=_int(env, "SEND_CONCURRENCY", DEFAULT_SEND_CONCURRENCY, 1, 256),
+        send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", DEFAULT_SEND_MAX_ATTEMPTS, 1, 10),
+    )

@@ -1,0 +1,79 @@
+"""The connections table: what a record holds (pure) and the calls that read and write it.
+
+Contract: partition key ``connectionId`` (S); ``userId`` (S, GSI ``byUser``;
+absent for anonymous connections), ``connectedAt`` (ISO-8601 UTC), ``ttl``
+(N, epoch seconds), optional ``sourceIp``. No secret is ever stored here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    """``2026-11-26T12:00:00.123Z``."""
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def connection_item(
+    connection_id: str,
+    *,
+    user_id: str | None,
+    now: float,
+    ttl_seconds: int,
+    source_ip: str | None,
+) -> dict[str, dict[str, str]]:
+    """The record stored for a new connection, as DynamoDB attribute values."""
+    item = {
+        "connectionId": {"S": connection_id},
+        "connectedAt": {"S": iso_utc(now)},
+        "ttl": {"N": str(int(now) + ttl_seconds)},
+    }
+    if user_id:
+        item["userId"] = {"S": user_id}
+    if source_ip:
+        item["sourceIp"] = {"S": source_ip}
+    return item
+
+
+def put_connection(client: Any, table: str, item: dict[str, Any]) -> None:
+    client.put_item(TableName=table, Item=item)
+
+
+def delete_connection(client: Any, table: str, connection_id: str) -> None:
+    """Delete a record; deleting one that is already gone succeeds (idempotent)."""
+    client.delete_item(TableName=table, Key={"connectionId": {"S": connection_id}})
+
+
+def all_connection_ids(client: Any, table: str) -> list[str]:
+    """Every connection id, scanning page by page and projecting only the key."""
+    found: list[str] = []
+    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "connectionId"}
+    while True:
+        page = client.scan(**kwargs)
+        found.extend(item["connectionId"]["S"] for item in page.get("Items", []))
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return found
+        kwargs["ExclusiveStartKey"] = last
+
+
+def user_connection_ids(client: Any, table: str, index: str, user_id: str) -> list[str]:
+    """The connection ids of one user, through the ``byUser`` index."""
+    found: list[str] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": index,
+        "KeyConditionExpression": "userId = :u",
+        "ExpressionAttributeValues": {":u": {"S": user_id}},
+        "ProjectionExpression": "connectionId",
+    }
+    while True:
+        page = client.query(**kwargs)
+        found.extend(item["connectionId"]["S"] for item in page.get("Items", []))
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return found
+        kwargs["ExclusiveStartKey"] = last

@@ -1,0 +1,117 @@
+"""Concurrent fan-out of one message to many connections, with bounded retries.
+
+Outcome per connection:
+* 2xx: delivered;
+* 410 GoneException: the connection is stale; ``on_stale`` removes its record;
+  not an error;
+* 429 / LimitExceeded / 5xx / network error: retried with exponential backoff
+  and full jitter, at most ``max_attempts`` tries and never past the deadline;
+* anything else, or retries exhausted: failed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from handlers.management import Response
+
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 2.0
+
+
+class Poster(Protocol):
+    def post_to_connection(
+        self, connection_id: str, data: bytes, timeout: float | None = None
+    ) -> Response: ...
+
+
+@dataclass
+class FanoutReport:
+    delivered: int = 0
+    stale: list[str] = field(default_factory=list)
+    retried: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    """connection id -> last error code, for connections that never got the message."""
+
+
+def backoff_delay(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    """Full-jitter exponential backoff before try number ``attempt + 1`` (attempt >= 1)."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2 ** (attempt - 1)))
+    return rng(0.0, ceiling)
+
+
+_executor_lock = threading.Lock()
+_executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def shared_executor(workers: int) -> ThreadPoolExecutor:
+    """One pool per container and size, reused across invocations."""
+    with _executor_lock:
+        pool = _executors.get(workers)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout")
+            _executors[workers] = pool
+        return pool
+
+
+def fan_out(
+    api: Poster,
+    connection_ids: Iterable[str],
+    data: bytes,
+    *,
+    concurrency: int,
+    max_attempts: int,
+    deadline: float,
+    on_stale: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> FanoutReport:
+    """Post ``data`` to every connection; ``deadline`` is a ``clock()`` value."""
+    report = FanoutReport()
+    lock = threading.Lock()
+
+    def deliver(connection_id: str) -> None:
+        attempt = 1
+        while True:
+            remaining = deadline - clock()
+            if remaining <= 0:
+                code = "DeadlineExceeded"
+                break
+            response = api.post_to_connection(connection_id, data, remaining)
+            if response.ok:
+                with lock:
+                    report.delivered += 1
+                return
+            if response.gone:
+                on_stale(connection_id)
+                with lock:
+                    report.stale.append(connection_id)
+                return
+            code = response.error_code or f"HTTP{response.status}"
+            if not response.retryable or attempt >= max_attempts:
+                break
+            delay = backoff_delay(attempt)
+            if clock() + delay >= deadline:
+                code = f"{code} (deadline)"
+                break
+            with lock:
+                report.retried += 1
+            sleep(delay)
+            attempt += 1
+        with lock:
+            report.failed[connection_id] = code
+
+    ids = list(connection_ids)
+    if len(ids) <= 1 or concurrency <= 1:
+        for connection_id in ids:
+            deliver(connection_id)
+    else:
+        # list() waits for every task and re-raises the first unexpected exception
+        list(shared_executor(concurrency).map(deliver, ids))
+    return report

@@ -1,0 +1,125 @@
+"""Connection tokens: ``base64url(JSON payload) "." base64url(HMAC-SHA256(secret, payload part))``.
+
+The payload is a JSON object with at least ``sub`` (the user id, a non-empty
+string) and ``exp`` (expiry, integer epoch seconds). Extra claims are allowed
+and ignored by the authorizer. base64url is RFC 4648 section 5 without ``=``
+padding; the HMAC is computed over the ASCII text of the payload part exactly
+as it appears in the token.
+
+Free of configuration and AWS calls, so backends, tests and the emulator can
+import ``mint_token`` without a Lambda environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+MAX_TOKEN_LENGTH = 4096
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class InvalidToken(ValueError):
+    """The token is missing, malformed, tampered with or expired. ``reason`` is for logs only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _b64url_encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    """Strict RFC 4648 section 5 without padding: one spelling per value, or ``InvalidToken``."""
+    if not _B64URL.fullmatch(text):
+        raise InvalidToken("not base64url")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("not base64url") from None
+    if _b64url_encode(raw) != text:  # unused trailing bits set: not the canonical spelling
+        raise InvalidToken("not base64url")
+    return raw
+
+
+def _key(secret: str | bytes) -> bytes:
+    key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if not key:
+        raise ValueError("the token secret must not be empty")
+    return key
+
+
+def _signature(key: bytes, payload_part: str) -> bytes:
+    return hmac.new(key, payload_part.encode("ascii"), hashlib.sha256).digest()
+
+
+def mint_token(
+    user_id: str,
+    secret: str | bytes,
+    ttl_seconds: int = 3600,
+    *,
+    claims: Mapping[str, Any] | None = None,
+    now: float | None = None,
+) -> str:
+    """Return a token for ``user_id`` that expires ``ttl_seconds`` from now.
+
+    ``claims`` adds extra payload fields; ``sub`` and ``exp`` cannot be overridden.
+    """
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("user_id must be a non-empty string")
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds <= 0:
+        raise ValueError("ttl_seconds must be a positive integer")
+    issued = int(time.time() if now is None else now)
+    payload: dict[str, Any] = dict(claims or {})
+    payload.update(sub=user_id, exp=issued + ttl_seconds)
+    payload_part = _b64url_encode(
+        json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    )
+    return f"{payload_part}.{_b64url_encode(_signature(_key(secret), payload_part))}"
+
+
+def verify_token(token: Any, secret: str | bytes, *, now: float | None = None) -> dict[str, Any]:
+    """Return the token's payload, or raise ``InvalidToken`` saying why it is refused.
+
+    The signature is checked (in constant time) before the payload is parsed.
+    """
+    if not isinstance(token, str) or not token:
+        raise InvalidToken("missing token")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token too long")
+    parts = token.split(".")
+    if len(parts) != 2:
+        raise InvalidToken("malformed token: expected two dot-separated parts")
+    payload_part, signature_part = parts
+    try:
+        payload_part.encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidToken("malformed token: non-ASCII payload") from None
+    signature = _b64url_decode(signature_part)
+    expected = _signature(_key(secret), payload_part)
+    if not hmac.compare_digest(signature, expected):
+        raise InvalidToken("bad signature")
+    try:
+        payload = json.loads(_b64url_decode(payload_part))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidToken("malformed payload: not JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidToken("malformed payload: not an object")
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise InvalidToken("malformed payload: sub must be a non-empty string")
+    exp = payload.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise InvalidToken("malformed payload: exp must be a number")
+    if exp <= (time.time() if now is None else now):
+        raise InvalidToken("expired")
+    return payload

@@ -1,0 +1,185 @@
+"""Configuration: a missing variable fails the cold start by name; the loaders' defaults."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from handlers import config
+from handlers.config import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+BROADCASTER_ENV = {"CONNECTIONS_TABLE": "conns", "MANAGEMENT_ENDPOINT": "https://x.example/dev"}
+
+
+def import_without(module: str, *missing: str) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if name not in missing}
+    return subprocess.run(
+        [sys.executable, "-c", f"import handlers.{module}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("module", ["authorizer", "connect", "disconnect", "broadcaster"])
+def test_handler_imports_with_its_environment_set(module: str) -> None:
+    imported = import_without(module)
+
+    assert imported.returncode == 0, imported.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "variable"),
+    [
+        ("authorizer", "TOKEN_SECRET_PARAMETER"),
+        ("connect", "CONNECTIONS_TABLE"),
+        ("disconnect", "CONNECTIONS_TABLE"),
+        ("broadcaster", "CONNECTIONS_TABLE"),
+        ("broadcaster", "MANAGEMENT_ENDPOINT"),
+    ],
+)
+def test_handler_import_fails_naming_the_missing_variable(module: str, variable: str) -> None:
+    imported = import_without(module, variable)
+
+    assert imported.returncode != 0
+    assert "ConfigError" in imported.stderr
+    assert f"environment variable {variable} is not set" in imported.stderr
+
+
+def test_default_handler_imports_without_a_management_endpoint() -> None:
+    imported = import_without("default", "MANAGEMENT_ENDPOINT")
+
+    assert imported.returncode == 0, imported.stderr
+
+
+# --- loaders ------------------------------------------------------------------------------
+
+
+def test_authorizer_config_reads_the_secret_parameter() -> None:
+    loaded = config.authorizer_config({"TOKEN_SECRET_PARAMETER": " /app/secret "})
+
+    assert loaded.secret_parameter == "/app/secret"
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"TOKEN_SECRET_PARAMETER": ""}, {"TOKEN_SECRET_PARAMETER": " "}]
+)
+def test_authorizer_config_without_a_secret_parameter_names_it(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="TOKEN_SECRET_PARAMETER is not set"):
+        config.authorizer_config(env)
+
+
+def test_disconnect_config_reads_the_table() -> None:
+    assert config.disconnect_config({"CONNECTIONS_TABLE": "conns"}).connections_table == "conns"
+
+
+def test_disconnect_config_without_a_table_names_it() -> None:
+    with pytest.raises(ConfigError, match="CONNECTIONS_TABLE is not set"):
+        config.disconnect_config({})
+
+
+def test_default_config_defaults() -> None:
+    loaded = config.default_config({})
+
+    assert loaded == config.DefaultConfig(management_endpoint=None, max_input_bytes=32 * 1024)
+
+
+def test_default_config_reads_endpoint_and_input_limit() -> None:
+    loaded = config.default_config(
+        {"MANAGEMENT_ENDPOINT": "https://x.example/dev", "MAX_INPUT_BYTES": "1024"}
+    )
+
+    assert loaded == config.DefaultConfig("https://x.example/dev", 1024)
+
+
+@pytest.mark.parametrize("raw", ["0", "131073", "big"])
+def test_default_config_bad_input_limit_names_it(raw: str) -> None:
+    with pytest.raises(ConfigError, match="MAX_INPUT_BYTES"):
+        config.default_config({"MAX_INPUT_BYTES": raw})
+
+
+def test_broadcaster_config_defaults() -> None:
+    loaded = config.broadcaster_config(BROADCASTER_ENV)
+
+    assert loaded == config.BroadcasterConfig(
+        connections_table="conns",
+        management_endpoint="https://x.example/dev",
+        target_attribute=None,
+        user_index="byUser",
+        include_old_image=False,
+        send_concurrency=64,
+        send_max_attempts=5,
+    )
+
+
+def test_broadcaster_config_reads_every_setting() -> None:
+    loaded = config.broadcaster_config(
+        {
+            **BROADCASTER_ENV,
+            "TARGET_ATTRIBUTE": "owner",
+            "USER_INDEX_NAME": "byOwner",
+            "INCLUDE_OLD_IMAGE": "true",
+            "SEND_CONCURRENCY": "8",
+            "SEND_MAX_ATTEMPTS": "2",
+        }
+    )
+
+    assert loaded == config.BroadcasterConfig(
+        connections_table="conns",
+        management_endpoint="https://x.example/dev",
+        target_attribute="owner",
+        user_index="byOwner",
+        include_old_image=True,
+        send_concurrency=8,
+        send_max_attempts=2,
+    )
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "TRUE", "Yes", "on", " true "])
+def test_include_old_image_true_values(raw: str) -> None:
+    loaded = config.broadcaster_config({**BROADCASTER_ENV, "INCLUDE_OLD_IMAGE": raw})
+
+    assert loaded.include_old_image is True
+
+
+@pytest.mark.parametrize("raw", ["0", "false", "False", "no", "OFF", ""])
+def test_include_old_image_false_values(raw: str) -> None:
+    loaded = config.broadcaster_config({**BROADCASTER_ENV, "INCLUDE_OLD_IMAGE": raw})
+
+    assert loaded.include_old_image is False
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "y", "enabled"])
+def test_bad_include_old_image_is_a_config_error_naming_it(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"INCLUDE_OLD_IMAGE=.* is not a boolean"):
+        config.broadcaster_config({**BROADCASTER_ENV, "INCLUDE_OLD_IMAGE": raw})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("SEND_CONCURRENCY", "0"),
+        ("SEND_CONCURRENCY", "257"),
+        ("SEND_CONCURRENCY", "many"),
+        ("SEND_MAX_ATTEMPTS", "0"),
+        ("SEND_MAX_ATTEMPTS", "11"),
+    ],
+)
+def test_bad_broadcaster_numbers_are_config_errors_naming_them(variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        config.broadcaster_config({**BROADCASTER_ENV, variable: raw})
+
+
+@pytest.mark.parametrize("variable", ["CONNECTIONS_TABLE", "MANAGEMENT_ENDPOINT"])
+def test_broadcaster_config_without_a_required_variable_names_it(variable: str) -> None:
+    env = {name: value for name, value in BROADCASTER_ENV.items() if name != variable}
+
+    with pytest.raises(ConfigError, match=f"{variable} is not set"):
+        config.broadcaster_config(env)

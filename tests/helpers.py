@@ -1,0 +1,66 @@
+"""Shared test helpers: sample events, a fake Lambda context, table creation."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+EVENTS = Path(__file__).parent / "events"
+SECRET = "test-signing-secret-0123456789abcdef"
+
+
+@cache
+def _read(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A fresh copy of ``tests/events/<name>.json``."""
+    return copy.deepcopy(_read(name))
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "realtime-test-fn"
+    aws_request_id: str = "11111111-2222-3333-4444-555555555555"
+    memory_limit_in_mb: int = 256
+    remaining_ms: int = 60_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def create_connections_table(client: Any, name: str) -> None:
+    """The connections table as the component declares it (key, byUser index)."""
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "connectionId", "AttributeType": "S"},
+            {"AttributeName": "userId", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "connectionId", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "byUser",
+                "KeySchema": [{"AttributeName": "userId", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+    )
+
+
+def put_connection(client: Any, table: str, connection_id: str, user_id: str | None = None) -> None:
+    item = {"connectionId": {"S": connection_id}, "ttl": {"N": "4102444800"}}
+    if user_id:
+        item["userId"] = {"S": user_id}
+    client.put_item(TableName=table, Item=item)
+
+
+def connection_ids(client: Any, table: str) -> set[str]:
+    items = client.scan(TableName=table)["Items"]
+    return {item["connectionId"]["S"] for item in items}
