@@ -1,26 +1,33 @@
 # realtime-channel: the commands a person expects. `make test` is what CI runs.
 PYTHON ?= python3
-VENV ?= .venv
+VENV ?= venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format typecheck test test-fast bench clean
+.PHONY: help install lint lint-workflows format typecheck test test-fast bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the pinned requirements
+install: $(STAMP) ## create venv/ (the virtualenv Pulumi.yaml names) and install the pinned requirements
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+lint: $(STAMP) lint-workflows ## ruff (lint + format check), mypy and the workflow checks
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+
+WORKFLOWS := $(wildcard .github/workflows/*.yml .github/workflows/*.yaml)
+
+lint-workflows: $(STAMP) ## actionlint, zizmor and schema checks of .github/workflows (offline)
+	$(VENV)/bin/actionlint -shellcheck=$(VENV)/bin/shellcheck $(WORKFLOWS)
+	$(VENV)/bin/zizmor --offline --no-progress --min-severity low .github/workflows
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 
 typecheck: $(STAMP) ## mypy only
 	$(PY) -m mypy

@@ -1,0 +1,46 @@
+"""The stack program: config -> source table -> RealtimeChannel -> exports."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from components import RealtimeChannel, stack_config
+
+settings = stack_config.load()
+
+source_name = settings.get("sourceTableName")
+if source_name:
+    source = settings.source(source_name)
+else:
+    events = aws.dynamodb.Table(
+        "events",
+        billing_mode="PAY_PER_REQUEST",
+        hash_key="PK",
+        range_key="SK",
+        attributes=[
+            aws.dynamodb.TableAttributeArgs(name="PK", type="S"),
+            aws.dynamodb.TableAttributeArgs(name="SK", type="S"),
+        ],
+        stream_enabled=True,
+        stream_view_type="NEW_AND_OLD_IMAGES",
+        server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+        point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(
+            enabled=settings.get("pointInTimeRecovery")
+        ),
+        deletion_protection_enabled=settings.get("deletionProtection"),
+        tags={"realtime-channel": "demo"},
+    )
+    source = settings.source(events, name="events")
+    source_name = events.name
+
+channel = RealtimeChannel("realtime", settings.channel_args([source]))
+
+pulumi.export("url", channel.url)
+pulumi.export("managementEndpoint", channel.management_endpoint)
+pulumi.export("connectionsTableName", channel.connections_table_name)
+pulumi.export("apiId", channel.api_id)
+pulumi.export("stageName", channel.stage_name)
+pulumi.export("deadLetterQueueUrl", channel.dead_letter_queue_url)
+pulumi.export("functionNames", channel.function_names)
+pulumi.export("sourceTableName", source_name)

@@ -1,0 +1,16 @@
+"""Infrastructure of realtime-channel: the ``RealtimeChannel`` component and its pure helpers."""
+
+from components.realtime_channel import (
+    RealtimeChannel,
+    RealtimeChannelArgs,
+    RealtimeChannelTransforms,
+)
+from components.sources import SourceFilter, StreamSource
+
+__all__ = [
+    "RealtimeChannel",
+    "RealtimeChannelArgs",
+    "RealtimeChannelTransforms",
+    "SourceFilter",
+    "StreamSource",
+]

@@ -1,0 +1,131 @@
+"""IAM policy documents, built by pure functions from plain ARNs (tested as data).
+
+No wildcard action anywhere; every resource is a specific ARN. The only ``*``
+characters are inside ARNs, where the service requires a pattern: the
+``@connections/*`` path of one stage, a log group's streams, and a table's
+streams for ``dynamodb:ListStreams``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+Statement = dict[str, Any]
+
+
+def document(statements: Sequence[Statement]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, sort_keys=True)
+
+
+def _allow(sid: str, actions: Sequence[str], resources: Sequence[str]) -> Statement:
+    return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": list(resources)}
+
+
+def lambda_assume_role_policy() -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+def logs_statement(log_group_arn: str) -> Statement:
+    """Write to the function's own log group (created by the component, so no CreateLogGroup)."""
+    return _allow(
+        "WriteOwnLogs",
+        ["logs:CreateLogStream", "logs:PutLogEvents"],
+        [f"{log_group_arn.removesuffix(':*')}:*"],
+    )
+
+
+def manage_connections_resource(stage_execution_arn: str, method: str = "POST") -> str:
+    """``<stage execution ARN>/<METHOD>/@connections/*``."""
+    return f"{stage_execution_arn}/{method}/@connections/*"
+
+
+def authorizer_policy(log_group_arn: str, parameter_arn: str) -> str:
+    return document(
+        [
+            logs_statement(log_group_arn),
+            _allow("ReadTokenSecret", ["ssm:GetParameter"], [parameter_arn]),
+        ]
+    )
+
+
+def connect_policy(log_group_arn: str, table_arn: str) -> str:
+    return document(
+        [
+            logs_statement(log_group_arn),
+            _allow("StoreConnection", ["dynamodb:PutItem"], [table_arn]),
+        ]
+    )
+
+
+def disconnect_policy(log_group_arn: str, table_arn: str) -> str:
+    return document(
+        [
+            logs_statement(log_group_arn),
+            _allow("RemoveConnection", ["dynamodb:DeleteItem"], [table_arn]),
+        ]
+    )
+
+
+def default_policy(log_group_arn: str, stage_execution_arn: str) -> str:
+    return document(
+        [
+            logs_statement(log_group_arn),
+            _allow(
+                "AnswerClients",
+                ["execute-api:ManageConnections"],
+                [manage_connections_resource(stage_execution_arn)],
+            ),
+        ]
+    )
+
+
+def broadcaster_policy(
+    log_group_arn: str,
+    table_arn: str,
+    user_index: str,
+    stage_execution_arn: str,
+    dead_letter_queue_arn: str,
+) -> str:
+    """What the broadcaster does whatever its sources: read recipients, post, clean up."""
+    return document(
+        [
+            logs_statement(log_group_arn),
+            _allow("ListConnections", ["dynamodb:Scan"], [table_arn]),
+            _allow("ListUserConnections", ["dynamodb:Query"], [f"{table_arn}/index/{user_index}"]),
+            _allow("RemoveStaleConnections", ["dynamodb:DeleteItem"], [table_arn]),
+            _allow(
+                "PostToClients",
+                ["execute-api:ManageConnections"],
+                [manage_connections_resource(stage_execution_arn)],
+            ),
+            _allow("ReportFailedBatches", ["sqs:SendMessage"], [dead_letter_queue_arn]),
+        ]
+    )
+
+
+def stream_read_policy(table_arn: str, stream_arn: str) -> str:
+    """What Lambda's event source mapping needs to read one table's stream."""
+    return document(
+        [
+            _allow(
+                "ReadStream",
+                ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+                [stream_arn],
+            ),
+            _allow("ListStreams", ["dynamodb:ListStreams"], [f"{table_arn}/stream/*"]),
+        ]
+    )

@@ -1,0 +1,665 @@
+"""``RealtimeChannel``: a WebSocket API that broadcasts the changes of stream-enabled tables.
+
+Read the constructor top to bottom: it is the recipe. Every child is named
+from the component's name and parented to it, so two channels in one stack
+never collide.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pulumi
+import pulumi_aws as aws
+
+from components import policies
+from components.packaging import handler_archive
+from components.sources import (
+    SourceError,
+    StreamSource,
+    check_source,
+    check_stream,
+    filter_pattern,
+    label_of,
+)
+
+TYPE_TOKEN = "realtime:index:RealtimeChannel"  # noqa: S105 (a type token, not a password)
+RUNTIME = "python3.14"  # the newest Python runtime pulumi-aws offers
+ARCHITECTURE = "arm64"
+USER_INDEX = "byUser"
+FUNCTION_KINDS = ("authorizer", "connect", "disconnect", "default", "broadcaster")
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)  # fmt: skip
+ACCESS_LOG_FORMAT = (
+    '{"requestId":"$context.requestId","connectionId":"$context.connectionId",'
+    '"routeKey":"$context.routeKey","eventType":"$context.eventType",'
+    '"status":"$context.status","requestTime":"$context.requestTime",'
+    '"sourceIp":"$context.identity.sourceIp","error":"$context.error.message",'
+    '"integrationError":"$context.integrationErrorMessage"}'
+)
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ATTRIBUTE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+
+A = TypeVar("A")
+
+
+@dataclass
+class RealtimeChannelTransforms:
+    """Adjust a child's args before it is created: each callable gets the args object and
+    returns it (or a replacement, or None after changing it in place)."""
+
+    api: Callable[[aws.apigatewayv2.ApiArgs], Any] | None = None
+    stage: Callable[[aws.apigatewayv2.StageArgs], Any] | None = None
+    connections_table: Callable[[aws.dynamodb.TableArgs], Any] | None = None
+    dead_letter_queue: Callable[[aws.sqs.QueueArgs], Any] | None = None
+    function: Callable[[str, aws.lambda_.FunctionArgs], Any] | None = None
+    """Called for each function with its kind (authorizer, connect, disconnect, default,
+    broadcaster)."""
+    event_source_mapping: Callable[[str, aws.lambda_.EventSourceMappingArgs], Any] | None = None
+    """Called for each source with its label."""
+
+
+@dataclass
+class RealtimeChannelArgs:
+    sources: Sequence[StreamSource] = ()
+    """Tables whose changes are broadcast. Default: none (add them later with ``attach``)."""
+    stage_name: str = "dev"
+    """Name of the API stage, the last part of the URL. Default ``dev``."""
+    auth_enabled: bool = True
+    """Require a signed token on ``$connect`` (REQUEST authorizer). Default on."""
+    token_secret: pulumi.Input[str] | None = None
+    """Token signing secret (keep it a Pulumi secret); stored as an SSM SecureString.
+    Required when ``auth_enabled``. Default none."""
+    connection_ttl_seconds: int = 7200
+    """Lifetime of a connection record (the table's TTL). Default 7,200 (API Gateway's maximum)."""
+    target_attribute: str | None = None
+    """Item attribute naming the user a change is for; only their connections receive it.
+    Default none: every change goes to every connection."""
+    include_old_image: bool = False
+    """Add the old image to messages as ``old``. Default off."""
+    log_retention_days: int = 14
+    """Retention of every log group (a CloudWatch-supported value). Default 14."""
+    access_logs: bool = True
+    """JSON access logs of the stage into their own log group. Default on."""
+    throttling_burst_limit: int = 500
+    """Stage default-route burst limit. Default 500."""
+    throttling_rate_limit: float = 1000.0
+    """Stage default-route steady rate, requests per second. Default 1,000."""
+    point_in_time_recovery: bool = False
+    """Point-in-time recovery on the connections table. Default off."""
+    deletion_protection: bool = False
+    """Deletion protection on the connections table. Default off."""
+    memory_size: int = 256
+    """Memory of every function, MB. Default 256."""
+    broadcaster_timeout_seconds: int = 60
+    """Broadcaster timeout, 3 to 900 s. Default 60."""
+    send_concurrency: int = 64
+    """Concurrent posts per broadcaster invocation, 1 to 256. Default 64."""
+    alarms: bool = False
+    """Create alarms: broadcaster iterator age and errors, dead-letter queue depth. Default off."""
+    alarm_topic_arn: pulumi.Input[str] | None = None
+    """SNS topic for alarm actions. Default none."""
+    alarm_email: str | None = None
+    """E-mail address subscribed to a topic the component creates (when no topic is given).
+    Default none."""
+    iterator_age_alarm_ms: int = 60_000
+    """IteratorAge (ms) above which the alarm fires. Default 60,000."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags on every taggable child. Default none."""
+    transforms: RealtimeChannelTransforms = field(default_factory=RealtimeChannelTransforms)
+    """Per-child args adjustments. Default none."""
+
+
+def management_endpoint_from_invoke_url(invoke_url: str) -> str:
+    """The @connections endpoint: ``wss://x/dev`` -> ``https://x/dev``, ``ws://`` -> ``http://``."""
+    for websocket, http in (("wss://", "https://"), ("ws://", "http://")):
+        if invoke_url.startswith(websocket):
+            return http + invoke_url[len(websocket) :].rstrip("/")
+    raise ValueError(f"not a WebSocket invoke URL: {invoke_url!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
+    """Validate every argument; errors name the component and the argument."""
+
+    def fail(arg: str, why: str) -> None:
+        raise ValueError(f"RealtimeChannel {name!r}: {arg} {why}")
+
+    def bounded(arg: str, value: Any, low: float, high: float, integer: bool = True) -> None:
+        ok_type = _is_int(value) if integer else _is_int(value) or isinstance(value, float)
+        if not ok_type or not low <= value <= high:
+            fail(arg, f"must be {'an integer' if integer else 'a number'} from {low:g} to {high:g}")
+
+    if not isinstance(args.stage_name, str) or not _STAGE_NAME.match(args.stage_name):
+        fail("stage_name", "must be 1-128 letters, digits, '-' or '_'")
+    if args.auth_enabled and (args.token_secret is None or args.token_secret == ""):
+        fail(
+            "token_secret",
+            "is required when auth_enabled is true (set it from a Pulumi secret, e.g."
+            " `pulumi config set --secret tokenSecret ...`)",
+        )
+    bounded("connection_ttl_seconds", args.connection_ttl_seconds, 60, 7 * 24 * 3600)
+    if args.log_retention_days not in LOG_RETENTION_DAYS or not _is_int(args.log_retention_days):
+        fail("log_retention_days", f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    bounded("throttling_burst_limit", args.throttling_burst_limit, 0, 5000)
+    bounded("throttling_rate_limit", args.throttling_rate_limit, 0, 10_000, integer=False)
+    bounded("memory_size", args.memory_size, 128, 10_240)
+    bounded("broadcaster_timeout_seconds", args.broadcaster_timeout_seconds, 3, 900)
+    bounded("send_concurrency", args.send_concurrency, 1, 256)
+    bounded("iterator_age_alarm_ms", args.iterator_age_alarm_ms, 1000, 86_400_000)
+    if args.target_attribute is not None and not _ATTRIBUTE.match(str(args.target_attribute)):
+        fail("target_attribute", "must be an attribute name (letters, digits, '_', '-', '.')")
+    if args.alarm_email is not None and not _EMAIL.match(args.alarm_email):
+        fail("alarm_email", f"is not an e-mail address: {args.alarm_email!r}")
+    return args
+
+
+class RealtimeChannel(pulumi.ComponentResource):
+    """An API Gateway WebSocket API, its stage, a connections table and the functions that
+    turn stream records of any attached table into messages to connected clients."""
+
+    url: pulumi.Output[str]
+    """``wss://`` URL clients connect to."""
+    management_endpoint: pulumi.Output[str]
+    """``https://`` endpoint of the @connections API."""
+    connections_table_name: pulumi.Output[str]
+    api_id: pulumi.Output[str]
+    stage_name: pulumi.Output[str]
+    dead_letter_queue_url: pulumi.Output[str]
+    function_names: pulumi.Output[dict[str, str]]
+
+    api: aws.apigatewayv2.Api
+    stage: aws.apigatewayv2.Stage
+    connections_table: aws.dynamodb.Table
+    dead_letter_queue: aws.sqs.Queue
+    functions: dict[str, aws.lambda_.Function]
+    event_source_mappings: dict[str, aws.lambda_.EventSourceMapping]
+    token_secret_parameter: aws.ssm.Parameter | None
+
+    def __init__(
+        self,
+        name: str,
+        args: RealtimeChannelArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        self._channel = name
+        self._args = normalize_args(name, args or RealtimeChannelArgs())
+        self._code = handler_archive()
+        self.functions = {}
+        self.event_source_mappings = {}
+        self._roles: dict[str, aws.iam.Role] = {}
+        self._role_policies: dict[str, aws.iam.RolePolicy] = {}
+        self._source_keys: set[tuple[str, str]] = set()
+
+        self._create_connections_table()
+        self._create_dead_letter_queue()
+        self._create_api()
+        self._create_stage()
+        self._create_token_secret()
+        self._create_functions()
+        self._create_routes()
+        self._create_alarms()
+        for source in self._args.sources:
+            self.attach(source)
+        self._export_outputs()
+        self.register_outputs(
+            {
+                "url": self.url,
+                "management_endpoint": self.management_endpoint,
+                "connections_table_name": self.connections_table_name,
+                "api_id": self.api_id,
+                "stage_name": self.stage_name,
+                "dead_letter_queue_url": self.dead_letter_queue_url,
+                "function_names": self.function_names,
+            }
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _child(self, **options: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **options)
+
+    def _n(self, suffix: str) -> str:
+        return f"{self._channel}-{suffix}"
+
+    def _transform(self, hook: Callable[..., Any] | None, args: A, *leading: str) -> A:
+        if hook is None:
+            return args
+        changed = hook(*leading, args)
+        return args if changed is None else changed
+
+    def _tags(self, **extra: str) -> dict[str, str]:
+        return {"realtime-channel": self._channel, **self._args.tags, **extra}
+
+    # -- recipe steps ----------------------------------------------------------------------
+
+    def _create_connections_table(self) -> None:
+        args = aws.dynamodb.TableArgs(
+            billing_mode="PAY_PER_REQUEST",
+            hash_key="connectionId",
+            attributes=[
+                aws.dynamodb.TableAttributeArgs(name="connectionId", type="S"),
+                aws.dynamodb.TableAttributeArgs(name="userId", type="S"),
+            ],
+            global_secondary_indexes=[
+                aws.dynamodb.TableGlobalSecondaryIndexArgs(
+                    name=USER_INDEX,
+                    key_schemas=[
+                        aws.dynamodb.TableGlobalSecondaryIndexKeySchemaArgs(
+                            attribute_name="userId", key_type="HASH"
+                        )
+                    ],
+                    projection_type="KEYS_ONLY",
+                )
+            ],
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name="ttl", enabled=True),
+            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+            point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(
+                enabled=self._args.point_in_time_recovery
+            ),
+            deletion_protection_enabled=self._args.deletion_protection,
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.connections_table, args)
+        self.connections_table = aws.dynamodb.Table(self._n("connections"), args, self._child())
+
+    def _create_dead_letter_queue(self) -> None:
+        args = aws.sqs.QueueArgs(
+            sqs_managed_sse_enabled=True,
+            message_retention_seconds=14 * 24 * 3600,
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.dead_letter_queue, args)
+        self.dead_letter_queue = aws.sqs.Queue(self._n("dlq"), args, self._child())
+
+    def _create_api(self) -> None:
+        args = aws.apigatewayv2.ApiArgs(
+            protocol_type="WEBSOCKET",
+            route_selection_expression="$request.body.action",
+            description=f"realtime-channel {self._channel}",
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.api, args)
+        self.api = aws.apigatewayv2.Api(self._n("api"), args, self._child())
+
+    def _create_stage(self) -> None:
+        access_logs = None
+        if self._args.access_logs:
+            self.access_log_group = aws.cloudwatch.LogGroup(
+                self._n("access-logs"),
+                retention_in_days=self._args.log_retention_days,
+                tags=self._tags(),
+                opts=self._child(),
+            )
+            access_logs = aws.apigatewayv2.StageAccessLogSettingsArgs(
+                destination_arn=self.access_log_group.arn, format=ACCESS_LOG_FORMAT
+            )
+        args = aws.apigatewayv2.StageArgs(
+            api_id=self.api.id,
+            name=self._args.stage_name,
+            auto_deploy=True,
+            default_route_settings=aws.apigatewayv2.StageDefaultRouteSettingsArgs(
+                throttling_burst_limit=self._args.throttling_burst_limit,
+                throttling_rate_limit=self._args.throttling_rate_limit,
+            ),
+            access_log_settings=access_logs,
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.stage, args)
+        self.stage = aws.apigatewayv2.Stage(self._n("stage"), args, self._child())
+        self.management_endpoint = self.stage.invoke_url.apply(management_endpoint_from_invoke_url)
+
+    def _require_secret(self, value: Any) -> str:
+        if not isinstance(value, str) or len(value) < 16:
+            raise ValueError(
+                f"RealtimeChannel {self._channel!r}: token_secret must be at least 16 characters"
+                ' (`pulumi config set --secret tokenSecret "$(openssl rand -hex 32)"`)'
+            )
+        return value
+
+    def _create_token_secret(self) -> None:
+        self.token_secret_parameter = None
+        if not self._args.auth_enabled:
+            return
+        self.token_secret_parameter = aws.ssm.Parameter(
+            self._n("token-secret"),
+            type="SecureString",
+            value=pulumi.Output.secret(self._args.token_secret).apply(self._require_secret),
+            description=f"realtime-channel {self._channel}: connection token signing secret",
+            tags=self._tags(),
+            opts=self._child(additional_secret_outputs=["value"]),
+        )
+
+    def _create_function(
+        self,
+        kind: str,
+        policy: Callable[[str], pulumi.Input[str]],
+        environment: Mapping[str, pulumi.Input[str]],
+        timeout: int,
+    ) -> aws.lambda_.Function:
+        log_group = aws.cloudwatch.LogGroup(
+            self._n(f"{kind}-logs"),
+            retention_in_days=self._args.log_retention_days,
+            tags=self._tags(),
+            opts=self._child(),
+        )
+        role = aws.iam.Role(
+            self._n(f"{kind}-role"),
+            assume_role_policy=policies.lambda_assume_role_policy(),
+            tags=self._tags(),
+            opts=self._child(),
+        )
+        role_policy = aws.iam.RolePolicy(
+            self._n(f"{kind}-policy"),
+            role=role.id,
+            policy=log_group.arn.apply(policy),
+            opts=self._child(),
+        )
+        args = aws.lambda_.FunctionArgs(
+            role=role.arn,
+            runtime=RUNTIME,
+            architectures=[ARCHITECTURE],
+            handler=f"handlers.{kind}.handler",
+            code=self._code.archive,
+            timeout=timeout,
+            memory_size=self._args.memory_size,
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(environment)),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
+                log_format="JSON",
+                log_group=log_group.name,
+                application_log_level="INFO",
+                system_log_level="WARN",
+            ),
+            description=f"realtime-channel {self._channel}: {kind}",
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.function, args, kind)
+        function = aws.lambda_.Function(
+            self._n(kind), args, self._child(depends_on=[role_policy, log_group])
+        )
+        self._roles[kind] = role
+        self._role_policies[kind] = role_policy
+        self.functions[kind] = function
+        return function
+
+    def _create_functions(self) -> None:
+        table_arn = self.connections_table.arn
+        table_name = self.connections_table.name
+        stage_arn = self.stage.execution_arn
+        if self.token_secret_parameter is not None:
+            parameter = self.token_secret_parameter
+            self._create_function(
+                "authorizer",
+                lambda logs: parameter.arn.apply(lambda p: policies.authorizer_policy(logs, p)),
+                {"TOKEN_SECRET_PARAMETER": parameter.name},
+                timeout=10,
+            )
+        self._create_function(
+            "connect",
+            lambda logs: table_arn.apply(lambda t: policies.connect_policy(logs, t)),
+            {
+                "CONNECTIONS_TABLE": table_name,
+                "CONNECTION_TTL_SECONDS": str(self._args.connection_ttl_seconds),
+            },
+            timeout=10,
+        )
+        self._create_function(
+            "disconnect",
+            lambda logs: table_arn.apply(lambda t: policies.disconnect_policy(logs, t)),
+            {"CONNECTIONS_TABLE": table_name},
+            timeout=10,
+        )
+        self._create_function(
+            "default",
+            lambda logs: stage_arn.apply(lambda s: policies.default_policy(logs, s)),
+            {"MANAGEMENT_ENDPOINT": self.management_endpoint},
+            timeout=10,
+        )
+        broadcaster_env: dict[str, pulumi.Input[str]] = {
+            "CONNECTIONS_TABLE": table_name,
+            "MANAGEMENT_ENDPOINT": self.management_endpoint,
+            "USER_INDEX_NAME": USER_INDEX,
+            "INCLUDE_OLD_IMAGE": "true" if self._args.include_old_image else "false",
+            "SEND_CONCURRENCY": str(self._args.send_concurrency),
+        }
+        if self._args.target_attribute:
+            broadcaster_env["TARGET_ATTRIBUTE"] = self._args.target_attribute
+        queue_arn = self.dead_letter_queue.arn
+        self._create_function(
+            "broadcaster",
+            lambda logs: pulumi.Output.all(table_arn, stage_arn, queue_arn).apply(
+                lambda a: policies.broadcaster_policy(logs, a[0], USER_INDEX, a[1], a[2])
+            ),
+            broadcaster_env,
+            timeout=self._args.broadcaster_timeout_seconds,
+        )
+
+    def _allow_invoke(self, kind: str, source_arn: pulumi.Input[str]) -> aws.lambda_.Permission:
+        return aws.lambda_.Permission(
+            self._n(f"{kind}-invoke"),
+            action="lambda:InvokeFunction",
+            function=self.functions[kind].name,
+            principal="apigateway.amazonaws.com",
+            source_arn=source_arn,
+            opts=self._child(),
+        )
+
+    def _create_routes(self) -> None:
+        self.authorizer: aws.apigatewayv2.Authorizer | None = None
+        if "authorizer" in self.functions:
+            self.authorizer = aws.apigatewayv2.Authorizer(
+                self._n("token-authorizer"),
+                api_id=self.api.id,
+                authorizer_type="REQUEST",
+                authorizer_uri=self.functions["authorizer"].invoke_arn,
+                identity_sources=["route.request.querystring.token"],
+                opts=self._child(),
+            )
+            authorizer_id = self.authorizer.id
+            self._allow_invoke(
+                "authorizer",
+                pulumi.Output.concat(self.api.execution_arn, "/authorizers/", authorizer_id),
+            )
+        self.routes: dict[str, aws.apigatewayv2.Route] = {}
+        for route_key, kind in (
+            ("$connect", "connect"),
+            ("$disconnect", "disconnect"),
+            ("$default", "default"),
+        ):
+            integration = aws.apigatewayv2.Integration(
+                self._n(f"{kind}-integration"),
+                api_id=self.api.id,
+                integration_type="AWS_PROXY",
+                integration_method="POST",
+                integration_uri=self.functions[kind].invoke_arn,
+                opts=self._child(),
+            )
+            protected = route_key == "$connect" and self.authorizer is not None
+            self.routes[route_key] = aws.apigatewayv2.Route(
+                self._n(f"{kind}-route"),
+                api_id=self.api.id,
+                route_key=route_key,
+                target=integration.id.apply(lambda i: f"integrations/{i}"),
+                authorization_type="CUSTOM" if protected else "NONE",
+                authorizer_id=self.authorizer.id if protected and self.authorizer else None,
+                opts=self._child(),
+            )
+            self._allow_invoke(
+                kind,
+                pulumi.Output.concat(
+                    self.api.execution_arn, "/", self._args.stage_name, "/", route_key
+                ),
+            )
+
+    def _create_alarms(self) -> None:
+        self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
+        if not self._args.alarms:
+            return
+        actions: list[pulumi.Input[str]] = []
+        if self._args.alarm_topic_arn is not None:
+            actions.append(self._args.alarm_topic_arn)
+        elif self._args.alarm_email:
+            topic = aws.sns.Topic(
+                self._n("alarms"),
+                kms_master_key_id="alias/aws/sns",
+                tags=self._tags(),
+                opts=self._child(),
+            )
+            aws.sns.TopicSubscription(
+                self._n("alarms-email"),
+                topic=topic.arn,
+                protocol="email",
+                endpoint=self._args.alarm_email,
+                opts=self._child(),
+            )
+            actions.append(topic.arn)
+        broadcaster = self.functions["broadcaster"].name
+        common: dict[str, Any] = {
+            "alarm_actions": actions,
+            "ok_actions": actions,
+            "treat_missing_data": "notBreaching",
+            "comparison_operator": "GreaterThanThreshold",
+            "tags": self._tags(),
+            "opts": self._child(),
+        }
+        self.alarms["iterator_age"] = aws.cloudwatch.MetricAlarm(
+            self._n("iterator-age-alarm"),
+            alarm_description="Broadcaster falls behind its streams (IteratorAge)",
+            namespace="AWS/Lambda",
+            metric_name="IteratorAge",
+            dimensions={"FunctionName": broadcaster},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=5,
+            threshold=self._args.iterator_age_alarm_ms,
+            **common,
+        )
+        self.alarms["errors"] = aws.cloudwatch.MetricAlarm(
+            self._n("broadcaster-errors-alarm"),
+            alarm_description="Broadcaster invocations fail",
+            namespace="AWS/Lambda",
+            metric_name="Errors",
+            dimensions={"FunctionName": broadcaster},
+            statistic="Sum",
+            period=300,
+            evaluation_periods=1,
+            threshold=0,
+            **common,
+        )
+        self.alarms["dead_letters"] = aws.cloudwatch.MetricAlarm(
+            self._n("dlq-depth-alarm"),
+            alarm_description="Stream batches reached the dead-letter queue",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": self.dead_letter_queue.name},
+            statistic="Maximum",
+            period=300,
+            evaluation_periods=1,
+            threshold=0,
+            **common,
+        )
+
+    def _export_outputs(self) -> None:
+        self.url = self.stage.invoke_url
+        self.connections_table_name = self.connections_table.name
+        self.api_id = self.api.id
+        self.stage_name = self.stage.name
+        self.dead_letter_queue_url = self.dead_letter_queue.url
+        self.function_names = pulumi.Output.all(
+            **{kind: function.name for kind, function in self.functions.items()}
+        )
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def _checked_stream(self, source: StreamSource, label: str) -> tuple[Any, Any]:
+        """(table ARN, stream ARN) of a source, failing if it lacks a stream with new images."""
+        table = source.table
+        if isinstance(table, str):
+            found = aws.dynamodb.get_table_output(
+                name=table, opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+
+            def check_found(result: Any) -> Any:
+                check_stream(table, result.stream_enabled, result.stream_view_type)
+                return result
+
+            checked = found.apply(check_found)
+            return checked.arn, checked.stream_arn
+        logical = table._name
+        ready = pulumi.Output.all(table.stream_enabled, table.stream_view_type).apply(
+            lambda a: check_stream(logical, a[0], a[1])
+        )
+        stream_arn = pulumi.Output.all(ready, table.stream_arn).apply(lambda a: a[1])
+        return table.arn, stream_arn
+
+    def attach(self, source: StreamSource) -> aws.lambda_.EventSourceMapping:
+        """Broadcast the changes of another table through this channel."""
+        check_source(self._channel, source)
+        label = label_of(source)
+        key = (
+            ("name", source.table)
+            if isinstance(source.table, str)
+            else ("resource", source.table._name)
+        )
+        if label in self.event_source_mappings or key in self._source_keys:
+            raise SourceError(
+                f"RealtimeChannel {self._channel!r}: source {label!r} is attached twice"
+            )
+        self._source_keys.add(key)
+        table_arn, stream_arn = self._checked_stream(source, label)
+        read = aws.iam.RolePolicy(
+            self._n(f"source-{label}-read"),
+            role=self._roles["broadcaster"].id,
+            policy=pulumi.Output.all(table_arn, stream_arn).apply(
+                lambda a: policies.stream_read_policy(a[0], a[1])
+            ),
+            opts=self._child(),
+        )
+        filters = None
+        if source.filters:
+            filters = aws.lambda_.EventSourceMappingFilterCriteriaArgs(
+                filters=[
+                    aws.lambda_.EventSourceMappingFilterCriteriaFilterArgs(
+                        pattern=filter_pattern(f)
+                    )
+                    for f in source.filters
+                ]
+            )
+        args = aws.lambda_.EventSourceMappingArgs(
+            event_source_arn=stream_arn,
+            function_name=self.functions["broadcaster"].arn,
+            starting_position="LATEST",
+            batch_size=source.batch_size,
+            maximum_batching_window_in_seconds=source.batching_window_seconds,
+            bisect_batch_on_function_error=source.bisect_on_error,
+            maximum_retry_attempts=source.maximum_retry_attempts,
+            maximum_record_age_in_seconds=source.maximum_record_age_seconds,
+            parallelization_factor=source.parallelization_factor,
+            function_response_types=["ReportBatchItemFailures"],
+            destination_config=aws.lambda_.EventSourceMappingDestinationConfigArgs(
+                on_failure=aws.lambda_.EventSourceMappingDestinationConfigOnFailureArgs(
+                    destination_arn=self.dead_letter_queue.arn
+                )
+            ),
+            filter_criteria=filters,
+            enabled=source.enabled,
+            tags=self._tags(source=label),
+        )
+        args = self._transform(self._args.transforms.event_source_mapping, args, label)
+        mapping = aws.lambda_.EventSourceMapping(
+            self._n(f"source-{label}"),
+            args,
+            self._child(depends_on=[read, self._role_policies["broadcaster"]]),
+        )
+        self.event_source_mappings[label] = mapping
+        return mapping

@@ -1,0 +1,133 @@
+"""The stack program's configuration, read in one place with explicit defaults.
+
+Pulumi mocks (tests, the emulator) do not apply the defaults written in
+``Pulumi.yaml``, so every default is repeated here, and a test checks that the
+two agree. Errors name the configuration key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from components.realtime_channel import RealtimeChannelArgs, normalize_args
+from components.sources import SourceError, StreamSource, check_source
+
+PROJECT = "realtime-channel"
+_ARGUMENT = re.compile(r"': (\w+) ")
+
+# key -> (type, default, RealtimeChannelArgs / StreamSource field or None)
+KEYS: dict[str, tuple[type, Any, str | None]] = {
+    "stageName": (str, "dev", "stage_name"),
+    "authEnabled": (bool, True, "auth_enabled"),
+    "tokenSecret": (str, "", "token_secret"),
+    "connectionTtlSeconds": (int, 7200, "connection_ttl_seconds"),
+    "sourceTableName": (str, "", None),
+    "targetAttribute": (str, "", "target_attribute"),
+    "includeOldImage": (bool, False, "include_old_image"),
+    "logRetentionDays": (int, 14, "log_retention_days"),
+    "accessLogs": (bool, True, "access_logs"),
+    "throttlingBurstLimit": (int, 500, "throttling_burst_limit"),
+    "throttlingRateLimit": (int, 1000, "throttling_rate_limit"),
+    "pointInTimeRecovery": (bool, False, "point_in_time_recovery"),
+    "deletionProtection": (bool, False, "deletion_protection"),
+    "memorySize": (int, 256, "memory_size"),
+    "broadcasterTimeoutSeconds": (int, 60, "broadcaster_timeout_seconds"),
+    "sendConcurrency": (int, 64, "send_concurrency"),
+    "batchSize": (int, 100, "batch_size"),
+    "batchingWindowSeconds": (int, 0, "batching_window_seconds"),
+    "maxRetryAttempts": (int, 3, "maximum_retry_attempts"),
+    "maxRecordAgeSeconds": (int, 3600, "maximum_record_age_seconds"),
+    "alarms": (bool, False, "alarms"),
+    "alarmEmail": (str, "", "alarm_email"),
+    "iteratorAgeAlarmMs": (int, 60000, "iterator_age_alarm_ms"),
+}
+SOURCE_FIELDS = (
+    "batch_size",
+    "batching_window_seconds",
+    "maximum_retry_attempts",
+    "maximum_record_age_seconds",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value the program cannot use; the message names the key."""
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    values: dict[str, Any]
+    token_secret: pulumi.Output[str] | None
+
+    def get(self, key: str) -> Any:
+        return self.values[key]
+
+    def channel_args(self, sources: list[StreamSource]) -> RealtimeChannelArgs:
+        fields = {
+            field: self.values[key]
+            for key, (_, _, field) in KEYS.items()
+            if field and field not in SOURCE_FIELDS and key != "tokenSecret"
+        }
+        fields["target_attribute"] = fields["target_attribute"] or None
+        fields["alarm_email"] = fields["alarm_email"] or None
+        fields["throttling_rate_limit"] = float(fields["throttling_rate_limit"])
+        return RealtimeChannelArgs(sources=sources, token_secret=self.token_secret, **fields)
+
+    def source(self, table: Any, name: str | None = None) -> StreamSource:
+        return StreamSource(
+            table=table,
+            name=name,
+            **{
+                field: self.values[key]
+                for key, (_, _, field) in KEYS.items()
+                if field in SOURCE_FIELDS
+            },
+        )
+
+
+def _read(config: pulumi.Config, key: str, kind: type, default: Any) -> Any:
+    value: Any
+    try:
+        if kind is bool:
+            value = config.get_bool(key)
+        elif kind is int:
+            value = config.get_int(key)
+        else:
+            value = config.get(key)
+    except pulumi.ConfigTypeError as bad:
+        raise ConfigError(f"{PROJECT}:{key}: {bad}") from None
+    return default if value is None else value
+
+
+def load(config: pulumi.Config | None = None) -> StackSettings:
+    """Read and validate every key; raise ``ConfigError`` naming the first bad one."""
+    config = config or pulumi.Config(PROJECT)
+    values = {
+        key: _read(config, key, kind, default)
+        for key, (kind, default, _) in KEYS.items()
+        if key != "tokenSecret"
+    }
+    values["tokenSecret"] = ""
+    token = config.get_secret("tokenSecret")
+    settings = StackSettings(values, token)
+    by_field = {field: key for key, (_, _, field) in KEYS.items() if field}
+    placeholder = "secret-checked-at-deploy" if token is not None else None
+    try:
+        normalize_args("config", _with_secret(settings.channel_args([]), placeholder))
+        check_source("config", settings.source(values["sourceTableName"] or "events"))
+    except (ValueError, SourceError) as bad:
+        message = str(bad)
+        found = _ARGUMENT.search(message)
+        key = by_field.get(found.group(1)) if found else None
+        if key is None:
+            raise ConfigError(message) from None
+        raise ConfigError(f"{PROJECT}:{key}: {message}") from None
+    return settings
+
+
+def _with_secret(args: RealtimeChannelArgs, placeholder: str | None) -> RealtimeChannelArgs:
+    args.token_secret = placeholder
+    return args

@@ -1,0 +1,638 @@
+"""The RealtimeChannel component, declared under Pulumi mocks and checked as data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+from pulumi.runtime import rpc
+
+from components import (
+    RealtimeChannel,
+    RealtimeChannelArgs,
+    RealtimeChannelTransforms,
+    SourceFilter,
+    StreamSource,
+)
+from components.realtime_channel import RUNTIME
+from components.sources import SourceError
+from handlers import config as handler_config
+from tests.infra.harness import ACCOUNT, REGION, RecordingMocks, run
+
+SECRET = "component-test-secret-0123456789"
+FUNCTION = "aws:lambda/function:Function"
+ROUTE = "aws:apigatewayv2/route:Route"
+PERMISSION = "aws:lambda/permission:Permission"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+POLICY = "aws:iam/rolePolicy:RolePolicy"
+
+
+def events_table(name: str = "events", view: str = "NEW_AND_OLD_IMAGES", **extra: Any):
+    return aws.dynamodb.Table(
+        name,
+        hash_key="PK",
+        attributes=[aws.dynamodb.TableAttributeArgs(name="PK", type="S")],
+        stream_enabled=extra.pop("stream_enabled", True),
+        stream_view_type=view,
+        **extra,
+    )
+
+
+def channel_program(
+    sources: Callable[[], list[StreamSource]] = lambda: [StreamSource(events_table())],
+    captured: dict[str, Any] | None = None,
+    **changes: Any,
+) -> Callable[[], None]:
+    def program() -> None:
+        args = RealtimeChannelArgs(sources=sources(), token_secret=SECRET, **changes)
+        channel = RealtimeChannel("chat", args)
+        if captured is not None:
+            captured["channel"] = channel
+            for attribute in (
+                "url", "management_endpoint", "connections_table_name", "api_id", "stage_name",
+                "dead_letter_queue_url", "function_names",
+            ):  # fmt: skip
+                getattr(channel, attribute).apply(
+                    lambda value, a=attribute: captured.__setitem__(a, value)
+                )
+
+    return program
+
+
+@pytest.fixture(scope="module")
+def declared() -> RecordingMocks:
+    """One channel with auth, access logs, alarms by e-mail and a filtered source."""
+    return run(
+        channel_program(
+            sources=lambda: [
+                StreamSource(
+                    events_table(),
+                    filters=[
+                        SourceFilter(
+                            event_names=["INSERT", "MODIFY"], new_image={"status": ["live"]}
+                        )
+                    ],
+                    batch_size=50,
+                    batching_window_seconds=1,
+                    maximum_retry_attempts=4,
+                    maximum_record_age_seconds=600,
+                )
+            ],
+            alarms=True,
+            alarm_email="ops@example.com",
+            target_attribute="owner",
+            point_in_time_recovery=True,
+            deletion_protection=True,
+        )
+    )
+
+
+def outputs_of(mocks: RecordingMocks, name: str) -> dict[str, Any]:
+    return mocks.named(name).outputs
+
+
+def documents(mocks: RecordingMocks) -> dict[str, dict[str, Any]]:
+    return {r.name: json.loads(r.inputs["policy"]) for r in mocks.of_type(POLICY)}
+
+
+# -- API, routes, authorizer -----------------------------------------------------------------
+
+
+def test_api_is_websocket_routed_by_action(declared: RecordingMocks) -> None:
+    api = declared.one("aws:apigatewayv2/api:Api")
+    assert api.name == "chat-api"
+    assert api.inputs["protocolType"] == "WEBSOCKET"
+    assert api.inputs["routeSelectionExpression"] == "$request.body.action"
+
+
+def test_three_routes_are_lambda_proxy_integrations_of_their_functions(
+    declared: RecordingMocks,
+) -> None:
+    routes = {r.inputs["routeKey"]: r for r in declared.of_type(ROUTE)}
+    assert set(routes) == {"$connect", "$disconnect", "$default"}
+    for route_key, kind in (
+        ("$connect", "connect"),
+        ("$disconnect", "disconnect"),
+        ("$default", "default"),
+    ):
+        integration = declared.named(f"chat-{kind}-integration").inputs
+        assert integration["integrationType"] == "AWS_PROXY"
+        assert integration["integrationUri"] == outputs_of(declared, f"chat-{kind}")["invokeArn"]
+        assert routes[route_key].inputs["target"] == f"integrations/chat-{kind}-integration-id"
+
+
+def test_connect_route_uses_the_request_authorizer_on_the_token(declared: RecordingMocks) -> None:
+    authorizer = declared.one("aws:apigatewayv2/authorizer:Authorizer")
+    assert authorizer.inputs["authorizerType"] == "REQUEST"
+    assert authorizer.inputs["identitySources"] == ["route.request.querystring.token"]
+    assert (
+        authorizer.inputs["authorizerUri"] == outputs_of(declared, "chat-authorizer")["invokeArn"]
+    )
+    routes = {r.inputs["routeKey"]: r.inputs for r in declared.of_type(ROUTE)}
+    assert routes["$connect"]["authorizationType"] == "CUSTOM"
+    assert routes["$connect"]["authorizerId"] == "chat-token-authorizer-id"
+    assert routes["$disconnect"]["authorizationType"] == "NONE"
+    assert routes["$default"]["authorizationType"] == "NONE"
+
+
+def test_each_function_invoked_by_api_gateway_has_one_permission_scoped_to_this_api(
+    declared: RecordingMocks,
+) -> None:
+    execution_arn = outputs_of(declared, "chat-api")["executionArn"]
+    permissions = {p.name: p.inputs for p in declared.of_type(PERMISSION)}
+    assert set(permissions) == {
+        f"chat-{k}-invoke" for k in ("authorizer", "connect", "disconnect", "default")
+    }
+    for name, inputs in permissions.items():
+        kind = name.removeprefix("chat-").removesuffix("-invoke")
+        assert inputs["function"] == outputs_of(declared, f"chat-{kind}")["name"]
+        assert inputs["principal"] == "apigateway.amazonaws.com"
+        assert inputs["action"] == "lambda:InvokeFunction"
+        assert inputs["sourceArn"].startswith(execution_arn + "/")
+    assert permissions["chat-connect-invoke"]["sourceArn"] == f"{execution_arn}/dev/$connect"
+    assert permissions["chat-authorizer-invoke"]["sourceArn"] == (
+        f"{execution_arn}/authorizers/chat-token-authorizer-id"
+    )
+
+
+def test_auth_disabled_declares_no_authorizer_secret_or_function() -> None:
+    mocks = run(channel_program(auth_enabled=False))
+    assert mocks.of_type("aws:apigatewayv2/authorizer:Authorizer") == []
+    assert mocks.of_type("aws:ssm/parameter:Parameter") == []
+    assert "chat-authorizer" not in {f.name for f in mocks.of_type(FUNCTION)}
+    (connect,) = [r for r in mocks.of_type(ROUTE) if r.inputs["routeKey"] == "$connect"]
+    assert connect.inputs["authorizationType"] == "NONE"
+
+
+# -- secret --------------------------------------------------------------------------------------
+
+
+def test_token_secret_goes_only_into_an_ssm_secure_string(declared: RecordingMocks) -> None:
+    parameter = declared.one("aws:ssm/parameter:Parameter")
+    assert parameter.inputs["type"] == "SecureString"
+    # the value reaches the engine wrapped as a Pulumi secret, never as plain text
+    assert parameter.inputs["value"] == {
+        rpc._special_sig_key: rpc._special_secret_sig,
+        "value": SECRET,
+    }
+    others = [r for r in declared.resources if r is not parameter]
+    assert SECRET not in json.dumps([(r.inputs, r.outputs) for r in others], default=str)
+    env = outputs_of(declared, "chat-authorizer")["environment"]["variables"]
+    assert env == {"TOKEN_SECRET_PARAMETER": outputs_of(declared, "chat-token-secret")["name"]}
+
+
+def test_short_token_secret_is_rejected() -> None:
+    def short() -> None:
+        RealtimeChannel(
+            "chat",
+            RealtimeChannelArgs(token_secret="too-short", sources=[StreamSource(events_table())]),
+        )
+
+    with pytest.raises(ValueError, match="token_secret must be at least 16 characters"):
+        run(short)
+
+
+def test_auth_without_a_secret_is_rejected_naming_the_argument() -> None:
+    with pytest.raises(ValueError, match=r"RealtimeChannel 'chat': token_secret is required"):
+        run(lambda: RealtimeChannel("chat", RealtimeChannelArgs()))
+
+
+# -- stage -----------------------------------------------------------------------------------------
+
+
+def test_stage_auto_deploys_with_throttling_and_json_access_logs(declared: RecordingMocks) -> None:
+    stage = declared.one("aws:apigatewayv2/stage:Stage")
+    assert stage.inputs["name"] == "dev" and stage.inputs["autoDeploy"] is True
+    api_endpoint = outputs_of(declared, "chat-api")["apiEndpoint"]
+    assert api_endpoint == f"wss://{stage.inputs['apiId']}.execute-api.{REGION}.amazonaws.com"
+    throttling = stage.inputs["defaultRouteSettings"]
+    assert (throttling["throttlingBurstLimit"], throttling["throttlingRateLimit"]) == (500, 1000)
+    logs = stage.inputs["accessLogSettings"]
+    assert logs["destinationArn"] == outputs_of(declared, "chat-access-logs")["arn"]
+    fields = json.loads(logs["format"])
+    assert {"connectionId", "requestId", "routeKey", "eventType", "status"} <= set(fields)
+    assert declared.named("chat-access-logs").inputs["retentionInDays"] == 14
+
+
+def test_access_logs_can_be_turned_off() -> None:
+    mocks = run(channel_program(access_logs=False))
+    assert "accessLogSettings" not in mocks.one("aws:apigatewayv2/stage:Stage").inputs
+    assert "chat-access-logs" not in {r.name for r in mocks.resources}
+
+
+# -- connections table and queue -----------------------------------------------------------------
+
+
+def test_connections_table_follows_the_contract(declared: RecordingMocks) -> None:
+    table = declared.named("chat-connections").inputs
+    assert table["hashKey"] == "connectionId"
+    assert table["billingMode"] == "PAY_PER_REQUEST"
+    assert table["ttl"] == {"attributeName": "ttl", "enabled": True}
+    (index,) = table["globalSecondaryIndexes"]
+    assert index["name"] == "byUser"
+    assert index["keySchemas"] == [{"attributeName": "userId", "keyType": "HASH"}]
+    assert {"name": "userId", "type": "S"} in table["attributes"]
+    assert table["serverSideEncryption"] == {"enabled": True}
+    assert table["pointInTimeRecovery"] == {"enabled": True}
+    assert table["deletionProtectionEnabled"] is True
+
+
+def test_table_protection_defaults_off() -> None:
+    table = run(channel_program()).named("chat-connections").inputs
+    assert table["pointInTimeRecovery"] == {"enabled": False}
+    assert table["deletionProtectionEnabled"] is False
+
+
+def test_dead_letter_queue_is_encrypted(declared: RecordingMocks) -> None:
+    queue = declared.named("chat-dlq").inputs
+    assert queue["sqsManagedSseEnabled"] is True
+
+
+# -- functions ---------------------------------------------------------------------------------
+
+
+def newest_python_runtime() -> str:
+    versions = [
+        tuple(int(p) for p in r.value.removeprefix("python").split("."))
+        for r in aws.lambda_.Runtime
+        if r.value.startswith("python3")
+    ]
+    return "python" + ".".join(map(str, max(versions)))
+
+
+def test_functions_run_the_newest_python_on_arm64_with_json_logs(declared: RecordingMocks) -> None:
+    functions = {f.name: f.inputs for f in declared.of_type(FUNCTION)}
+    assert set(functions) == {
+        f"chat-{k}" for k in ("authorizer", "connect", "disconnect", "default", "broadcaster")
+    }
+    assert newest_python_runtime() == RUNTIME
+    roles = set()
+    for name, inputs in functions.items():
+        kind = name.removeprefix("chat-")
+        assert inputs["runtime"] == RUNTIME
+        assert inputs["architectures"] == ["arm64"]
+        assert inputs["handler"] == f"handlers.{kind}.handler"
+        assert inputs["loggingConfig"]["logFormat"] == "JSON"
+        assert (
+            inputs["loggingConfig"]["logGroup"] == outputs_of(declared, f"chat-{kind}-logs")["name"]
+        )
+        assert declared.named(f"chat-{kind}-logs").inputs["retentionInDays"] == 14
+        assert inputs["role"] == outputs_of(declared, f"chat-{kind}-role")["arn"]
+        roles.add(inputs["role"])
+    assert len(roles) == 5  # one role each
+
+
+def test_every_function_gets_the_environment_its_handler_requires(declared: RecordingMocks) -> None:
+    loaders = {
+        "authorizer": handler_config.authorizer_config,
+        "connect": handler_config.connect_config,
+        "disconnect": handler_config.disconnect_config,
+        "default": handler_config.default_config,
+        "broadcaster": handler_config.broadcaster_config,
+    }
+    for kind, load in loaders.items():
+        env = declared.named(f"chat-{kind}").inputs["environment"]["variables"]
+        load(env)  # raises ConfigError naming anything missing or malformed
+    broadcaster = handler_config.broadcaster_config(
+        declared.named("chat-broadcaster").inputs["environment"]["variables"]
+    )
+    assert broadcaster.connections_table == outputs_of(declared, "chat-connections")["name"]
+    assert broadcaster.target_attribute == "owner"
+    assert broadcaster.send_concurrency == 64
+
+
+def test_management_endpoint_is_derived_from_the_stage_invoke_url(declared: RecordingMocks) -> None:
+    invoke_url = outputs_of(declared, "chat-stage")["invokeUrl"]
+    assert invoke_url.startswith("wss://")
+    expected = "https://" + invoke_url.removeprefix("wss://")
+    for kind in ("broadcaster", "default"):
+        env = declared.named(f"chat-{kind}").inputs["environment"]["variables"]
+        assert env["MANAGEMENT_ENDPOINT"] == expected
+
+
+def test_all_functions_share_one_archive_of_the_handlers_package(declared: RecordingMocks) -> None:
+    codes = [f.inputs["code"] for f in declared.of_type(FUNCTION)]
+    assert all(isinstance(code, pulumi.AssetArchive) for code in codes)
+    names = {tuple(sorted(code.assets)) for code in codes}
+    assert len(names) == 1
+    (files,) = names
+    assert "handlers/broadcaster.py" in files and "handlers/__init__.py" in files
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def test_source_becomes_a_mapping_with_lambda_semantics(declared: RecordingMocks) -> None:
+    mapping = declared.one(MAPPING).inputs
+    assert mapping["eventSourceArn"] == outputs_of(declared, "events")["streamArn"]
+    assert mapping["functionName"] == outputs_of(declared, "chat-broadcaster")["arn"]
+    assert mapping["startingPosition"] == "LATEST"
+    assert mapping["batchSize"] == 50
+    assert mapping["maximumBatchingWindowInSeconds"] == 1
+    assert mapping["bisectBatchOnFunctionError"] is True
+    assert mapping["maximumRetryAttempts"] == 4
+    assert mapping["maximumRecordAgeInSeconds"] == 600
+    assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert (
+        mapping["destinationConfig"]["onFailure"]["destinationArn"]
+        == outputs_of(declared, "chat-dlq")["arn"]
+    )
+    (pattern,) = [json.loads(f["pattern"]) for f in mapping["filterCriteria"]["filters"]]
+    assert pattern == {
+        "eventName": ["INSERT", "MODIFY"],
+        "dynamodb": {"NewImage": {"status": {"S": ["live"]}}},
+    }
+
+
+def test_existing_table_is_looked_up_by_name() -> None:
+    mocks = RecordingMocks(
+        tables={"orders": {"streamEnabled": True, "streamViewType": "NEW_IMAGE"}}
+    )
+    run(channel_program(sources=lambda: [StreamSource("orders")]), mocks=mocks)
+    assert ("aws:dynamodb/getTable:getTable", {"name": "orders"}) in [
+        (token, {k: v for k, v in args.items() if k == "name"}) for token, args in mocks.calls
+    ]
+    mapping = mocks.one(MAPPING)
+    assert mapping.name == "chat-source-orders"
+    assert mapping.inputs["eventSourceArn"].startswith(
+        f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/orders/stream/"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"stream_enabled": False}, "table 'events' has no stream"),
+        ({"view": "KEYS_ONLY"}, "table 'events' streams 'KEYS_ONLY', which lacks the new image"),
+        ({"view": "OLD_IMAGE"}, "streams 'OLD_IMAGE'"),
+    ],
+)
+def test_managed_table_without_new_images_is_rejected(
+    kwargs: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment) as error:
+        run(channel_program(sources=lambda: [StreamSource(events_table(**kwargs))]))
+    assert "stream_view_type" in str(error.value)  # says how to fix it
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ({"streamEnabled": False}, "table 'orders' has no stream"),
+        (
+            {"streamEnabled": True, "streamViewType": "KEYS_ONLY"},
+            "table 'orders' streams 'KEYS_ONLY'",
+        ),
+    ],
+)
+def test_existing_table_without_new_images_is_rejected(
+    table: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        run(
+            channel_program(sources=lambda: [StreamSource("orders")]),
+            mocks=RecordingMocks(tables={"orders": table}),
+        )
+
+
+def test_same_table_twice_is_rejected() -> None:
+    def sources() -> list[StreamSource]:
+        table = events_table()
+        return [StreamSource(table), StreamSource(table, name="again")]
+
+    with pytest.raises(SourceError, match="source 'again' is attached twice"):
+        run(channel_program(sources=sources))
+
+
+def test_same_table_name_twice_is_rejected() -> None:
+    mocks = RecordingMocks(
+        tables={"orders": {"streamEnabled": True, "streamViewType": "NEW_IMAGE"}}
+    )
+    with pytest.raises(SourceError, match="attached twice"):
+        run(
+            channel_program(
+                sources=lambda: [StreamSource("orders"), StreamSource("orders", name="o2")]
+            ),
+            mocks=mocks,
+        )
+
+
+def test_attach_adds_a_table_after_construction_with_its_own_read_policy() -> None:
+    def program() -> None:
+        channel = RealtimeChannel("chat", RealtimeChannelArgs(token_secret=SECRET))
+        channel.attach(StreamSource(events_table("later")))
+
+    mocks = run(program)
+    assert [m.name for m in mocks.of_type(MAPPING)] == ["chat-source-later"]
+    read = documents(mocks)["chat-source-later-read"]
+    stream_arn = outputs_of(mocks, "later")["streamArn"]
+    assert {stream_arn} == set(read["Statement"][0]["Resource"])
+
+
+# -- IAM -------------------------------------------------------------------------------------------
+
+
+def test_no_policy_grants_a_wildcard_action_or_resource(declared: RecordingMocks) -> None:
+    docs = documents(declared)
+    assert len(docs) == 6  # five functions + one source
+    for name, doc in docs.items():
+        for statement in doc["Statement"]:
+            assert statement["Effect"] == "Allow"
+            for action in statement["Action"]:
+                assert "*" not in action, (name, action)
+            for resource in statement["Resource"]:
+                assert resource.startswith("arn:aws:"), (name, resource)
+                assert resource != "*"
+
+
+def test_manage_connections_is_granted_only_on_this_stage_posts(declared: RecordingMocks) -> None:
+    stage_arn = outputs_of(declared, "chat-stage")["executionArn"]
+    grants = [
+        (name, statement["Resource"])
+        for name, doc in documents(declared).items()
+        for statement in doc["Statement"]
+        if "execute-api:ManageConnections" in statement["Action"]
+    ]
+    assert sorted(name for name, _ in grants) == ["chat-broadcaster-policy", "chat-default-policy"]
+    assert all(resources == [f"{stage_arn}/POST/@connections/*"] for _, resources in grants)
+
+
+def test_each_role_policy_names_its_own_resources(declared: RecordingMocks) -> None:
+    docs = documents(declared)
+    table_arn = outputs_of(declared, "chat-connections")["arn"]
+    by_sid = {s["Sid"]: s for s in docs["chat-broadcaster-policy"]["Statement"]}
+    assert by_sid["ListUserConnections"]["Resource"] == [f"{table_arn}/index/byUser"]
+    assert by_sid["ReportFailedBatches"]["Resource"] == [outputs_of(declared, "chat-dlq")["arn"]]
+    connect = {s["Sid"]: s for s in docs["chat-connect-policy"]["Statement"]}
+    assert connect["StoreConnection"]["Action"] == ["dynamodb:PutItem"]
+    assert connect["StoreConnection"]["Resource"] == [table_arn]
+    logs_arn = outputs_of(declared, "chat-connect-logs")["arn"]
+    assert connect["WriteOwnLogs"]["Resource"] == [f"{logs_arn}:*"]
+    authorizer = {s["Sid"]: s for s in docs["chat-authorizer-policy"]["Statement"]}
+    assert authorizer["ReadTokenSecret"]["Resource"] == [
+        outputs_of(declared, "chat-token-secret")["arn"]
+    ]
+
+
+# -- alarms ----------------------------------------------------------------------------------
+
+
+def test_alarms_watch_iterator_age_errors_and_dead_letters(declared: RecordingMocks) -> None:
+    alarms = {
+        a.inputs["metricName"]: a.inputs
+        for a in declared.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
+    assert set(alarms) == {"IteratorAge", "Errors", "ApproximateNumberOfMessagesVisible"}
+    broadcaster = outputs_of(declared, "chat-broadcaster")["name"]
+    assert alarms["IteratorAge"]["dimensions"] == {"FunctionName": broadcaster}
+    assert alarms["IteratorAge"]["threshold"] == 60_000
+    assert alarms["Errors"]["dimensions"] == {"FunctionName": broadcaster}
+    assert alarms["ApproximateNumberOfMessagesVisible"]["dimensions"] == {
+        "QueueName": outputs_of(declared, "chat-dlq")["name"]
+    }
+    topic_arn = outputs_of(declared, "chat-alarms")["arn"]
+    assert all(a["alarmActions"] == [topic_arn] for a in alarms.values())
+    subscription = declared.one("aws:sns/topicSubscription:TopicSubscription").inputs
+    assert (subscription["protocol"], subscription["endpoint"]) == ("email", "ops@example.com")
+
+
+def test_alarms_can_use_an_existing_topic() -> None:
+    topic = "arn:aws:sns:us-east-1:123456789012:oncall"
+    mocks = run(channel_program(alarms=True, alarm_topic_arn=topic))
+    assert mocks.of_type("aws:sns/topic:Topic") == []
+    alarms = mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert len(alarms) == 3 and all(a.inputs["alarmActions"] == [topic] for a in alarms)
+
+
+def test_no_alarms_by_default() -> None:
+    assert run(channel_program()).of_type("aws:cloudwatch/metricAlarm:MetricAlarm") == []
+
+
+# -- transforms, naming, outputs -----------------------------------------------------------------
+
+
+def test_transforms_adjust_child_args_before_creation() -> None:
+    seen: list[str] = []
+
+    def function(kind: str, args: aws.lambda_.FunctionArgs) -> None:
+        seen.append(kind)
+        if kind == "broadcaster":
+            args.memory_size = 1024
+
+    def api(args: aws.apigatewayv2.ApiArgs) -> aws.apigatewayv2.ApiArgs:
+        args.description = "transformed"
+        return args
+
+    transforms = RealtimeChannelTransforms(
+        api=api,
+        function=function,
+        stage=lambda args: setattr(args, "description", "stage!"),
+        connections_table=lambda args: setattr(args, "table_class", "STANDARD_INFREQUENT_ACCESS"),
+        dead_letter_queue=lambda args: setattr(args, "message_retention_seconds", 3600),
+        event_source_mapping=lambda label, args: setattr(args, "batch_size", 7),
+    )
+    mocks = run(channel_program(transforms=transforms))
+    assert sorted(seen) == sorted(["authorizer", "connect", "disconnect", "default", "broadcaster"])
+    assert mocks.named("chat-api").inputs["description"] == "transformed"
+    assert mocks.named("chat-broadcaster").inputs["memorySize"] == 1024
+    assert mocks.named("chat-connect").inputs["memorySize"] == 256
+    assert mocks.named("chat-stage").inputs["description"] == "stage!"
+    assert mocks.named("chat-connections").inputs["tableClass"] == "STANDARD_INFREQUENT_ACCESS"
+    assert mocks.named("chat-dlq").inputs["messageRetentionSeconds"] == 3600
+    assert mocks.one(MAPPING).inputs["batchSize"] == 7
+
+
+def test_two_channels_in_one_stack_do_not_collide() -> None:
+    def program() -> None:
+        table = events_table()
+        for name in ("chat", "feed"):
+            RealtimeChannel(
+                name, RealtimeChannelArgs(token_secret=SECRET, sources=[StreamSource(table)])
+            )
+
+    mocks = run(program)
+    names = [(r.type, r.name) for r in mocks.resources]
+    assert len(names) == len(set(names))
+    assert len(mocks.of_type(FUNCTION)) == 10 and len(mocks.of_type(MAPPING)) == 2
+
+
+def test_children_are_parented_to_the_component() -> None:
+    urns: list[str] = []
+    captured: dict[str, Any] = {}
+    run(channel_program(captured=captured))
+    channel = captured["channel"]
+    children = [channel.api, channel.stage, channel.connections_table, channel.dead_letter_queue,
+                *channel.functions.values(), *channel.event_source_mappings.values()]  # fmt: skip
+
+    def collect() -> None:
+        for child in children:
+            child.urn.apply(urns.append)
+
+    run(collect)
+    assert len(urns) == len(children) == 10
+    assert all("::realtime:index:RealtimeChannel$aws:" in urn for urn in urns)
+
+
+def test_outputs_resolve_to_the_children_values() -> None:
+    captured: dict[str, Any] = {}
+    mocks = run(channel_program(captured=captured))
+    stage = outputs_of(mocks, "chat-stage")
+    assert captured["url"] == stage["invokeUrl"]
+    assert captured["management_endpoint"] == "https://" + stage["invokeUrl"].removeprefix("wss://")
+    assert captured["connections_table_name"] == outputs_of(mocks, "chat-connections")["name"]
+    assert captured["stage_name"] == "dev"
+    assert captured["dead_letter_queue_url"] == outputs_of(mocks, "chat-dlq")["url"]
+    assert captured["function_names"] == {
+        k: outputs_of(mocks, f"chat-{k}")["name"]
+        for k in ("authorizer", "connect", "disconnect", "default", "broadcaster")
+    }
+    assert captured["api_id"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "argument"),
+    [
+        ({"stage_name": "has space"}, "stage_name"),
+        ({"connection_ttl_seconds": 5}, "connection_ttl_seconds"),
+        ({"log_retention_days": 15}, "log_retention_days"),
+        ({"memory_size": 64}, "memory_size"),
+        ({"broadcaster_timeout_seconds": 901}, "broadcaster_timeout_seconds"),
+        ({"send_concurrency": 0}, "send_concurrency"),
+        ({"alarm_email": "nobody"}, "alarm_email"),
+        ({"target_attribute": "bad attr"}, "target_attribute"),
+        ({"throttling_rate_limit": -1.0}, "throttling_rate_limit"),
+    ],
+)
+def test_bad_arguments_are_rejected_naming_component_and_argument(
+    changes: dict[str, Any], argument: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"RealtimeChannel 'chat': {argument} "):
+        run(channel_program(**changes))
+
+
+def test_preview_with_unknown_outputs_declares_the_same_resources(declared: RecordingMocks) -> None:
+    preview = run(
+        channel_program(
+            sources=lambda: [
+                StreamSource(
+                    events_table(),
+                    filters=[
+                        SourceFilter(
+                            event_names=["INSERT", "MODIFY"], new_image={"status": ["live"]}
+                        )
+                    ],
+                )
+            ],
+            alarms=True,
+            alarm_email="ops@example.com",
+        ),
+        preview=True,
+    )
+    assert sorted((r.type, r.name) for r in preview.resources) == sorted(
+        (r.type, r.name) for r in declared.resources
+    )
