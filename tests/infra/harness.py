@@ -8,6 +8,8 @@ unknown, as in a real ``pulumi preview`` of a new stack.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 import runpy
 from collections.abc import Callable, Mapping
@@ -178,8 +180,37 @@ def run(
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
     pulumi.runtime.settings.SETTINGS.outputs.clear()
-    _sync_await(run_pulumi_func(program))
+    try:
+        _sync_await(run_pulumi_func(program))
+    except BaseException:
+        retrieve_failures()
+        raise
     return mocks
+
+
+def unretrieved_failures() -> list[asyncio.Future[Any]]:
+    """Finished futures whose exception nobody has looked at (asyncio logs those when freed)."""
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, asyncio.Future)
+        and obj.done()
+        and not obj.cancelled()
+        and getattr(obj, "_log_traceback", False)  # what asyncio checks before logging
+    ]
+
+
+def retrieve_failures() -> None:
+    """Mark a failed run's leftover futures as seen.
+
+    A failed run leaves dozens of futures holding the error. Freed later by the
+    garbage collector, asyncio would log each traceback from a finalizer, and on
+    CPython 3.11 that formatting (``ast.parse``) can collide with pytest's own
+    assertion rewriting and crash the session ("AST constructor recursion depth
+    mismatch", python/cpython#106905).
+    """
+    for future in unretrieved_failures():
+        future.exception()
 
 
 def run_main(

@@ -1,0 +1,338 @@
+"""IAM policies, stream source checks and filters, and the management endpoint, as pure data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from components import policies
+from components.realtime_channel import management_endpoint_from_invoke_url
+from components.sources import (
+    MAX_FILTERS,
+    SourceError,
+    SourceFilter,
+    StreamSource,
+    check_source,
+    check_stream,
+    filter_pattern,
+)
+
+ACCOUNT = "123456789012"
+LOG_GROUP = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:realtime-connect-logs"
+TABLE = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/realtime-connections"
+SOURCE_TABLE = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/events"
+STREAM = f"{SOURCE_TABLE}/stream/2026-01-01T00:00:00.000"
+STAGE = f"arn:aws:execute-api:us-east-1:{ACCOUNT}:abc123/dev"
+QUEUE = f"arn:aws:sqs:us-east-1:{ACCOUNT}:realtime-dlq"
+PARAMETER = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/realtime-token-secret"
+
+LOGS = {
+    ("logs:CreateLogStream", f"{LOG_GROUP}:*"),
+    ("logs:PutLogEvents", f"{LOG_GROUP}:*"),
+}
+MANAGE = ("execute-api:ManageConnections", f"{STAGE}/POST/@connections/*")
+
+# name -> (document, every (action, resource) pair it grants)
+POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
+    "authorizer": (
+        lambda: policies.authorizer_policy(LOG_GROUP, PARAMETER),
+        LOGS | {("ssm:GetParameter", PARAMETER)},
+    ),
+    "connect": (
+        lambda: policies.connect_policy(LOG_GROUP, TABLE),
+        LOGS | {("dynamodb:PutItem", TABLE)},
+    ),
+    "disconnect": (
+        lambda: policies.disconnect_policy(LOG_GROUP, TABLE),
+        LOGS | {("dynamodb:DeleteItem", TABLE)},
+    ),
+    "default": (
+        lambda: policies.default_policy(LOG_GROUP, STAGE),
+        LOGS | {MANAGE},
+    ),
+    "broadcaster": (
+        lambda: policies.broadcaster_policy(LOG_GROUP, TABLE, "byUser", STAGE, QUEUE),
+        LOGS
+        | {
+            ("dynamodb:Scan", TABLE),
+            ("dynamodb:Query", f"{TABLE}/index/byUser"),
+            ("dynamodb:DeleteItem", TABLE),
+            MANAGE,
+            ("sqs:SendMessage", QUEUE),
+        },
+    ),
+    "stream_read": (
+        lambda: policies.stream_read_policy(SOURCE_TABLE, STREAM),
+        {
+            ("dynamodb:DescribeStream", STREAM),
+            ("dynamodb:GetRecords", STREAM),
+            ("dynamodb:GetShardIterator", STREAM),
+            ("dynamodb:ListStreams", f"{SOURCE_TABLE}/stream/*"),
+        },
+    ),
+}
+FUNCTION_POLICIES = [name for name in POLICIES if name != "stream_read"]
+
+
+def _listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _statements(name: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = json.loads(POLICIES[name][0]())["Statement"]
+    return statements
+
+
+def _grants(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {
+        (action, resource)
+        for statement in statements
+        for action in _listed(statement["Action"])
+        for resource in _listed(statement["Resource"])
+    }
+
+
+# -- every policy --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_is_a_2012_10_17_document(name: str) -> None:
+    document = json.loads(POLICIES[name][0]())
+    assert document["Version"] == "2012-10-17"
+    assert document["Statement"]
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_only_allows(name: str) -> None:
+    assert {statement["Effect"] for statement in _statements(name)} == {"Allow"}
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_has_no_wildcard_action(name: str) -> None:
+    actions = [a for s in _statements(name) for a in _listed(s["Action"])]
+    assert actions
+    assert [a for a in actions if "*" in a] == []
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_resources_are_specific_arns(name: str) -> None:
+    for statement in _statements(name):
+        assert "NotResource" not in statement
+        resources = _listed(statement["Resource"])
+        assert resources
+        for resource in resources:
+            assert isinstance(resource, str)
+            assert resource != "*"
+            assert resource.startswith("arn:")
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_grants_exactly_what_the_function_needs(name: str) -> None:
+    assert _grants(_statements(name)) == POLICIES[name][1]
+
+
+@pytest.mark.parametrize("name", FUNCTION_POLICIES)
+def test_function_writes_only_its_own_log_group(name: str) -> None:
+    logs = [
+        s for s in _statements(name) if any(a.startswith("logs:") for a in _listed(s["Action"]))
+    ]
+    assert len(logs) == 1
+    assert sorted(_listed(logs[0]["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert _listed(logs[0]["Resource"]) == [f"{LOG_GROUP}:*"]
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_never_creates_log_groups(name: str) -> None:
+    assert "logs:CreateLogGroup" not in POLICIES[name][0]()
+
+
+def test_logs_statement_accepts_an_arn_that_already_ends_in_star() -> None:
+    assert policies.logs_statement(f"{LOG_GROUP}:*") == policies.logs_statement(LOG_GROUP)
+    assert policies.logs_statement(LOG_GROUP)["Resource"] == [f"{LOG_GROUP}:*"]
+
+
+def test_manage_connections_resource_is_one_stage_post_path() -> None:
+    assert policies.manage_connections_resource(STAGE) == f"{STAGE}/POST/@connections/*"
+
+
+def test_lambda_role_trusts_only_the_lambda_service() -> None:
+    document = json.loads(policies.lambda_assume_role_policy())
+    assert document["Version"] == "2012-10-17"
+    assert document["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+
+
+# -- filter patterns ---------------------------------------------------------------------------
+
+
+def test_filter_on_event_names() -> None:
+    pattern = filter_pattern(SourceFilter(event_names=["INSERT", "MODIFY"]))
+    assert json.loads(pattern) == {"eventName": ["INSERT", "MODIFY"]}
+
+
+def test_filter_new_image_string_list_is_shorthand_for_an_s_rule() -> None:
+    pattern = filter_pattern(SourceFilter(new_image={"status": ["active", "pending"]}))
+    assert json.loads(pattern) == {
+        "dynamodb": {"NewImage": {"status": {"S": ["active", "pending"]}}}
+    }
+
+
+def test_filter_numeric_rule_passes_through() -> None:
+    rule = {"N": [{"numeric": [">", 5]}]}
+    pattern = filter_pattern(SourceFilter(new_image={"priority": rule}))
+    assert json.loads(pattern) == {"dynamodb": {"NewImage": {"priority": rule}}}
+
+
+def test_filter_combines_event_names_and_new_image() -> None:
+    pattern = filter_pattern(SourceFilter(event_names=["INSERT"], new_image={"kind": ["order"]}))
+    assert json.loads(pattern) == {
+        "eventName": ["INSERT"],
+        "dynamodb": {"NewImage": {"kind": {"S": ["order"]}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("source_filter", "fragment"),
+    [
+        pytest.param(SourceFilter(event_names=["INSERTED"]), "unknown event names", id="unknown"),
+        pytest.param(SourceFilter(event_names=["INSERT", "INSERT"]), "twice", id="duplicate"),
+        pytest.param(
+            SourceFilter(event_names=["REMOVE"], new_image={"status": ["gone"]}),
+            "never matches REMOVE",
+            id="remove-with-new-image",
+        ),
+        pytest.param(SourceFilter(), "empty filter", id="empty"),
+        pytest.param(
+            SourceFilter(new_image={"status": "active"}), "new_image['status']", id="bare-string"
+        ),
+        pytest.param(
+            SourceFilter(new_image={"status": {"S": "active"}}),
+            "new_image['status']",
+            id="rule-values-not-a-list",
+        ),
+        pytest.param(
+            SourceFilter(new_image={"status": {"X": ["active"]}}),
+            "new_image['status']",
+            id="unknown-type-key",
+        ),
+        pytest.param(
+            SourceFilter(new_image={"status": {"S": ["a"], "N": ["1"]}}),
+            "new_image['status']",
+            id="two-type-keys",
+        ),
+    ],
+)
+def test_bad_filter_raises_source_error(source_filter: SourceFilter, fragment: str) -> None:
+    with pytest.raises(SourceError) as failure:
+        filter_pattern(source_filter)
+    assert fragment in str(failure.value)
+
+
+# -- stream checks -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("enabled", "view_type", "fragment"),
+    [
+        (False, None, "has no stream"),
+        (True, "KEYS_ONLY", "lacks the new image"),
+        (True, "OLD_IMAGE", "lacks the new image"),
+    ],
+)
+def test_stream_without_new_images_is_rejected_naming_the_table(
+    enabled: bool, view_type: str | None, fragment: str
+) -> None:
+    with pytest.raises(SourceError) as failure:
+        check_stream("orders", enabled, view_type)
+    message = str(failure.value)
+    assert "'orders'" in message
+    assert fragment in message
+    assert 'stream_view_type="NEW_AND_OLD_IMAGES"' in message
+
+
+@pytest.mark.parametrize("view_type", ["NEW_IMAGE", "NEW_AND_OLD_IMAGES"])
+def test_stream_with_new_images_is_accepted(view_type: str) -> None:
+    assert check_stream("orders", True, view_type) is None
+
+
+# -- source bounds -----------------------------------------------------------------------------
+
+ONE_FILTER = SourceFilter(event_names=["INSERT"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "argument"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 10_001}, "batch_size"),
+        ({"batching_window_seconds": 301}, "batching_window_seconds"),
+        ({"parallelization_factor": 11}, "parallelization_factor"),
+        ({"maximum_record_age_seconds": 59}, "maximum_record_age_seconds"),
+        ({"maximum_retry_attempts": 10_001}, "maximum_retry_attempts"),
+        ({"filters": [ONE_FILTER] * (MAX_FILTERS + 1)}, "filters"),
+    ],
+    ids=lambda value: json.dumps(value, default=str)[:40] if isinstance(value, dict) else value,
+)
+def test_out_of_bounds_source_names_the_argument_and_the_source(
+    changes: dict[str, Any], argument: str
+) -> None:
+    with pytest.raises(SourceError) as failure:
+        check_source("chan", StreamSource(table="orders", name="Orders Feed", **changes))
+    message = str(failure.value)
+    assert "RealtimeChannel 'chan'" in message
+    assert "source 'orders-feed'" in message
+    assert argument in message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"batch_size": 1},
+        {"batch_size": 10_000},
+        {"batching_window_seconds": 300},
+        {"parallelization_factor": 10},
+        {"maximum_record_age_seconds": 60},
+        {"maximum_record_age_seconds": -1},
+        {"maximum_retry_attempts": -1},
+        {"filters": [ONE_FILTER] * MAX_FILTERS},
+    ],
+    ids=lambda value: json.dumps(value, default=str)[:40],
+)
+def test_source_at_its_bounds_is_accepted(changes: dict[str, Any]) -> None:
+    assert check_source("chan", StreamSource(table="orders", **changes)) is None
+
+
+def test_bad_filter_in_a_source_names_its_position() -> None:
+    source = StreamSource(table="orders", filters=[ONE_FILTER, SourceFilter()])
+    with pytest.raises(SourceError, match=r"source 'orders': filters\[1\]: an empty filter"):
+        check_source("chan", source)
+
+
+# -- management endpoint -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("invoke_url", "endpoint"),
+    [
+        ("wss://abc.execute-api.us-east-1.amazonaws.com/dev", "https://abc.execute-api.us-east-1.amazonaws.com/dev"),
+        ("ws://127.0.0.1:4510/dev", "http://127.0.0.1:4510/dev"),
+        ("wss://abc.execute-api.us-east-1.amazonaws.com/dev/", "https://abc.execute-api.us-east-1.amazonaws.com/dev"),
+    ],
+    ids=["wss-to-https", "ws-to-http", "trailing-slash-trimmed"],
+)  # fmt: skip
+def test_management_endpoint_from_invoke_url(invoke_url: str, endpoint: str) -> None:
+    assert management_endpoint_from_invoke_url(invoke_url) == endpoint
+
+
+@pytest.mark.parametrize("url", ["https://abc.execute-api.us-east-1.amazonaws.com/dev", ""])
+def test_management_endpoint_rejects_a_non_websocket_url(url: str) -> None:
+    with pytest.raises(ValueError, match="not a WebSocket invoke URL"):
+        management_endpoint_from_invoke_url(url)

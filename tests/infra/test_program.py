@@ -1,0 +1,362 @@
+"""The whole stack program (``__main__.py``) under Pulumi mocks, with the real stack files.
+
+Runs are cached per (stack, preview) so the suite stays fast: each distinct program run
+happens once, and the tests below only read what it declared.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import runpy
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+
+from components import stack_config
+from components.realtime_channel import FUNCTION_KINDS
+from tests.infra.harness import (
+    DEV_SECRET,
+    PROJECT,
+    ROOT,
+    RecordingMocks,
+    retrieve_failures,
+    run,
+    run_main,
+    unretrieved_failures,
+)
+from tests.infra.harness import stack_config as stack_file_config
+
+TABLE = "aws:dynamodb/table:Table"
+FUNCTION = "aws:lambda/function:Function"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+PARAMETER = "aws:ssm/parameter:Parameter"
+GET_TABLE = "aws:dynamodb/getTable:getTable"
+CONNECTIONS_TABLE = "realtime-connections"
+EXISTING = "orders"
+EXISTING_STREAM_ARN = (
+    f"arn:aws:dynamodb:us-east-1:123456789012:table/{EXISTING}/stream/2026-02-02T00:00:00.000"
+)
+STACK_RUNS = [
+    pytest.param("dev", True, id="dev-preview"),
+    pytest.param("dev", False, id="dev-up"),
+    pytest.param("prod", True, id="prod-preview"),
+    pytest.param("prod", False, id="prod-up"),
+]
+
+
+@cache
+def _stack_run(stack: str, preview: bool) -> RecordingMocks:
+    return run_main(stack, preview=preview)
+
+
+@cache
+def _existing_table_run() -> RecordingMocks:
+    mocks = RecordingMocks(
+        tables={
+            EXISTING: {
+                "streamEnabled": True,
+                "streamViewType": "NEW_AND_OLD_IMAGES",
+                "streamArn": EXISTING_STREAM_ARN,
+            }
+        }
+    )
+    return run_main("dev", overrides={"sourceTableName": EXISTING}, mocks=mocks)
+
+
+def _main_program() -> None:
+    runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+
+# -- what every stack declares ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("stack", "preview"), STACK_RUNS)
+def test_declares_the_demo_events_table_with_a_new_and_old_images_stream(
+    stack: str, preview: bool
+) -> None:
+    events = _stack_run(stack, preview).one(TABLE, "events").inputs
+    assert events["hashKey"] == "PK"
+    assert events["rangeKey"] == "SK"
+    assert events["attributes"] == [{"name": "PK", "type": "S"}, {"name": "SK", "type": "S"}]
+    assert events["streamEnabled"] is True
+    assert events["streamViewType"] == "NEW_AND_OLD_IMAGES"
+
+
+@pytest.mark.parametrize(("stack", "preview"), STACK_RUNS)
+def test_declares_one_realtime_channel_component(stack: str, preview: bool) -> None:
+    mocks = _stack_run(stack, preview)
+    assert [r.name for r in mocks.of_type("realtime:index:RealtimeChannel")] == ["realtime"]
+
+
+@pytest.mark.parametrize(("stack", "preview"), STACK_RUNS)
+def test_declares_five_functions_one_per_kind(stack: str, preview: bool) -> None:
+    functions = _stack_run(stack, preview).of_type(FUNCTION)
+    assert len(functions) == 5
+    assert sorted(f.name for f in functions) == sorted(f"realtime-{k}" for k in FUNCTION_KINDS)
+
+
+@pytest.mark.parametrize(("stack", "preview"), STACK_RUNS)
+def test_maps_the_events_table_stream_to_the_broadcaster(stack: str, preview: bool) -> None:
+    mocks = _stack_run(stack, preview)
+    mapping = mocks.one(MAPPING).inputs
+    if preview:
+        # The stream ARN of a table not created yet is unknown, as in a real preview.
+        assert isinstance(mapping["eventSourceArn"], pulumi.output.Unknown)
+    else:
+        stream_arn = mocks.one(TABLE, "events").outputs["streamArn"]
+        assert stream_arn.startswith("arn:aws:dynamodb:")
+        assert mapping["eventSourceArn"] == stream_arn
+        assert mapping["functionName"] == mocks.one(FUNCTION, "realtime-broadcaster").outputs["arn"]
+
+
+# -- dev vs prod ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("stack", "protected"), [("dev", False), ("prod", True)])
+def test_connections_table_protection_follows_the_stack(stack: str, protected: bool) -> None:
+    table = _stack_run(stack, False).one(TABLE, CONNECTIONS_TABLE).inputs
+    assert table["pointInTimeRecovery"] == {"enabled": protected}
+    assert table["deletionProtectionEnabled"] is protected
+
+
+@pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("prod", 90)])
+def test_every_log_group_keeps_the_stack_retention(stack: str, days: int) -> None:
+    log_groups = _stack_run(stack, False).of_type(LOG_GROUP)
+    # five function log groups and the stage's access logs
+    assert len(log_groups) == 6
+    assert {g.name: g.inputs["retentionInDays"] for g in log_groups} == {
+        g.name: days for g in log_groups
+    }
+
+
+@pytest.mark.parametrize(("stack", "alarms"), [("dev", 0), ("prod", 3)])
+def test_alarms_only_in_prod(stack: str, alarms: int) -> None:
+    assert len(_stack_run(stack, False).of_type(ALARM)) == alarms
+
+
+# -- an existing source table --------------------------------------------------------------
+
+
+def test_source_table_override_declares_no_demo_table() -> None:
+    tables = _existing_table_run().of_type(TABLE)
+    assert [t.name for t in tables] == [CONNECTIONS_TABLE]
+
+
+def test_source_table_override_looks_the_table_up_by_name() -> None:
+    lookups = [args for token, args in _existing_table_run().calls if token == GET_TABLE]
+    assert [args["name"] for args in lookups] == [EXISTING]
+
+
+def test_source_table_override_maps_that_tables_stream() -> None:
+    mapping = _existing_table_run().one(MAPPING, f"realtime-source-{EXISTING}")
+    assert mapping.inputs["eventSourceArn"] == EXISTING_STREAM_ARN
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        pytest.param({}, id="no-stream"),
+        pytest.param({"streamEnabled": True, "streamViewType": "KEYS_ONLY"}, id="keys-only"),
+    ],
+)
+def test_source_table_without_new_images_fails_naming_the_table_and_the_fix(
+    table: dict[str, Any],
+) -> None:
+    mocks = RecordingMocks(tables={EXISTING: table})
+    with pytest.raises(ValueError, match=f"table '{EXISTING}'") as failure:
+        run_main("dev", overrides={"sourceTableName": EXISTING}, mocks=mocks)
+    assert 'stream_view_type="NEW_AND_OLD_IMAGES"' in str(failure.value)
+    assert not mocks.of_type(MAPPING)
+
+
+# -- stack outputs -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exports() -> Iterator[dict[str, Any]]:
+    """name -> resolved value of every ``pulumi.export`` of a dev deployment, in order."""
+    original = pulumi.export
+    names: list[str] = []
+    resolved: dict[str, Any] = {}
+
+    def record(name: str, value: Any) -> None:
+        names.append(name)
+        pulumi.Output.from_input(value).apply(lambda v: resolved.__setitem__(name, v))
+        original(name, value)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pulumi, "export", record)
+        run_main("dev")
+    assert set(resolved) == set(names), "every export resolves during the run"
+    yield {name: resolved[name] for name in names}
+
+
+def test_exports_the_documented_names(exports: dict[str, Any]) -> None:
+    assert list(exports) == [
+        "url",
+        "managementEndpoint",
+        "connectionsTableName",
+        "apiId",
+        "stageName",
+        "deadLetterQueueUrl",
+        "functionNames",
+        "sourceTableName",
+    ]
+
+
+def test_exported_url_is_a_websocket_url(exports: dict[str, Any]) -> None:
+    assert exports["url"].startswith("wss://")
+    assert exports["url"].endswith("/dev")
+
+
+def test_exported_management_endpoint_is_the_https_form_of_the_url(
+    exports: dict[str, Any],
+) -> None:
+    assert exports["managementEndpoint"] == "https://" + exports["url"].removeprefix("wss://")
+
+
+def test_exported_function_names_cover_every_kind(exports: dict[str, Any]) -> None:
+    assert set(exports["functionNames"]) == set(FUNCTION_KINDS)
+
+
+def test_exported_source_table_name_is_the_demo_tables_physical_name(
+    exports: dict[str, Any],
+) -> None:
+    assert exports["sourceTableName"].startswith("events-")
+    assert exports["connectionsTableName"].startswith("realtime-connections-")
+
+
+# -- configuration errors name the key ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("logRetentionDays", "13"),
+        ("batchSize", "0"),
+        ("batchSize", "abc"),
+        ("connectionTtlSeconds", "10"),
+        ("memorySize", "64"),
+        ("throttlingRateLimit", "-1"),
+        ("maxRecordAgeSeconds", "30"),
+        ("alarmEmail", "not-an-email"),
+        ("stageName", "bad name!"),
+        ("authEnabled", "maybe"),
+    ],
+)
+def test_bad_config_value_raises_config_error_naming_the_key(key: str, value: str) -> None:
+    with pytest.raises(stack_config.ConfigError, match=re.escape(f"{PROJECT}:{key}:")):
+        run_main("dev", overrides={key: value})
+
+
+def test_auth_without_token_secret_raises_config_error_naming_token_secret() -> None:
+    config = stack_file_config("dev", {"authEnabled": "true"})
+    assert not any(key.endswith(":tokenSecret") for key in config)
+    with pytest.raises(stack_config.ConfigError, match=re.escape(f"{PROJECT}:tokenSecret:")):
+        run(_main_program, config=config)
+
+
+def test_short_token_secret_fails_at_run_time_naming_token_secret() -> None:
+    with pytest.raises(ValueError, match="token_secret must be at least 16 characters"):
+        run_main("dev", overrides={"tokenSecret": "too-short"})
+
+
+# -- the token secret never appears in plain text ------------------------------------------
+
+
+def _is_parameter_value(resource_type: str, key: str) -> bool:
+    return resource_type == PARAMETER and key == "value"
+
+
+def test_token_secret_appears_nowhere_but_the_parameter_value() -> None:
+    mocks = _stack_run("dev", False)
+    leaks = []
+    for resource in mocks.resources:
+        for side, properties in (("inputs", resource.inputs), ("outputs", resource.outputs)):
+            for key, value in properties.items():
+                # The mocks echo inputs as outputs, so the parameter's `value` shows up on
+                # both sides; a real provider returns it as a secret output.
+                if _is_parameter_value(resource.type, key):
+                    continue
+                if DEV_SECRET in json.dumps(value, default=str):
+                    leaks.append(f"{resource.type} {resource.name} {side}.{key}")
+    leaks += [token for token, args in mocks.calls if DEV_SECRET in json.dumps(args, default=str)]
+    assert leaks == []
+
+
+def test_token_secret_reaches_the_parameter_marked_secret() -> None:
+    value = _stack_run("dev", False).one(PARAMETER).inputs["value"]
+    assert value == {_special_sig_key: _special_secret_sig, "value": DEV_SECRET}
+
+
+# -- Pulumi.yaml and stack_config.KEYS agree ------------------------------------------------
+
+YAML_TYPES = {str: "string", int: "integer", bool: "boolean"}
+
+
+@cache
+def _declared_config() -> dict[str, dict[str, Any]]:
+    document = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    declared: dict[str, dict[str, Any]] = document["config"]
+    return declared
+
+
+def _convert(kind: type, value: Any) -> Any:
+    """A Pulumi.yaml default as the Python value the program would read."""
+    if kind is bool:
+        text = str(value).lower()
+        assert text in ("true", "false"), f"{value!r} is not a boolean"
+        return text == "true"
+    if kind is int:
+        assert not isinstance(value, bool), f"{value!r} is not an integer"
+        return int(value)
+    return str(value)
+
+
+def test_pulumi_yaml_declares_exactly_the_keys_the_program_reads() -> None:
+    assert set(_declared_config()) == set(stack_config.KEYS)
+
+
+@pytest.mark.parametrize("key", sorted(stack_config.KEYS))
+def test_pulumi_yaml_key_has_type_description_and_default(key: str) -> None:
+    declared = _declared_config().get(key, {})
+    assert {"type", "description", "default"} <= set(declared)
+    assert str(declared["description"]).strip()
+
+
+@pytest.mark.parametrize("key", sorted(stack_config.KEYS))
+def test_pulumi_yaml_default_equals_the_program_default(key: str) -> None:
+    kind, default, _ = stack_config.KEYS[key]
+    declared = _declared_config()[key]
+    assert _convert(kind, declared["default"]) == default
+    assert type(_convert(kind, declared["default"])) is type(default)
+
+
+@pytest.mark.parametrize("key", sorted(stack_config.KEYS))
+def test_pulumi_yaml_type_matches_the_program_type(key: str) -> None:
+    kind, _, _ = stack_config.KEYS[key]
+    assert _declared_config()[key]["type"] == YAML_TYPES[kind]
+
+
+# -- harness ------------------------------------------------------------------------------------
+
+
+def test_failed_run_leaves_no_unretrieved_exceptions_behind() -> None:
+    retrieve_failures()
+    mocks = RecordingMocks(tables={EXISTING: {}})
+    try:
+        with pytest.raises(ValueError, match="has no stream"):
+            run_main("dev", overrides={"sourceTableName": EXISTING}, mocks=mocks)
+        gc.collect()
+        assert unretrieved_failures() == []
+    finally:
+        retrieve_failures()
