@@ -41,6 +41,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def logger(name: str) -> logging.Logger:
+    # botocore's INFO lines ("Found credentials in environment variables") are noise
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     root = logging.getLogger()
     if not root.handlers:  # not in Lambda (the runtime installs its own handler)
         handler = logging.StreamHandler(sys.stdout)

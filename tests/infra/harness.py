@@ -1,216 +1,43 @@
-"""Run a Pulumi program under mocks, without the CLI, and record what it declares.
+"""The infra tests' view of ``emulator.program``: run programs under recording mocks.
 
-``RecordingMocks`` answers like AWS would: physical names with a suffix, ARNs,
-stream ARNs, the stage's invoke URL and execution ARN, function invoke ARNs;
-with ``preview=True`` it returns only the inputs, so every computed output is
-unknown, as in a real ``pulumi preview`` of a new stack.
+The tests run ``__main__.py`` without Pulumi.yaml's defaults, as Pulumi mocks
+do, so the program must carry its own.
 """
 
 from __future__ import annotations
 
-import asyncio
-import gc
-import hashlib
-import runpy
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
 
-import pulumi
-import yaml
-from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from emulator import program
+from emulator.program import (
+    ACCOUNT,
+    PROJECT,
+    REGION,
+    ROOT,
+    Declared,
+    RecordingMocks,
+    retrieve_failures,
+    run,
+    stack_config,
+    unretrieved_failures,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "realtime-channel"
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 DEV_SECRET = "dev-secret-for-tests-0123456789abcdef"
 
-
-@dataclass
-class Declared:
-    type: str
-    name: str
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
-
-
-def _suffix(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()[:7]
-
-
-class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, preview: bool = False, tables: Mapping[str, dict[str, Any]] | None = None):
-        self.preview = preview
-        self.resources: list[Declared] = []
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.tables = dict(tables or {})
-        """Existing tables the program may look up: name -> getTable result fields."""
-
-    # -- queries used by the tests -------------------------------------------------------
-    def of_type(self, type_: str) -> list[Declared]:
-        return [r for r in self.resources if r.type == type_]
-
-    def one(self, type_: str, name: str | None = None) -> Declared:
-        found = [r for r in self.of_type(type_) if name is None or r.name == name]
-        names = [r.name for r in found]
-        assert len(found) == 1, f"expected one {type_} {name or ''}, found {names}"
-        return found[0]
-
-    def named(self, name: str) -> Declared:
-        (found,) = [r for r in self.resources if r.name == name]
-        return found
-
-    # -- pulumi.runtime.Mocks -------------------------------------------------------------
-    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        inputs = dict(args.inputs)
-        outputs = dict(inputs)
-        physical = inputs.get("name") or f"{args.name}-{_suffix(args.name)}"
-        resource_id = physical
-        if not self.preview:
-            resource_id = self._computed(args.typ, args.name, physical, inputs, outputs)
-        self.resources.append(Declared(args.typ, args.name, inputs, outputs))
-        return resource_id, outputs
-
-    def _computed(
-        self, typ: str, logical: str, physical: str, inputs: dict[str, Any], out: dict[str, Any]
-    ) -> str:
-        region, account = REGION, ACCOUNT
-        if typ == "aws:dynamodb/table:Table":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:dynamodb:{region}:{account}:table/{physical}"
-            if inputs.get("streamEnabled"):
-                out["streamLabel"] = "2026-11-26T00:00:00.000"
-                out["streamArn"] = f"{out['arn']}/stream/{out['streamLabel']}"
-            return physical
-        if typ == "aws:sqs/queue:Queue":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:sqs:{region}:{account}:{physical}"
-            out["url"] = f"https://sqs.{region}.amazonaws.com/{account}/{physical}"
-            return str(out["url"])
-        if typ == "aws:apigatewayv2/api:Api":
-            api_id = _suffix(logical) + "abc"
-            out["apiEndpoint"] = f"wss://{api_id}.execute-api.{region}.amazonaws.com"
-            out["executionArn"] = f"arn:aws:execute-api:{region}:{account}:{api_id}"
-            out["arn"] = f"arn:aws:apigateway:{region}::/apis/{api_id}"
-            return api_id
-        if typ == "aws:apigatewayv2/stage:Stage":
-            api_id, stage = inputs["apiId"], inputs["name"]
-            out["invokeUrl"] = f"wss://{api_id}.execute-api.{region}.amazonaws.com/{stage}"
-            out["executionArn"] = f"arn:aws:execute-api:{region}:{account}:{api_id}/{stage}"
-            out["arn"] = f"arn:aws:apigateway:{region}::/apis/{api_id}/stages/{stage}"
-            return str(stage)
-        if typ == "aws:lambda/function:Function":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:lambda:{region}:{account}:function:{physical}"
-            out["invokeArn"] = (
-                f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/"
-                f"{out['arn']}/invocations"
-            )
-            return physical
-        if typ == "aws:iam/role:Role":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:iam::{account}:role/{physical}"
-            return physical
-        if typ == "aws:cloudwatch/logGroup:LogGroup":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:logs:{region}:{account}:log-group:{physical}"
-            return physical
-        if typ == "aws:ssm/parameter:Parameter":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:ssm:{region}:{account}:parameter/{physical}"
-            return physical
-        if typ == "aws:sns/topic:Topic":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:sns:{region}:{account}:{physical}"
-            return str(out["arn"])
-        if typ == "aws:lambda/eventSourceMapping:EventSourceMapping":
-            out["uuid"] = f"{_suffix(logical)}-uuid"
-            out["arn"] = f"arn:aws:lambda:{region}:{account}:event-source-mapping:{out['uuid']}"
-            return str(out["uuid"])
-        if typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:cloudwatch:{region}:{account}:alarm:{physical}"
-            return physical
-        return f"{logical}-id"
-
-    def call(self, args: MockCallArgs) -> dict[str, Any]:
-        self.calls.append((args.token, dict(args.args)))
-        if args.token == "aws:dynamodb/getTable:getTable":
-            name = args.args["name"]
-            if name not in self.tables:
-                raise Exception(f"ResourceNotFoundException: table {name} not found")
-            arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
-            table = {"name": name, "arn": arn, "id": name, "streamEnabled": False}
-            table.update(self.tables[name])
-            if table.get("streamEnabled") and "streamArn" not in table:
-                table["streamArn"] = f"{arn}/stream/2026-01-01T00:00:00.000"
-            return table
-        return {}
-
-
-def stack_config(stack: str | None, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``Pulumi.<stack>.yaml``'s config (no Pulumi.yaml defaults: mocks never apply them)."""
-    values: dict[str, str] = {}
-    if stack is not None:
-        document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-        for key, value in (document.get("config") or {}).items():
-            values[key] = value if isinstance(value, str) else str(value).lower()
-    for key, value in (overrides or {}).items():
-        values[key if ":" in key else f"{PROJECT}:{key}"] = value
-    return values
-
-
-def run(
-    program: Callable[[], Any],
-    *,
-    config: Mapping[str, str] | None = None,
-    preview: bool = False,
-    stack: str = "dev",
-    mocks: RecordingMocks | None = None,
-) -> RecordingMocks:
-    """Run ``program`` to completion under mocks; re-raise whatever made it fail."""
-    mocks = mocks or RecordingMocks(preview=preview)
-    secret_keys = [key for key in (config or {}) if key.endswith(":tokenSecret")]
-    pulumi.runtime.set_all_config(dict(config or {}), secret_keys)
-    pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
-    pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
-    pulumi.runtime.settings.SETTINGS.outputs.clear()
-    try:
-        _sync_await(run_pulumi_func(program))
-    except BaseException:
-        retrieve_failures()
-        raise
-    return mocks
-
-
-def unretrieved_failures() -> list[asyncio.Future[Any]]:
-    """Finished futures whose exception nobody has looked at (asyncio logs those when freed)."""
-    return [
-        obj
-        for obj in gc.get_objects()
-        if isinstance(obj, asyncio.Future)
-        and obj.done()
-        and not obj.cancelled()
-        and getattr(obj, "_log_traceback", False)  # what asyncio checks before logging
-    ]
-
-
-def retrieve_failures() -> None:
-    """Mark a failed run's leftover futures as seen.
-
-    A failed run leaves dozens of futures holding the error. Freed later by the
-    garbage collector, asyncio would log each traceback from a finalizer, and on
-    CPython 3.11 that formatting (``ast.parse``) can collide with pytest's own
-    assertion rewriting and crash the session ("AST constructor recursion depth
-    mismatch", python/cpython#106905).
-    """
-    for future in unretrieved_failures():
-        future.exception()
+__all__ = [
+    "ACCOUNT",
+    "DEV_SECRET",
+    "PROJECT",
+    "REGION",
+    "ROOT",
+    "Declared",
+    "RecordingMocks",
+    "retrieve_failures",
+    "run",
+    "run_main",
+    "stack_config",
+    "unretrieved_failures",
+]
 
 
 def run_main(
@@ -220,12 +47,7 @@ def run_main(
     overrides: Mapping[str, str] | None = None,
     mocks: RecordingMocks | None = None,
 ) -> RecordingMocks:
-    """Run the real ``__main__.py`` with ``Pulumi.<stack>.yaml`` and a local secret."""
-    values = stack_config(stack, {"tokenSecret": DEV_SECRET, **(overrides or {})})
-    return run(
-        lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
-        config=values,
-        preview=preview,
-        stack=stack,
-        mocks=mocks,
+    """Run the real ``__main__.py`` with ``Pulumi.<stack>.yaml`` and a test secret."""
+    return program.run_main(
+        stack, secret=DEV_SECRET, preview=preview, overrides=overrides, mocks=mocks
     )

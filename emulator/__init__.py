@@ -1,0 +1,1 @@
+"""The local cloud: runs the stack program against local services (``make dev``)."""

@@ -1,0 +1,236 @@
+"""The emulator: the stack's own program, brought up on this machine.
+
+``Emulator.start`` runs ``__main__.py`` under Pulumi's mocks acting as a local
+provider (the stage's URL is this gateway's), builds the model of what it
+declared, and materialises it: tables, parameters and queues in an embedded
+moto server; each function in worker processes with exactly its declared
+environment plus endpoint overrides; the API as an aiohttp gateway; each event
+source mapping as a stream poller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from emulator import model as model_module
+from emulator.gateway import STATE, GatewaySettings, GatewayState, create_app
+from emulator.model import FunctionModel, Model
+from emulator.program import ROOT, RecordingMocks, run_main
+from emulator.services import LocalAws, provision
+from emulator.streams import StreamPoller
+from emulator.workers import FunctionPool, FunctionSpec, InvokeResult
+
+STATE_DIR = ROOT / ".emulator"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class EmulatorOptions:
+    stack: str = "dev"
+    host: str = "127.0.0.1"
+    port: int = 0
+    """Gateway port; 0 picks a free one."""
+    secret: str | None = None
+    """Token signing secret; default: a fresh random one per run."""
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    """Config values over Pulumi.yaml's defaults and Pulumi.<stack>.yaml (key or ns:key)."""
+    idle_timeout: float = 600.0
+    max_connection: float = 7200.0
+    max_workers: int = 4
+    """Worker processes per function, at most."""
+    poll_interval: float = 0.05
+    root: Path = ROOT
+    log: Callable[[str], None] = print
+    write_state: bool = True
+    """Write .emulator/<stack>.json so `python -m emulator put|delete|token` find this run."""
+
+
+class Emulator:
+    _running: Emulator | None = None
+
+    def __init__(self, options: EmulatorOptions | None = None) -> None:
+        self.options = options or EmulatorOptions()
+        self.port = self.options.port or free_port(self.options.host)
+        self.secret = self.options.secret or secrets.token_hex(32)
+        self.aws = LocalAws(self.options.host)
+        self.model: Model | None = None
+        self.pools: dict[str, FunctionPool] = {}
+        self.pollers: list[StreamPoller] = []
+        self.declared: RecordingMocks | None = None
+        self._runner: web.AppRunner | None = None
+        self._code_dir: Path | None = None
+        self._app: web.Application | None = None
+
+    # -- addresses --------------------------------------------------------------------------
+
+    @property
+    def stage(self) -> str:
+        assert self.model is not None
+        return self.model.stage
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.options.host}:{self.port}/{self.stage}"
+
+    @property
+    def management_endpoint(self) -> str:
+        return f"http://{self.options.host}:{self.port}/{self.stage}"
+
+    @property
+    def gateway(self) -> GatewayState:
+        assert self._app is not None
+        return self._app[STATE]
+
+    def table_names(self) -> dict[str, str]:
+        """logical name -> physical name of every declared table."""
+        assert self.model is not None
+        return {t.logical: t.name for t in self.model.tables.values()}
+
+    def connections_table(self) -> str:
+        assert self.model is not None
+        for function in self.model.functions.values():
+            if "CONNECTIONS_TABLE" in function.environment:
+                return function.environment["CONNECTIONS_TABLE"]
+        raise LookupError("no function declares CONNECTIONS_TABLE")
+
+    def token(self, user_id: str, ttl_seconds: int = 3600) -> str:
+        from handlers.tokens import mint_token
+
+        return mint_token(user_id, self.secret, ttl_seconds)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> Emulator:
+        options = self.options
+        if Emulator._running is not None:
+            raise RuntimeError(
+                "an emulator is already running in this process; moto's state is"
+                " process-wide, so run one at a time (stop the other first)"
+            )
+        Emulator._running = self
+        self.aws.start()
+        await asyncio.to_thread(self.aws.reset)  # a clean slate, whatever ran here before
+        mocks = RecordingMocks(
+            gateway=(options.host, self.port), lookup_table=self.aws.describe_table
+        )
+        self.declared = await asyncio.to_thread(
+            run_main,
+            options.stack,
+            secret=self.secret,
+            overrides=options.overrides,
+            mocks=mocks,
+            with_defaults=True,
+            root=options.root,
+        )
+        self.model = model_module.build(self.declared.resources)
+        await asyncio.to_thread(provision, self.aws, self.model)
+        self._code_dir = Path(tempfile.mkdtemp(prefix="realtime-emulator-code-"))
+        worker_env = self.aws.environment()
+        worker_env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self.management_endpoint
+        for function in self.model.functions.values():
+            spec = FunctionSpec(
+                name=function.name,
+                handler=function.handler,
+                code_dir=self._materialise(function),
+                environment={**function.environment, **worker_env},
+                timeout=function.timeout,
+                memory_mb=function.memory_mb,
+                arn=function.arn,
+            )
+            self.pools[function.name] = FunctionPool(
+                spec, max_workers=options.max_workers, log=options.log
+            )
+        await asyncio.gather(*(pool.start() for pool in self.pools.values()))
+        settings = GatewaySettings(
+            host=options.host,
+            port=self.port,
+            idle_timeout=options.idle_timeout,
+            max_connection=options.max_connection,
+        )
+        self._app = create_app(self.model, self.invoke, settings, options.log)
+        self._runner = web.AppRunner(self._app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, options.host, self.port).start()
+        for mapping in self.model.mappings:
+            if not mapping.enabled:
+                continue
+            poller = StreamPoller(
+                mapping,
+                aws=self.aws,
+                invoke=self.invoke,
+                function_arn=self.model.functions[mapping.function].arn,
+                log=options.log,
+                poll_interval=options.poll_interval,
+            )
+            await poller.start()
+            self.pollers.append(poller)
+        if options.write_state:
+            self._write_state()
+        return self
+
+    def _materialise(self, function: FunctionModel) -> Path:
+        """Extract the function's archive (the same one Lambda would get) into a directory."""
+        assert self._code_dir is not None
+        digest = model_module.archive_digest(function.archive)
+        target = self._code_dir / digest
+        if not target.exists():
+            for inside, source in function.archive.items():
+                destination = target / inside
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, destination)
+        return target
+
+    async def invoke(self, function: str, event: Any) -> InvokeResult:
+        return await self.pools[function].invoke(event)
+
+    async def stop(self) -> None:
+        for poller in self.pollers:
+            await poller.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        self.aws.stop()
+        if self._code_dir is not None:
+            shutil.rmtree(self._code_dir, ignore_errors=True)
+        if self.options.write_state:
+            self.state_file().unlink(missing_ok=True)
+        if Emulator._running is self:
+            Emulator._running = None
+
+    # -- state file for the CLI's put/delete/token ------------------------------------------
+
+    def state_file(self) -> Path:
+        return self.options.root / ".emulator" / f"{self.options.stack}.json"
+
+    def _write_state(self) -> None:
+        path = self.state_file()
+        path.parent.mkdir(exist_ok=True)
+        document = {
+            "stack": self.options.stack,
+            "url": self.url,
+            "managementEndpoint": self.management_endpoint,
+            "dynamodb": self.aws.endpoint,
+            "tables": self.table_names(),
+            "secret": self.secret,
+            "pid": os.getpid(),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=2)

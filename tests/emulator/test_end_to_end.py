@@ -1,0 +1,203 @@
+"""The dev stack, run by the emulator, driven by real WebSocket clients over 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import boto3
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.emulator.conftest import RunningEmulator, receive_json, wait_for
+
+
+def put(local: RunningEmulator, item: dict[str, Any]) -> None:
+    local.dynamodb().put_item(TableName=local.table(), Item=item)
+
+
+def event_item(pk: str, **attributes: str) -> dict[str, Any]:
+    item = {"PK": {"S": pk}, "SK": {"S": "METADATA"}}
+    item.update({name: {"S": value} for name, value in attributes.items()})
+    return item
+
+
+def management(local: RunningEmulator) -> Any:
+    return boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=local.emulator.management_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
+# -- $connect -------------------------------------------------------------------------------
+
+
+def test_client_without_a_token_is_rejected_with_401(local: RunningEmulator) -> None:
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(local.emulator.url, open_timeout=10)
+    assert refused.value.response.status_code == 401
+
+
+def test_client_with_a_bad_token_is_rejected_with_403(local: RunningEmulator) -> None:
+    from websockets.sync.client import connect
+
+    from handlers.tokens import mint_token
+
+    forged = mint_token("mallory", "not-the-secret-0123456789")
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{local.emulator.url}?token={forged}", open_timeout=10)
+    assert refused.value.response.status_code == 403
+    assert any("refused (403)" in line for line in local.lines)
+
+
+def test_client_with_a_minted_token_connects_and_is_recorded(local: RunningEmulator) -> None:
+    before = local.connection_ids()
+    with local.connect("alice"):
+        (added,) = wait_for(lambda: local.connection_ids() - before, what="a connection record")
+        record = local.dynamodb().get_item(
+            TableName=local.emulator.connections_table(), Key={"connectionId": {"S": added}}
+        )["Item"]
+        assert record["userId"] == {"S": "alice"}
+        assert record["sourceIp"] == {"S": "127.0.0.1"}
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def test_ping_gets_pong(local: RunningEmulator) -> None:
+    with local.connect() as client:
+        client.send(json.dumps({"action": "ping", "id": 7}))
+        assert receive_json(client) == {"type": "pong", "id": 7}
+
+
+def test_garbage_gets_an_error_and_the_socket_stays_up(local: RunningEmulator) -> None:
+    with local.connect() as client:
+        client.send("this is not json")
+        error = receive_json(client)
+        assert (error["type"], error["code"]) == ("error", "invalid_json")
+        client.send(json.dumps({"action": "dance"}))
+        assert receive_json(client)["code"] == "unknown_action"
+        client.send(b"\x00\x01binary")
+        assert receive_json(client)["code"] == "binary_frame"
+        client.send(json.dumps({"action": "ping"}))
+        assert receive_json(client) == {"type": "pong"}
+
+
+# -- stream -> clients -----------------------------------------------------------------------
+
+
+def test_insert_update_delete_reach_every_client_in_order(local: RunningEmulator) -> None:
+    with local.connect("alice") as first, local.connect("bob") as second:
+        table = local.table()
+        dynamodb = local.dynamodb()
+        put(local, event_item("EVENT#order", title="v1"))
+        dynamodb.update_item(
+            TableName=table,
+            Key={"PK": {"S": "EVENT#order"}, "SK": {"S": "METADATA"}},
+            UpdateExpression="SET title = :t, seats = :n",
+            ExpressionAttributeValues={":t": {"S": "v2"}, ":n": {"N": "42"}},
+        )
+        dynamodb.delete_item(
+            TableName=table, Key={"PK": {"S": "EVENT#order"}, "SK": {"S": "METADATA"}}
+        )
+        for client in (first, second):
+            messages = [receive_json(client) for _ in range(3)]
+            assert [m["action"] for m in messages] == ["created", "updated", "deleted"]
+            assert messages[0]["data"]["title"] == "v1"
+            assert messages[1]["data"] == {
+                "PK": "EVENT#order", "SK": "METADATA", "title": "v2", "seats": 42,
+            }  # fmt: skip
+            assert messages[2]["keys"] == {"PK": "EVENT#order", "SK": "METADATA"}
+            sequences = [int(m["sequence"]) for m in messages]
+            assert sequences == sorted(sequences)
+
+
+def test_stale_connection_is_removed_and_the_others_still_receive(local: RunningEmulator) -> None:
+    connections = local.emulator.connections_table()
+    local.dynamodb().put_item(
+        TableName=connections,
+        Item={"connectionId": {"S": "GhostConnId0000="}, "userId": {"S": "ghost"}},
+    )
+    with local.connect("alice") as client:
+        put(local, event_item("EVENT#stale"))
+        assert receive_json(client)["keys"]["PK"] == "EVENT#stale"
+        wait_for(lambda: "GhostConnId0000=" not in local.connection_ids(), what="stale removal")
+
+
+# -- closing -----------------------------------------------------------------------------------
+
+
+def test_closing_a_client_removes_its_record(local: RunningEmulator) -> None:
+    before = local.connection_ids()
+    with local.connect():
+        (mine,) = wait_for(lambda: local.connection_ids() - before, what="the record")
+    wait_for(lambda: mine not in local.connection_ids(), what="the record to go")
+
+
+def test_connections_delete_closes_the_client_and_runs_disconnect(
+    local: RunningEmulator,
+) -> None:
+    before = local.connection_ids()
+    with local.connect() as client:
+        (mine,) = wait_for(lambda: local.connection_ids() - before, what="the record")
+        info = management(local).get_connection(ConnectionId=mine)
+        assert info["Identity"]["SourceIp"] == "127.0.0.1"
+        management(local).delete_connection(ConnectionId=mine)
+        with pytest.raises(ConnectionClosed):
+            client.recv(timeout=10)
+    wait_for(lambda: mine not in local.connection_ids(), what="$disconnect to remove the record")
+
+
+def test_boto3_sees_gone_exception_for_an_unknown_connection(local: RunningEmulator) -> None:
+    client = management(local)
+    with pytest.raises(client.exceptions.GoneException):
+        client.post_to_connection(ConnectionId="NoSuchConnection=", Data=b"{}")
+
+
+def test_boto3_post_to_connection_reaches_the_client(local: RunningEmulator) -> None:
+    before = local.connection_ids()
+    with local.connect() as client:
+        (mine,) = wait_for(lambda: local.connection_ids() - before, what="the record")
+        management(local).post_to_connection(ConnectionId=mine, Data=b'{"hello": "from boto3"}')
+        assert receive_json(client) == {"hello": "from boto3"}
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+def test_message_over_128_kb_closes_the_connection_with_1009(local: RunningEmulator) -> None:
+    with local.connect(max_size=None) as client:
+        client.send(json.dumps({"action": "ping", "pad": "x" * (128 * 1024)}))
+        with pytest.raises(ConnectionClosed) as closed:
+            client.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_crashed_worker_is_replaced(local: RunningEmulator) -> None:
+    import os
+    import signal
+
+    emulator = local.emulator
+    default = next(
+        name for name, f in emulator.model.functions.items() if f.logical.endswith("default")
+    )
+    pool = emulator.pools[default]
+    pids = local.call(_pids(pool))
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    with local.connect() as client:
+        client.send(json.dumps({"action": "ping"}))
+        assert receive_json(client, timeout=20) == {"type": "pong"}
+    assert set(local.call(_pids(pool))).isdisjoint(pids)
+
+
+async def _pids(pool: Any) -> list[int]:
+    return list(pool.worker_pids)
