@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint lint-workflows format typecheck test test-fast bench clean
+.PHONY: help install dev lint lint-workflows format typecheck test test-fast bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -16,6 +16,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## create venv/ (the virtualenv Pulumi.yaml names) and install the pinned requirements
+
+STACK ?= dev
+PORT ?= 8080
+
+dev: $(STAMP) ## run the stack locally (emulator); STACK=dev PORT=8080; Ctrl-C stops it
+	$(PY) -m emulator --stack $(STACK) --port $(PORT)
 
 lint: $(STAMP) lint-workflows ## ruff (lint + format check), mypy and the workflow checks
 	$(PY) -m ruff check .
@@ -42,9 +48,10 @@ test: lint ## lint, type check and the whole test suite (what CI runs)
 test-fast: $(STAMP) ## the test suite without lint
 	$(PY) -m pytest -q
 
-bench: $(STAMP) ## benchmarks: broadcaster fan-out and handler cold starts
+bench: $(STAMP) ## benchmarks: broadcaster fan-out, handler cold starts, emulator end to end
 	$(PY) -m bench.fanout
 	$(PY) -m bench.coldstart
+	$(PY) -m bench.e2e
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

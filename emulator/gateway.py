@@ -264,6 +264,11 @@ class Gateway:
                     state.connections.pop(connection_id, None)
                     return web.json_response({"message": "Forbidden"}, status=status)
             await connection.ws.prepare(request)
+        except ConnectionError:  # the client hung up during the handshake
+            state.connections.pop(connection_id, None)
+            connection.closed_by = "client (during the handshake)"
+            state.spawn(self._disconnect(connection, request))
+            return connection.ws
         except BaseException:
             state.connections.pop(connection_id, None)
             raise

@@ -32,7 +32,8 @@ from emulator.services import LocalAws, provision
 from emulator.streams import StreamPoller
 from emulator.workers import FunctionPool, FunctionSpec, InvokeResult
 
-STATE_DIR = ROOT / ".emulator"
+STATE_DIR = Path(os.environ.get("REALTIME_EMULATOR_STATE_DIR") or ROOT / ".emulator")
+"""Where a running emulator leaves its addresses for ``python -m emulator put|delete|token``."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -217,11 +218,11 @@ class Emulator:
     # -- state file for the CLI's put/delete/token ------------------------------------------
 
     def state_file(self) -> Path:
-        return self.options.root / ".emulator" / f"{self.options.stack}.json"
+        return STATE_DIR / f"{self.options.stack}.json"
 
     def _write_state(self) -> None:
         path = self.state_file()
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         document = {
             "stack": self.options.stack,
             "url": self.url,

@@ -1,0 +1,748 @@
+"""End to end through the emulator: DynamoDB write -> stream -> broadcaster -> WebSocket clients.
+
+The whole dev stack runs on this machine as ``make dev`` runs it
+(``emulator.local.Emulator`` with the default ``dev`` configuration: auth on,
+broadcast to everyone): the embedded moto server, the aiohttp gateway and the
+stream poller on the emulator's own asyncio loop in a background thread of
+this process, each Lambda function in its worker processes.
+
+1. ``--clients`` real WebSocket clients (``aiohttp`` ``ws_connect``), users
+   ``user-0`` .. ``user-N-1``, each with its own minted token, connect
+   ``--connect-concurrency`` at a time; the connect time runs until all N
+   connection records exist in the connections table (scan).
+2. A writer thread puts ``--rate`` items per second for ``--duration`` seconds
+   into the source table (logical ``events``), each with a unique ``PK`` and
+   ``sentAt`` = ``time.time()`` taken just before its ``put_item``.
+3. Every client timestamps each ``event_update`` it receives; the latency of a
+   delivery is receive time - ``sentAt`` of the item named by ``keys.PK``
+   (same host, same clock).
+4. After the last write the run waits until every client has every item, or
+   ``--drain-timeout`` seconds.
+
+Printed: clients, items, deliveries expected/received, lost (expected - unique
+received), duplicates, write-to-receive latency p50/p95/p99/max over every
+delivery, the same per item for the first and the last client reached (the
+pipeline's latency vs. the fan-out's spread), the broadcaster's invocations and
+its own per-batch figures (from its ``batch`` log lines), the CPU seconds each
+part used during the write phase, the CPU count, then the verdict. Exit status
+1 when a latency target is missed, a delivery is lost, or a client could not
+connect.
+
+Where the clients run (``--client-mode``). Everything shares the machine's 2
+cores anyway (gateway, moto, poller, workers, clients); the question is only
+whether the 500 clients also share the emulator's GIL. In ``inprocess`` mode
+they run on this process's main asyncio loop, so every received frame is
+parsed under the same GIL as the gateway's ``@connections`` handler and moto;
+the receive timestamp then also measures that contention, which does not exist
+in the deployed system (clients are elsewhere, API Gateway is not Python). In
+``subprocess`` mode (the default) this same module runs the clients in a
+second interpreter (``--client-process``, driven over its stdin/stdout), so
+they compete only for CPU, like any load generator on the same box. Measured
+on the 2-core machine both ways (see the report in the commit/PR): the
+subprocess mode is the fair one and the default; ``--client-mode inprocess``
+remains available for comparison.
+
+    python -m bench.e2e [--clients 500] [--rate 2] [--duration 30]
+                        [--p50-ms 200] [--p99-ms 750] [--client-mode subprocess|inprocess]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_VARIABLE = "BENCH_E2E_SECRET"
+START_TIMEOUT = 180.0
+"""Seconds for the emulator to come up."""
+CONNECT_TIMEOUT = 180.0
+"""Seconds for all clients to connect and their records to appear."""
+HANDSHAKE_TIMEOUT = 60.0
+CLOSE_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
+CHILD_REPLY_TIMEOUT = 30.0
+"""Seconds the parent waits for the client process beyond the phase's own bound."""
+RESULT_LIMIT = 64 * 1024 * 1024
+
+
+# -- the clients (in this process or in the client process) --------------------------------------
+
+
+class Client:
+    """One WebSocket client: what it received and when."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.first: dict[str, float] = {}
+        """PK -> latency (s) of its first delivery."""
+        self.latencies: list[tuple[str, float]] = []
+        """(PK, latency s) of every delivery, duplicates included."""
+        self.duplicates = 0
+        self.other_messages = 0
+        self.closed_early: str | None = None
+
+
+class Fleet:
+    """N clients on the running loop."""
+
+    def __init__(self, url: str, token: Callable[[str], str], prefix: str) -> None:
+        self.url = url
+        self.token = token
+        self.prefix = prefix
+        self.clients: list[Client] = []
+        self.unique = 0
+        self.errors: list[str] = []
+        self.closing = False
+        self._session: aiohttp.ClientSession | None = None
+
+    async def connect(self, count: int, concurrency: int) -> dict[str, Any]:
+        """Connect ``count`` clients, ``concurrency`` handshakes at a time."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=HANDSHAKE_TIMEOUT),
+        )
+        gate = asyncio.Semaphore(concurrency)
+        started = time.monotonic()
+
+        async def one(index: int) -> None:
+            client = Client(index)
+            async with gate:
+                try:
+                    client.ws = await self._session.ws_connect(  # type: ignore[union-attr]
+                        f"{self.url}?token={self.token(f'user-{index}')}",
+                        autoping=True,
+                        heartbeat=None,
+                        max_msg_size=1024 * 1024,
+                    )
+                except Exception as exc:  # reported; the run fails
+                    self.errors.append(f"client {index}: connect failed: {exc!r}")
+                    return
+            client.task = asyncio.ensure_future(self._receive(client))
+            self.clients.append(client)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        self.clients.sort(key=lambda c: c.index)
+        return {
+            "connected": len(self.clients),
+            "failed": count - len(self.clients),
+            "seconds": time.monotonic() - started,
+            "errors": self.errors[:10],
+        }
+
+    async def _receive(self, client: Client) -> None:
+        assert client.ws is not None
+        prefix = self.prefix
+        try:
+            async for message in client.ws:
+                now = time.time()
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    client.other_messages += 1
+                    continue
+                body = json.loads(message.data)
+                if body.get("type") != "event_update":
+                    client.other_messages += 1
+                    continue
+                pk = (body.get("keys") or {}).get("PK")
+                if not isinstance(pk, str) or not pk.startswith(prefix):
+                    client.other_messages += 1
+                    continue
+                latency = now - float(body["data"]["sentAt"])
+                client.latencies.append((pk, latency))
+                if pk in client.first:
+                    client.duplicates += 1
+                else:
+                    client.first[pk] = latency
+                    self.unique += 1
+        except Exception as exc:
+            client.closed_early = repr(exc)
+        if not self.closing and client.closed_early is None:
+            code = client.ws.close_code
+            client.closed_early = f"closed by the server (code {code})"
+
+    async def drain(self, items: int, timeout: float) -> float:
+        """Wait until every client has ``items`` items, or ``timeout``; the seconds waited."""
+        started = time.monotonic()
+        expected = len(self.clients) * items
+        while self.unique < expected and time.monotonic() - started < timeout:
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    def results(self) -> dict[str, Any]:
+        return {
+            "deliveries": [[pk, lat] for c in self.clients for pk, lat in c.latencies],
+            "unique": self.unique,
+            "duplicates": sum(c.duplicates for c in self.clients),
+            "other_messages": sum(c.other_messages for c in self.clients),
+            "closed_early": [
+                f"client {c.index}: {c.closed_early}" for c in self.clients if c.closed_early
+            ],
+            "per_client_unique": [len(c.first) for c in self.clients],
+        }
+
+    async def close(self) -> None:
+        self.closing = True
+        sockets = [c.ws for c in self.clients if c.ws is not None and not c.ws.closed]
+        if sockets:
+            await asyncio.wait(
+                [asyncio.ensure_future(ws.close()) for ws in sockets], timeout=CLOSE_TIMEOUT
+            )
+        tasks = [c.task for c in self.clients if c.task is not None and not c.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+class InProcessClients:
+    """The clients on this process's main loop."""
+
+    def __init__(self, url: str, token: Callable[[str], str], prefix: str) -> None:
+        self.fleet = Fleet(url, token, prefix)
+        self.pid: int | None = None
+
+    async def connect(self, count: int, concurrency: int) -> dict[str, Any]:
+        return await self.fleet.connect(count, concurrency)
+
+    async def drain(self, items: int, timeout: float) -> dict[str, Any]:
+        waited = await self.fleet.drain(items, timeout)
+        return {"drain_seconds": waited, **self.fleet.results()}
+
+    async def close(self) -> None:
+        await self.fleet.close()
+
+
+class SubprocessClients:
+    """The clients in ``python -m bench.e2e --client-process``, one JSON line per exchange."""
+
+    def __init__(self, url: str, secret: str, prefix: str) -> None:
+        self.url = url
+        self.secret = secret
+        self.prefix = prefix
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    async def _reply(self, timeout: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError("the client process exited without answering")
+        return dict(json.loads(line))
+
+    async def _send(self, command: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(command) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    async def connect(self, count: int, concurrency: int) -> dict[str, Any]:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.e2e",
+            "--client-process",
+            "--url",
+            self.url,
+            "--prefix",
+            self.prefix,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            env={**os.environ, SECRET_VARIABLE: self.secret},
+            limit=RESULT_LIMIT,
+        )
+        await self._send({"connect": count, "concurrency": concurrency})
+        return await self._reply(CONNECT_TIMEOUT)
+
+    async def drain(self, items: int, timeout: float) -> dict[str, Any]:
+        await self._send({"drain": items, "timeout": timeout})
+        return await self._reply(timeout + CHILD_REPLY_TIMEOUT)
+
+    async def close(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            await self._send({"close": True})
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), CLOSE_TIMEOUT + 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def client_process(url: str, prefix: str) -> None:
+    """The client side of ``SubprocessClients``: commands on stdin, answers on stdout."""
+    from handlers.tokens import mint_token
+
+    secret = os.environ[SECRET_VARIABLE]
+    fleet = Fleet(url, lambda user: mint_token(user, secret, 3600), prefix)
+
+    def answer(document: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    try:
+        while True:
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line:  # the parent is gone
+                return
+            command = json.loads(line)
+            if "connect" in command:
+                answer(await fleet.connect(int(command["connect"]), int(command["concurrency"])))
+            elif "drain" in command:
+                waited = await fleet.drain(int(command["drain"]), float(command["timeout"]))
+                answer({"drain_seconds": waited, **fleet.results()})
+            else:
+                return
+    finally:
+        await fleet.close()
+
+
+# -- the emulator on its own loop ------------------------------------------------------------------
+
+
+class RunningEmulator:
+    """The emulator on an asyncio loop in a background thread; its log lines kept, not printed."""
+
+    def __init__(self) -> None:
+        from emulator.local import Emulator, EmulatorOptions
+
+        self.lines: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="emulator-loop", daemon=True
+        )
+        self.secret = secrets.token_hex(32)
+        self.emulator = Emulator(
+            EmulatorOptions(secret=self.secret, log=self.lines.append, write_state=False)
+        )
+        self.started = False
+
+    def call(self, coroutine: Any, timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.started = True
+        self.call(self.emulator.start(), START_TIMEOUT)
+
+    def stop(self) -> None:
+        if self.started:
+            try:
+                self.call(self.emulator.stop(), STOP_TIMEOUT)
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    def broadcaster_invocations(self) -> int:
+        return sum(poller.invocations for poller in self.emulator.pollers)
+
+    def worker_pids(self) -> dict[str, list[int]]:
+        """Short function name (``broadcaster``...) -> its worker processes."""
+        found = {}
+        for name, pool in self.emulator.pools.items():
+            short = pool.spec.handler.split(".")[-2] if "." in pool.spec.handler else name
+            found[short] = pool.worker_pids
+        return found
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+
+def count_records(dynamodb: Any, table: str) -> int:
+    total = 0
+    kwargs: dict[str, Any] = {"TableName": table, "Select": "COUNT"}
+    while True:
+        page = dynamodb.scan(**kwargs)
+        total += int(page.get("Count", 0))
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return total
+        kwargs["ExclusiveStartKey"] = last
+
+
+def write_items(
+    dynamodb: Any, table: str, prefix: str, rate: float, duration: float, sent: dict[str, float]
+) -> dict[str, float]:
+    """``rate`` x ``duration`` puts on schedule (never faster); returns the writer's own figures."""
+    total = max(1, round(rate * duration))
+    started = time.monotonic()
+    hard_stop = started + duration + 30  # bounded even if moto stalls
+    slowest = 0.0
+    late = 0.0
+    for index in range(total):
+        due = started + index / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            late = max(late, -delay)
+        if time.monotonic() > hard_stop:
+            break
+        pk = f"{prefix}{index:06d}"
+        sent_at = time.time()
+        before = time.perf_counter()
+        dynamodb.put_item(
+            TableName=table,
+            Item={
+                "PK": {"S": pk},
+                "SK": {"S": "METADATA"},
+                "sentAt": {"N": repr(sent_at)},
+                "n": {"N": str(index)},
+            },
+        )
+        slowest = max(slowest, time.perf_counter() - before)
+        sent[pk] = sent_at
+    return {
+        "seconds": time.monotonic() - started,
+        "slowest_put_ms": slowest * 1000,
+        "most_late_ms": late * 1000,
+    }
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary(values_s: Iterable[float]) -> dict[str, float]:
+    ordered = sorted(v * 1000 for v in values_s)
+    return {
+        "p50": percentile(ordered, 0.50),
+        "p95": percentile(ordered, 0.95),
+        "p99": percentile(ordered, 0.99),
+        "max": ordered[-1] if ordered else math.nan,
+    }
+
+
+def fmt(stats: dict[str, float]) -> str:
+    return "  ".join(f"{key} {value:7.1f}" for key, value in stats.items())
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | str, task: int | None = None) -> float:
+    """utime + stime of a process (or one of its threads) from /proc; 0 when it is gone."""
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+    try:
+        with open(path) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class CpuMeter:
+    """CPU seconds used between ``start`` and ``stop`` by each part of the system.
+
+    This process is split by thread (live threads by name; threads that ended in
+    between, such as moto's per-connection request threads, as the remainder).
+    """
+
+    def __init__(self, running: RunningEmulator, client_pid: int | None) -> None:
+        self.running = running
+        self.client_pid = client_pid
+        self._before: dict[Any, tuple[str, float]] = {}
+        self.used: dict[str, float] = {}
+        self.wall = 0.0
+        self._wall = 0.0
+
+    @staticmethod
+    def _category(name: str) -> str:
+        if name == "MainThread":
+            return "this process: main thread (asyncio loop: clients if in-process)"
+        if name == "emulator-loop":
+            return "this process: emulator loop (gateway, poller, worker pipes)"
+        if name.startswith("asyncio_"):
+            return "this process: to_thread pools (boto3: poller reads, writer puts, scans)"
+        return "this process: moto server threads"
+
+    def _sample(self) -> dict[Any, tuple[str, float]]:
+        me = os.getpid()
+        sample: dict[Any, tuple[str, float]] = {"total": ("", cpu_seconds(me))}
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for task in os.listdir(f"/proc/{me}/task"):
+            tid = int(task)
+            sample[tid] = (self._category(names.get(tid, "")), cpu_seconds(me, tid))
+        for function, pids in self.running.worker_pids().items():
+            for pid in pids:
+                sample[("pid", pid)] = (f"workers: {function}", cpu_seconds(pid))
+        if self.client_pid is not None:
+            sample[("pid", self.client_pid)] = ("client process", cpu_seconds(self.client_pid))
+        return sample
+
+    def start(self) -> None:
+        self._before = self._sample()
+        self._wall = time.monotonic()
+
+    def stop(self) -> None:
+        after = self._sample()
+        self.wall = time.monotonic() - self._wall
+        used: dict[str, float] = {}
+        threads = 0.0
+        for key, (category, value) in after.items():
+            if key == "total":
+                continue
+            delta = value - self._before.get(key, (category, 0.0))[1]
+            used[category] = used.get(category, 0.0) + delta
+            if isinstance(key, int):
+                threads += delta
+        total = after["total"][1] - self._before["total"][1]
+        used["this process: threads that ended meanwhile (moto request threads...)"] = (
+            total - threads
+        )
+        self.used = used
+
+
+def batch_lines(lines: list[str]) -> list[dict[str, Any]]:
+    """The broadcaster's per-batch JSON log lines."""
+    found = []
+    for line in list(lines):
+        if '"message": "batch"' not in line:
+            continue
+        _, _, text = line.partition("] ")
+        with contextlib.suppress(ValueError):
+            document = json.loads(text)
+            if isinstance(document, dict):
+                found.append(document)
+    return found
+
+
+def error_lines(lines: list[str]) -> list[str]:
+    return [
+        line
+        for line in list(lines)
+        if '"level": "ERROR"' in line
+        or '"level": "CRITICAL"' in line
+        or "Traceback" in line
+        or " ERROR " in line
+        or "Error:" in line
+    ]
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> int:
+    running = RunningEmulator()
+    clients: InProcessClients | SubprocessClients | None = None
+    failures: list[str] = []
+    started = time.monotonic()
+    try:
+        print(f"starting the emulator (dev stack, {os.cpu_count()} CPUs)...", flush=True)
+        await asyncio.to_thread(running.start)
+        emulator = running.emulator
+        dynamodb = emulator.aws.client("dynamodb")
+        source = emulator.table_names()["events"]
+        connections = emulator.connections_table()
+        prefix = f"BENCH#{secrets.token_hex(4)}#"
+        print(
+            f"emulator up in {time.monotonic() - started:.1f} s: {emulator.url};"
+            f" clients: {args.client_mode}",
+            flush=True,
+        )
+
+        # -- connect ---------------------------------------------------------------------------
+        if args.client_mode == "inprocess":
+            clients = InProcessClients(emulator.url, emulator.token, prefix)
+        else:
+            clients = SubprocessClients(emulator.url, running.secret, prefix)
+        connect_started = time.monotonic()
+        connected = await clients.connect(args.clients, args.connect_concurrency)
+        handshakes = time.monotonic() - connect_started
+        for error in connected.get("errors", []):
+            print(f"  {error}")
+        expected_clients = int(connected["connected"])
+        records = 0
+        while time.monotonic() - connect_started < CONNECT_TIMEOUT:
+            records = await asyncio.to_thread(count_records, dynamodb, connections)
+            if records >= expected_clients:
+                break
+            await asyncio.sleep(0.25)
+        connect_seconds = time.monotonic() - connect_started
+        print(
+            f"connected {expected_clients}/{args.clients} clients"
+            f" ({args.connect_concurrency} at a time): handshakes {handshakes:.1f} s,"
+            f" all {records} connection records in the table after {connect_seconds:.1f} s",
+            flush=True,
+        )
+        if connected["failed"]:
+            failures.append(f"{connected['failed']} client(s) could not connect")
+        if records < expected_clients:
+            failures.append(f"only {records}/{expected_clients} connection records appeared")
+
+        # -- write -----------------------------------------------------------------------------
+        invocations_before = running.broadcaster_invocations()
+        batches_before = len(batch_lines(running.lines))
+        meter = CpuMeter(running, clients.pid)
+        sent: dict[str, float] = {}
+        total = max(1, round(args.rate * args.duration))
+        print(
+            f"writing {total} items ({args.rate:g}/s for {args.duration:g} s)...", flush=True
+        )
+        meter.start()
+        writer = await asyncio.to_thread(
+            write_items, dynamodb, source, prefix, args.rate, args.duration, sent
+        )
+        items = len(sent)
+        result = await clients.drain(items, args.drain_timeout)
+        meter.stop()
+        invocations = running.broadcaster_invocations() - invocations_before
+        batches = batch_lines(running.lines)[batches_before:]
+
+        # -- report ----------------------------------------------------------------------------
+        deliveries = [(pk, lat) for pk, lat in result["deliveries"] if pk in sent]
+        expected = expected_clients * items
+        unique = int(result["unique"])
+        lost = expected - unique
+        latency = summary(lat for _, lat in deliveries)
+        first: dict[str, float] = {}
+        last: dict[str, float] = {}
+        for pk, lat in deliveries:
+            first[pk] = min(first.get(pk, lat), lat)
+            last[pk] = max(last.get(pk, lat), lat)
+        per_client = result["per_client_unique"]
+        print()
+        print(f"clients                 {expected_clients}")
+        print(
+            f"items written           {items} in {writer['seconds']:.1f} s"
+            f" (slowest put {writer['slowest_put_ms']:.0f} ms,"
+            f" most behind schedule {writer['most_late_ms']:.0f} ms)"
+        )
+        print(f"deliveries expected     {expected}")
+        print(f"deliveries received     {len(deliveries)} ({unique} unique)")
+        print(f"lost                    {lost}")
+        print(f"duplicates              {result['duplicates']}")
+        if per_client and min(per_client) < items:
+            short = sum(1 for n in per_client if n < items)
+            print(f"clients missing items   {short} (fewest received: {min(per_client)})")
+        if result["closed_early"]:
+            print(f"clients closed early    {len(result['closed_early'])}")
+            for line in result["closed_early"][:5]:
+                print(f"  {line}")
+        print(f"drain after last write  {result['drain_seconds']:.2f} s")
+        print(f"latency ms, every delivery   {fmt(latency)}")
+        print(f"  per item, first client     {fmt(summary(first.values()))}")
+        print(f"  per item, last client      {fmt(summary(last.values()))}")
+        spreads = [last[pk] - first[pk] for pk in first]
+        print(f"  per item, last - first     {fmt(summary(spreads))}")
+        print(f"broadcaster invocations {invocations} (for {items} items)")
+        if batches:
+            fanout = [float(b.get("fanoutMs", 0)) / 1000 for b in batches]
+            sizes = sorted(int(b.get("records", 0)) for b in batches)
+            print(
+                f"  its batches: {len(batches)}, records per batch median"
+                f" {sizes[len(sizes) // 2]} max {sizes[-1]};"
+                f" recipients {sum(int(b.get('recipients', 0)) for b in batches)},"
+                f" delivered {sum(int(b.get('delivered', 0)) for b in batches)},"
+                f" retried {sum(int(b.get('retried', 0)) for b in batches)},"
+                f" failed {sum(int(b.get('failed', 0)) for b in batches)}"
+            )
+            print(f"  its fanoutMs per batch     {fmt(summary(fanout))}")
+        print(f"CPU seconds used while writing and draining ({meter.wall:.1f} s wall):")
+        for key, value in sorted(meter.used.items(), key=lambda kv: -kv[1]):
+            if value >= 0.005:
+                print(f"  {value:7.2f}  {100 * value / meter.wall:5.1f}%  {key}")
+        print(f"CPUs                    {os.cpu_count()}")
+
+        if not deliveries:
+            failures.append("no delivery at all")
+        if latency["p50"] > args.p50_ms:
+            failures.append(f"p50 {latency['p50']:.1f} ms > {args.p50_ms:g} ms")
+        if latency["p99"] > args.p99_ms:
+            failures.append(f"p99 {latency['p99']:.1f} ms > {args.p99_ms:g} ms")
+        if lost > 0:
+            failures.append(f"{lost} deliveries lost")
+        print()
+        print(
+            f"targets: p50 <= {args.p50_ms:g} ms, p99 <= {args.p99_ms:g} ms, lost = 0:"
+            f" p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, lost {lost}"
+        )
+    finally:
+        if clients is not None:
+            try:
+                await clients.close()
+            except Exception as exc:
+                print(f"closing the clients failed: {exc!r}")
+        try:
+            await asyncio.to_thread(running.stop)
+        except Exception as exc:
+            print(f"stopping the emulator failed: {exc!r}")
+        lines = list(running.lines)
+        errors = error_lines(lines)
+        print(f"emulator log: {len(lines)} lines, {len(errors)} ERROR lines")
+        for line in errors[:20]:
+            print(f"  {line[:400]}")
+    if failures:
+        print("FAIL: " + "; ".join(failures))
+        return 1
+    print(f"PASS ({time.monotonic() - started:.0f} s in all)")
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=2.0, help="writes per second")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of writing")
+    parser.add_argument("--p50-ms", type=float, default=200.0)
+    parser.add_argument("--p99-ms", type=float, default=750.0)
+    parser.add_argument("--drain-timeout", type=float, default=30.0)
+    parser.add_argument("--connect-concurrency", type=int, default=25)
+    parser.add_argument(
+        "--client-mode",
+        choices=("subprocess", "inprocess"),
+        default="subprocess",
+        help="run the clients in a second interpreter (default) or on this process's loop",
+    )
+    parser.add_argument("--client-process", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.client_process:
+        if args.clients < 1 or args.rate <= 0 or args.duration <= 0:
+            parser.error("--clients, --rate and --duration must be positive")
+        if args.rate * args.duration > 100_000:
+            parser.error("at most 100000 items per run")
+        if not 0 < args.drain_timeout <= 600:
+            parser.error("--drain-timeout must be in (0, 600]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.client_process:
+        asyncio.run(client_process(args.url, args.prefix))
+        return 0
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
