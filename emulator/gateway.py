@@ -139,7 +139,7 @@ def allows(answer: Any, method_arn: str) -> tuple[bool, str]:
         resources = [resources] if isinstance(resources, str) else resources
         actions = statement.get("Action") or []
         actions = [actions] if isinstance(actions, str) else actions
-        if not any(fnmatch.fnmatchcase("execute-api:Invoke", a) for a in actions):
+        if not any(fnmatch.fnmatchcase("execute-api:invoke", str(a).lower()) for a in actions):
             continue
         if any(fnmatch.fnmatchcase(method_arn, r) for r in resources):
             if statement.get("Effect") == "Deny":
@@ -373,8 +373,11 @@ class Gateway:
             return _error(status, _FAULT_CODES.get(status, "InternalServerErrorException"), "fault")
         if connection is None:
             return _error(410, "GoneException", "Gone")
+        limit = self.state.settings.max_message_bytes
+        if (request.content_length or 0) > limit:
+            return _error(413, "PayloadTooLargeException", "Payload Too Large")
         data = await request.read()
-        if len(data) > self.state.settings.max_message_bytes:
+        if len(data) > limit:
             return _error(413, "PayloadTooLargeException", "Payload Too Large")
         await connection.ready.wait()
         if connection.ws.closed:
@@ -437,7 +440,8 @@ def create_app(
 ) -> web.Application:
     state = GatewayState(model=model, invoke=invoke, settings=settings, log=log)
     gateway = Gateway(state)
-    app = web.Application(client_max_size=settings.max_message_bytes * 2)
+    # large enough that oversized posts reach `post`, which answers like API Gateway
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = state
     stage = model.stage
     app.router.add_get(f"/{stage}", gateway.websocket)

@@ -175,12 +175,19 @@ class StreamPoller:
             records = await asyncio.to_thread(self._read, shard)
             queue.extend(r for r in records if matches_any(self.filters, r))
 
-    def _too_old(self, batch: list[dict[str, Any]]) -> bool:
+    def _expired(self, batch: list[dict[str, Any]]) -> int:
+        """How many records at the front of the batch are older than the maximum record age."""
         limit = self.mapping.maximum_record_age
         if limit < 0:
-            return False
-        created = batch[0]["dynamodb"].get("ApproximateCreationDateTime")
-        return isinstance(created, (int, float)) and time.time() - created > limit
+            return 0
+        now = time.time()
+        count = 0
+        for record in batch:
+            created = record["dynamodb"].get("ApproximateCreationDateTime")
+            if not (isinstance(created, (int, float)) and now - created > limit):
+                break
+            count += 1
+        return count
 
     async def _deliver(self, shard: str, batch: list[dict[str, Any]]) -> None:
         work: deque[list[dict[str, Any]]] = deque([batch])
@@ -188,13 +195,17 @@ class StreamPoller:
             current = work.popleft()
             attempts = 0
             while current:
-                if self._too_old(current):
-                    await self._dead_letter(shard, current, attempts, "RecordAgeExceeded", None)
-                    break
+                expired = self._expired(current)
+                if expired:
+                    old, current = current[:expired], current[expired:]
+                    await self._dead_letter(shard, old, attempts, "RecordAgeExceeded", None)
+                    continue
                 result = await self.invoke(self.mapping.function, {"Records": current})
                 self.invocations += 1
                 attempts += 1
                 failed_at = first_failure(result, current)
+                if result.ok and not self.mapping.report_item_failures:
+                    failed_at = None  # without ReportBatchItemFailures Lambda ignores the answer
                 if failed_at is None:
                     break
                 current = current[failed_at:]  # checkpoint before the first failure

@@ -37,6 +37,36 @@ _STALE_CONNECTION_ERRORS = (
 )
 
 
+class _OneWrite:
+    """Send the request line, the headers and a ``bytes`` body in one write.
+
+    ``http.client`` writes the body separately from the headers: with
+    ``TCP_NODELAY`` (which it sets) every post becomes two segments (two TLS
+    records over https), two send calls here and two reads on the server. This
+    joins them; other bodies (none, files, iterables) go through unchanged.
+    """
+
+    _buffer: list[bytes]
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        buffer = getattr(self, "_buffer", None)
+        if isinstance(message_body, bytes) and not encode_chunked and isinstance(buffer, list):
+            buffer.extend((b"", b""))
+            request = b"\r\n".join(buffer) + message_body
+            del buffer[:]
+            self.send(request)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -124,11 +154,11 @@ class ManagementApi:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             if self._secure:
-                conn = http.client.HTTPSConnection(
+                conn = _HTTPSConnection(
                     self._host, self._port, timeout=self._timeout, context=self._ssl
                 )
             else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+                conn = _HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn
         return conn
 

@@ -64,6 +64,10 @@ def record(index: int, created: float | None = None) -> dict[str, Any]:
     }
 
 
+def key(rec: dict[str, Any]) -> str:
+    return str(rec["dynamodb"]["Keys"]["PK"]["S"])
+
+
 def sequence(rec: dict[str, Any]) -> str:
     return str(rec["dynamodb"]["SequenceNumber"])
 
@@ -88,8 +92,11 @@ class ScriptedInvoke:
         self.batches.append(batch)
         return self.answer(batch, len(self.batches))
 
+    def delivered(self) -> list[dict[str, Any]]:
+        return [r for batch in self.batches for r in batch]
+
     def keys(self) -> list[list[str]]:
-        return [[r["dynamodb"]["Keys"]["PK"]["S"] for r in batch] for batch in self.batches]
+        return [[key(r) for r in batch] for batch in self.batches]
 
 
 class NoAws:
@@ -249,7 +256,9 @@ def test_successful_batch_is_invoked_once_with_every_record() -> None:
 
 def test_partial_failure_retries_from_the_first_failed_record_only() -> None:
     records = [record(i) for i in range(5)]
-    invoke = ScriptedInvoke(lambda batch, n: failures(records[2], records[4]) if n == 1 else SUCCESS)
+    invoke = ScriptedInvoke(
+        lambda batch, n: failures(records[2], records[4]) if n == 1 else SUCCESS
+    )
     poller, sent = poller_for(invoke)
     deliver(poller, records)
     assert invoke.batches == [records, records[2:]]
@@ -324,6 +333,17 @@ def test_record_older_than_the_maximum_age_is_dead_lettered_without_invoking() -
     assert len(sent) == 1
     assert sent[0][1]["requestContext"]["condition"] == "RecordAgeExceeded"
     assert sent[0][1]["requestContext"]["approximateInvokeCount"] == 0
+
+
+def test_only_the_expired_records_of_a_batch_are_dead_lettered() -> None:
+    old = record(0, created=time.time() - 120)
+    fresh = record(1)
+    invoke = ScriptedInvoke(lambda batch, n: SUCCESS)
+    poller, sent = poller_for(invoke, maximum_record_age=60)
+    deliver(poller, [old, fresh])
+    assert invoke.batches == [[fresh]]
+    assert [body["DDBStreamBatchInfo"]["batchSize"] for _, body in sent] == [1]
+    assert sent[0][1]["DDBStreamBatchInfo"]["startSequenceNumber"] == sequence(old)
 
 
 def test_record_younger_than_the_maximum_age_is_invoked() -> None:
@@ -425,11 +445,6 @@ def test_dead_letter_is_sent_to_the_declared_queue_by_name() -> None:
     assert json.loads(message["MessageBody"])["DDBStreamBatchInfo"]["batchSize"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _deliver honours batchItemFailures even when the mapping lacks"
-    " ReportBatchItemFailures (report_item_failures=False); Lambda then ignores them",
-)
 def test_batch_item_failures_are_ignored_without_report_batch_item_failures() -> None:
     records = [record(i) for i in range(3)]
     invoke = ScriptedInvoke(lambda batch, n: failures(records[1]) if n == 1 else SUCCESS)
@@ -517,8 +532,8 @@ def test_poller_delivers_new_items_in_order_in_lambdas_shape() -> None:
         await wait_for(lambda: sum(len(b) for b in invoke.batches) >= 3)
 
     poller, invoke = run_against_moto(scenario)
-    delivered = [r for batch in invoke.batches for r in batch]
-    assert [r["dynamodb"]["Keys"]["PK"]["S"] for r in delivered] == ["a", "b", "c"]
+    delivered = invoke.delivered()
+    assert [key(r) for r in delivered] == ["a", "b", "c"]
     assert invoke.functions == ["broadcaster"] * len(invoke.batches)
     first = json.loads(json.dumps(delivered[0]))
     assert first["eventName"] == "INSERT"
@@ -537,10 +552,10 @@ def test_poller_drops_records_the_filter_rejects() -> None:
         put(aws, "a", n={"N": "2"})  # MODIFY
         aws.client("dynamodb").delete_item(TableName="events", Key={"PK": {"S": "a"}})
         put(aws, "z")  # the last INSERT: once it arrives, everything before it was seen
-        await wait_for(lambda: any(r["dynamodb"]["Keys"]["PK"]["S"] == "z" for b in invoke.batches for r in b))
+        await wait_for(lambda: any(key(r) == "z" for r in invoke.delivered()))
 
     _, invoke = run_against_moto(scenario, filters=['{"eventName":["INSERT"]}'])
-    delivered = [(r["eventName"], r["dynamodb"]["Keys"]["PK"]["S"]) for b in invoke.batches for r in b]
+    delivered = [(r["eventName"], key(r)) for r in invoke.delivered()]
     assert delivered == [("INSERT", "a"), ("INSERT", "z")]
 
 
