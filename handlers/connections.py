@@ -47,33 +47,30 @@ def delete_connection(client: Any, table: str, connection_id: str) -> None:
     client.delete_item(TableName=table, Key={"connectionId": {"S": connection_id}})
 
 
-def all_connection_ids(client: Any, table: str) -> list[str]:
-    """Every connection id, scanning page by page and projecting only the key."""
+def _connection_ids(call: Any, **request: Any) -> list[str]:
+    """Run a Scan or Query page by page and collect the ``connectionId`` of every item."""
     found: list[str] = []
-    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "connectionId"}
     while True:
-        page = client.scan(**kwargs)
+        page = call(**request)
         found.extend(item["connectionId"]["S"] for item in page.get("Items", []))
         last = page.get("LastEvaluatedKey")
         if not last:
             return found
-        kwargs["ExclusiveStartKey"] = last
+        request["ExclusiveStartKey"] = last
+
+
+def all_connection_ids(client: Any, table: str) -> list[str]:
+    """Every connection id, scanning page by page and projecting only the key."""
+    return _connection_ids(client.scan, TableName=table, ProjectionExpression="connectionId")
 
 
 def user_connection_ids(client: Any, table: str, index: str, user_id: str) -> list[str]:
     """The connection ids of one user, through the ``byUser`` index."""
-    found: list[str] = []
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "IndexName": index,
-        "KeyConditionExpression": "userId = :u",
-        "ExpressionAttributeValues": {":u": {"S": user_id}},
-        "ProjectionExpression": "connectionId",
-    }
-    while True:
-        page = client.query(**kwargs)
-        found.extend(item["connectionId"]["S"] for item in page.get("Items", []))
-        last = page.get("LastEvaluatedKey")
-        if not last:
-            return found
-        kwargs["ExclusiveStartKey"] = last
+    return _connection_ids(
+        client.query,
+        TableName=table,
+        IndexName=index,
+        KeyConditionExpression="userId = :u",
+        ExpressionAttributeValues={":u": {"S": user_id}},
+        ProjectionExpression="connectionId",
+    )

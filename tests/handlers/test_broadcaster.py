@@ -13,7 +13,7 @@ from bench.management_api import FakeManagementApi
 from handlers import aws
 from handlers.broadcaster import MAX_MESSAGE_BYTES, Broadcaster, encode, envelope, handler
 from handlers.config import broadcaster_config
-from handlers.connections import all_connection_ids
+from handlers.connections import all_connection_ids, user_connection_ids
 from handlers.management import ManagementApi, frozen_credentials
 from tests.helpers import FakeContext, connection_ids, load_event, put_connection
 
@@ -280,6 +280,33 @@ def test_scan_pages_through_the_table_projecting_only_the_key() -> None:
             {**first, "ExclusiveStartKey": {"connectionId": {"S": "a"}}},
         )
         assert all_connection_ids(client, "t") == ["a", "b"]
+        stub.assert_no_pending_responses()
+
+
+def test_user_query_pages_through_the_index_projecting_only_the_key() -> None:
+    client = aws.session().create_client("dynamodb", region_name="us-east-1")
+    first = {
+        "TableName": "t",
+        "IndexName": "byUser",
+        "KeyConditionExpression": "userId = :u",
+        "ExpressionAttributeValues": {":u": {"S": "u1"}},
+        "ProjectionExpression": "connectionId",
+    }
+    with Stubber(client) as stub:
+        stub.add_response(
+            "query",
+            {
+                "Items": [{"connectionId": {"S": "a"}}],
+                "LastEvaluatedKey": {"connectionId": {"S": "a"}},
+            },
+            first,
+        )
+        stub.add_response(
+            "query",
+            {"Items": [{"connectionId": {"S": "b"}}]},
+            {**first, "ExclusiveStartKey": {"connectionId": {"S": "a"}}},
+        )
+        assert user_connection_ids(client, "t", "byUser", "u1") == ["a", "b"]
         stub.assert_no_pending_responses()
 
 
