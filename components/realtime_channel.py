@@ -581,7 +581,7 @@ class RealtimeChannel(pulumi.ComponentResource):
 
     # -- sources ---------------------------------------------------------------------------
 
-    def _checked_stream(self, source: StreamSource, label: str) -> tuple[Any, Any]:
+    def _checked_stream(self, source: StreamSource) -> tuple[Any, Any]:
         """(table ARN, stream ARN) of a source, failing if it lacks a stream with new images."""
         table = source.table
         if isinstance(table, str):
@@ -616,7 +616,7 @@ class RealtimeChannel(pulumi.ComponentResource):
                 f"RealtimeChannel {self._channel!r}: source {label!r} is attached twice"
             )
         self._source_keys.add(key)
-        table_arn, stream_arn = self._checked_stream(source, label)
+        table_arn, stream_arn = self._checked_stream(source)
         read = aws.iam.RolePolicy(
             self._n(f"source-{label}-read"),
             role=self._roles["broadcaster"].id,

@@ -56,6 +56,8 @@ class Connection:
     connected_at: float = field(default_factory=time.time)
     last_active_at: float = field(default_factory=time.time)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the socket is open, or once the handshake failed (then ``refused``)."""
+    refused: bool = False
     closed_by: str = "client"
 
 
@@ -262,15 +264,21 @@ class Gateway:
                 if not 200 <= status < 300:
                     state.log(f"gateway: $connect refused ({status}) by the connect function")
                     state.connections.pop(connection_id, None)
+                    connection.refused = True
+                    connection.ready.set()
                     return web.json_response({"message": "Forbidden"}, status=status)
             await connection.ws.prepare(request)
         except ConnectionError:  # the client hung up during the handshake
             state.connections.pop(connection_id, None)
+            connection.refused = True
+            connection.ready.set()
             connection.closed_by = "client (during the handshake)"
             state.spawn(self._disconnect(connection, request))
             return connection.ws
         except BaseException:
             state.connections.pop(connection_id, None)
+            connection.refused = True
+            connection.ready.set()
             raise
         connection.last_active_at = time.time()  # the idle clock starts once the socket is open
         connection.ready.set()
@@ -379,8 +387,11 @@ class Gateway:
         data = await request.read()
         if len(data) > limit:
             return _error(413, "PayloadTooLargeException", "Payload Too Large")
-        await connection.ready.wait()
-        if connection.ws.closed:
+        try:  # a connection still in $connect: wait for its socket (bounded)
+            await asyncio.wait_for(connection.ready.wait(), timeout=30)
+        except TimeoutError:
+            return _error(410, "GoneException", "Gone")
+        if connection.refused or connection.ws.closed:
             return _error(410, "GoneException", "Gone")
         try:
             await connection.ws.send_str(data.decode("utf-8"))

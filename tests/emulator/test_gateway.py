@@ -642,3 +642,39 @@ def test_connection_is_registered_while_open_and_forgotten_after_close() -> None
         assert harness.state.connections == {}
 
     serve(scenario)
+
+
+class SlowConnect(FakeFunctions):
+    """A connect function that takes a while and may refuse, to post to it meanwhile."""
+
+    def __init__(self, refuse: bool) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    async def __call__(self, function: str, event: Any) -> InvokeResult:
+        self.events.append((function, event))
+        if function == "connect":
+            await asyncio.sleep(0.3)
+            return InvokeResult(ok=True, payload={"statusCode": 403 if self.refuse else 200})
+        return self.answers[function]
+
+
+@pytest.mark.parametrize(("refuse", "status"), [(False, 200), (True, 410)])
+def test_post_during_connect_waits_for_the_handshake(refuse: bool, status: int) -> None:
+    async def scenario(harness: Harness) -> None:
+        handshake = asyncio.ensure_future(harness.client.ws_connect("/dev?token=good"))
+        event = await harness.functions.wait("connect")
+        connection_id = event["requestContext"]["connectionId"]
+        started = time.monotonic()
+        answer = await harness.client.post(harness.connections_url(connection_id), data=b"{}")
+        assert answer.status == status
+        assert time.monotonic() - started < 5  # answered once the handshake ended, not at 30 s
+        if refuse:
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await handshake
+        else:
+            ws = await handshake
+            assert (await ws.receive(timeout=5)).data == "{}"
+            await ws.close()
+
+    serve(scenario, SlowConnect(refuse))
