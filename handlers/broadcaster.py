@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -195,16 +195,21 @@ class Broadcaster:
                 extra={"connectionId": connection_id},
             )
 
-    def _recipients(self, target: str | None, cache: dict[str | None, list[str]]) -> list[str]:
-        if target not in cache:
-            table = self.settings.connections_table
-            if target is None:
-                cache[target] = all_connection_ids(self.dynamodb, table)
-            else:
-                cache[target] = user_connection_ids(
-                    self.dynamodb, table, self.settings.user_index, target
-                )
-        return cache[target]
+    def _recipients(self, target: str | None, cache: dict[str | None, list[str]]) -> Iterator[str]:
+        """The ids a message goes to, read lazily the first time in a batch, then cached."""
+        if target in cache:
+            yield from cache[target]
+            return
+        table = self.settings.connections_table
+        if target is None:
+            found = all_connection_ids(self.dynamodb, table)
+        else:
+            found = user_connection_ids(self.dynamodb, table, self.settings.user_index, target)
+        seen: list[str] = []
+        for connection_id in found:
+            seen.append(connection_id)
+            yield connection_id
+        cache[target] = seen
 
     def run(self, records: list[Any], deadline: float) -> tuple[list[dict[str, str]], BatchStats]:
         stats = BatchStats(records=len(records))
@@ -231,7 +236,7 @@ class Broadcaster:
                 return self._finish([sequence], stats, started)
             stats.truncated += outgoing.truncated
             try:
-                recipients = [c for c in self._recipients(outgoing.target, cache) if c not in gone]
+                recipients = (c for c in self._recipients(outgoing.target, cache) if c not in gone)
                 report = fan_out(
                     self.api,
                     recipients,
@@ -248,7 +253,7 @@ class Broadcaster:
                 log.exception("could not deliver a record", extra={"sequence": sequence})
                 return self._finish([sequence], stats, started)
             gone.update(report.stale)
-            stats.recipients += len(recipients)
+            stats.recipients += report.delivered + len(report.stale) + len(report.failed)
             stats.delivered += report.delivered
             stats.staleRemoved += len(report.stale)
             stats.retried += report.retried

@@ -7,6 +7,7 @@ absent for anonymous connections), ``connectedAt`` (ISO-8601 UTC), ``ttl``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,24 +48,30 @@ def delete_connection(client: Any, table: str, connection_id: str) -> None:
     client.delete_item(TableName=table, Key={"connectionId": {"S": connection_id}})
 
 
-def _connection_ids(call: Any, **request: Any) -> list[str]:
-    """Run a Scan or Query page by page and collect the ``connectionId`` of every item."""
-    found: list[str] = []
+FIRST_PAGE_ITEMS = 100
+"""The first page is small so posting starts early; later pages are DynamoDB's 1 MB ones."""
+
+
+def _connection_ids(call: Any, **request: Any) -> Iterator[str]:
+    """Run a Scan or Query page by page, yielding each item's ``connectionId`` as it comes."""
+    request["Limit"] = FIRST_PAGE_ITEMS
     while True:
         page = call(**request)
-        found.extend(item["connectionId"]["S"] for item in page.get("Items", []))
+        for item in page.get("Items", []):
+            yield item["connectionId"]["S"]
         last = page.get("LastEvaluatedKey")
         if not last:
-            return found
+            return
+        request.pop("Limit", None)
         request["ExclusiveStartKey"] = last
 
 
-def all_connection_ids(client: Any, table: str) -> list[str]:
+def all_connection_ids(client: Any, table: str) -> Iterator[str]:
     """Every connection id, scanning page by page and projecting only the key."""
     return _connection_ids(client.scan, TableName=table, ProjectionExpression="connectionId")
 
 
-def user_connection_ids(client: Any, table: str, index: str, user_id: str) -> list[str]:
+def user_connection_ids(client: Any, table: str, index: str, user_id: str) -> Iterator[str]:
     """The connection ids of one user, through the ``byUser`` index."""
     return _connection_ids(
         client.query,

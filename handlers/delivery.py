@@ -72,7 +72,10 @@ def fan_out(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> FanoutReport:
-    """Post ``data`` to every connection; ``deadline`` is a ``clock()`` value."""
+    """Post ``data`` to every connection; ``deadline`` is a ``clock()`` value.
+
+    ``connection_ids`` may be lazy (a paginated scan): it is consumed as posts go out.
+    """
     report = FanoutReport()
     lock = threading.Lock()
 
@@ -107,11 +110,14 @@ def fan_out(
         with lock:
             report.failed[connection_id] = code
 
-    ids = list(connection_ids)
-    if len(ids) <= 1 or concurrency <= 1:
-        for connection_id in ids:
+    if concurrency <= 1:
+        for connection_id in connection_ids:
             deliver(connection_id)
-    else:
-        # list() waits for every task and re-raises the first unexpected exception
-        list(shared_executor(concurrency).map(deliver, ids))
+        return report
+    # Posts start as soon as the first ids arrive: when ``connection_ids`` is a lazy scan,
+    # the next page is read while the first ones are being posted.
+    pool = shared_executor(concurrency)
+    pending = [pool.submit(deliver, connection_id) for connection_id in connection_ids]
+    for task in pending:
+        task.result()  # waits for every post; re-raises the first unexpected exception
     return report

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from bench.management_api import FakeManagementApi
 from handlers import aws
 from handlers.broadcaster import MAX_MESSAGE_BYTES, Broadcaster, encode, envelope, handler
 from handlers.config import broadcaster_config
-from handlers.connections import all_connection_ids, user_connection_ids
+from handlers.connections import FIRST_PAGE_ITEMS, all_connection_ids, user_connection_ids
 from handlers.management import ManagementApi, frozen_credentials
 from tests.helpers import FakeContext, connection_ids, load_event, put_connection
 
@@ -272,14 +273,14 @@ def test_scan_pages_through_the_table_projecting_only_the_key() -> None:
                 "Items": [{"connectionId": {"S": "a"}}],
                 "LastEvaluatedKey": {"connectionId": {"S": "a"}},
             },
-            first,
+            {**first, "Limit": FIRST_PAGE_ITEMS},  # a small first page: posting starts early
         )
         stub.add_response(
             "scan",
             {"Items": [{"connectionId": {"S": "b"}}]},
             {**first, "ExclusiveStartKey": {"connectionId": {"S": "a"}}},
         )
-        assert all_connection_ids(client, "t") == ["a", "b"]
+        assert list(all_connection_ids(client, "t")) == ["a", "b"]
         stub.assert_no_pending_responses()
 
 
@@ -299,15 +300,40 @@ def test_user_query_pages_through_the_index_projecting_only_the_key() -> None:
                 "Items": [{"connectionId": {"S": "a"}}],
                 "LastEvaluatedKey": {"connectionId": {"S": "a"}},
             },
-            first,
+            {**first, "Limit": FIRST_PAGE_ITEMS},
         )
         stub.add_response(
             "query",
             {"Items": [{"connectionId": {"S": "b"}}]},
             {**first, "ExclusiveStartKey": {"connectionId": {"S": "a"}}},
         )
-        assert user_connection_ids(client, "t", "byUser", "u1") == ["a", "b"]
+        assert list(user_connection_ids(client, "t", "byUser", "u1")) == ["a", "b"]
         stub.assert_no_pending_responses()
+
+
+def test_posting_starts_before_the_last_page_of_recipients_is_read(
+    management_api: FakeManagementApi, dynamodb: Any, connections_table: str
+) -> None:
+    ids = [f"c{i:03d}=" for i in range(FIRST_PAGE_ITEMS + 20)]
+    for cid in ids:
+        connect(management_api, dynamodb, connections_table, cid)
+    arrived_when_second_page_was_read: list[int] = []
+
+    def second_page(params: dict[str, Any], **_: Any) -> None:
+        if "ExclusiveStartKey" in params:
+            time.sleep(0.2)  # let the first page's posts get going
+            arrived_when_second_page_was_read.append(management_api.state.arrived)
+
+    dynamodb.meta.events.register("provide-client-params.dynamodb.Scan", second_page)
+    try:
+        failures, stats = run(
+            make(management_api, dynamodb), load_event("stream_batch")["Records"][:1]
+        )
+    finally:
+        dynamodb.meta.events.unregister("provide-client-params.dynamodb.Scan", second_page)
+    assert failures == [] and stats.delivered == stats.recipients == len(ids)
+    (arrived,) = arrived_when_second_page_was_read
+    assert arrived >= FIRST_PAGE_ITEMS // 2  # the first page was being posted meanwhile
 
 
 def test_handler_returns_partial_batch_response_and_logs_counts(
