@@ -416,7 +416,7 @@ class Gateway:
 
     async def delete(self, request: web.Request) -> web.Response:
         connection = self.state.connections.get(request.match_info["connection_id"])
-        if connection is None:
+        if connection is None or not connection.ws.prepared:  # none, or still in $connect
             return _error(410, "GoneException", "Gone")
         connection.closed_by = "server (@connections DELETE)"
         await connection.ws.close(code=1000, message=b"")
@@ -466,6 +466,8 @@ def create_app(
 async def _close_all(app: web.Application) -> None:
     state = app[STATE]
     for connection in list(state.connections.values()):
+        if not connection.ws.prepared:  # still in $connect: its handler ends on its own
+            continue
         connection.closed_by = "emulator shutdown"
         await connection.ws.close(code=1001, message=b"Server shutdown")
     if state.background:

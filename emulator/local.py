@@ -208,18 +208,26 @@ class Emulator:
         return await self.pools[function].invoke(event)
 
     async def stop(self) -> None:
-        for poller in self.pollers:
-            await poller.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
-        self.aws.stop()
-        if self._code_dir is not None:
-            shutil.rmtree(self._code_dir, ignore_errors=True)
-        if self.options.write_state:
-            self.state_file().unlink(missing_ok=True)
-        if Emulator._running is self:
-            Emulator._running = None
+        """Stop everything; each step runs even if an earlier one failed."""
+        try:
+            for poller in self.pollers:
+                await poller.stop()
+            if self._runner is not None:
+                await self._runner.cleanup()
+        finally:
+            try:
+                await asyncio.gather(
+                    *(pool.close() for pool in self.pools.values()), return_exceptions=True
+                )
+            finally:
+                if self.aws.endpoint:
+                    self.aws.stop()
+                if self._code_dir is not None:
+                    shutil.rmtree(self._code_dir, ignore_errors=True)
+                if self.options.write_state:
+                    self.state_file().unlink(missing_ok=True)
+                if Emulator._running is self:
+                    Emulator._running = None
 
     # -- state file for the CLI's put/delete/token ------------------------------------------
 

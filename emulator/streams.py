@@ -152,20 +152,33 @@ class StreamPoller:
     async def _run(self) -> None:
         pending: dict[str, deque[dict[str, Any]]] = {s: deque() for s in self._iterators}
         while True:
-            got_any = False
-            for shard in list(self._iterators):
-                records = await asyncio.to_thread(self._read, shard)
-                kept = [r for r in records if matches_any(self.filters, r)]
-                pending[shard].extend(kept)
-                got_any = got_any or bool(records)
-                if pending[shard]:
-                    await self._fill(shard, pending[shard])
-                    while pending[shard]:
-                        size = min(self.mapping.batch_size, len(pending[shard]))
-                        batch = [pending[shard].popleft() for _ in range(size)]
-                        await self._deliver(shard, batch)
+            try:
+                got_any = await self._poll_once(pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # keep polling: a mapping never dies silently
+                self.log(f"stream: {self.mapping.logical}: poll failed, retrying: {error!r}")
+                await asyncio.sleep(max(self.retry_delay, self.poll_interval))
+                continue
             if not got_any:
                 await asyncio.sleep(self.poll_interval)
+
+    async def _poll_once(self, pending: dict[str, deque[dict[str, Any]]]) -> bool:
+        """Read every shard once and deliver what arrived; whether anything was read."""
+        got_any = False
+        for shard in list(self._iterators):
+            records = await asyncio.to_thread(self._read, shard)
+            pending[shard].extend(r for r in records if matches_any(self.filters, r))
+            got_any = got_any or bool(records)
+            if pending[shard]:
+                await self._fill(shard, pending[shard])
+                while pending[shard]:
+                    size = min(self.mapping.batch_size, len(pending[shard]))
+                    batch = [pending[shard][i] for i in range(size)]
+                    await self._deliver(shard, batch)
+                    for _ in range(size):  # checkpoint only once the batch is handled
+                        pending[shard].popleft()
+        return got_any
 
     async def _fill(self, shard: str, queue: deque[dict[str, Any]]) -> None:
         """Wait up to the batching window for more records, unless the batch is full."""

@@ -21,7 +21,7 @@ from typing import Any
 from handlers import aws, config, logs
 from handlers.connections import (
     all_connection_ids,
-    delete_connection,
+    delete_stale_connection,
     iso_utc,
     user_connection_ids,
 )
@@ -32,6 +32,8 @@ from handlers.management import ManagementApi, frozen_credentials
 MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway WebSocket message limit
 ACTIONS = {"INSERT": "created", "MODIFY": "updated", "REMOVE": "deleted"}
 DEADLINE_MARGIN_SECONDS = 2.0
+STALE_GRACE_SECONDS = 30.0
+"""A 410 for a record younger than this may be a client still in $connect: keep it."""
 METRICS_NAMESPACE = "RealtimeChannel"
 
 CONFIG = config.broadcaster_config()
@@ -187,7 +189,12 @@ class Broadcaster:
 
     def _remove_stale(self, connection_id: str) -> None:
         try:
-            delete_connection(self.dynamodb, self.settings.connections_table, connection_id)
+            delete_stale_connection(
+                self.dynamodb,
+                self.settings.connections_table,
+                connection_id,
+                connected_before=iso_utc(time.time() - STALE_GRACE_SECONDS),
+            )
         except Exception:  # the record's ttl removes it later
             log.warning(
                 "could not remove a stale connection",
@@ -226,7 +233,7 @@ class Broadcaster:
                 return self._finish([sequence], stats, started)
             try:
                 outgoing = prepare(record, self.settings, time.time())
-            except MalformedRecord as bad:
+            except Exception as bad:  # MalformedRecord, or input shaped beyond what it checks
                 stats.malformed += 1
                 stats.recordsFailed += 1
                 log.error(

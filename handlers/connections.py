@@ -48,6 +48,28 @@ def delete_connection(client: Any, table: str, connection_id: str) -> None:
     client.delete_item(TableName=table, Key={"connectionId": {"S": connection_id}})
 
 
+def delete_stale_connection(
+    client: Any, table: str, connection_id: str, *, connected_before: str
+) -> bool:
+    """Delete the record of a connection API Gateway no longer knows (410).
+
+    Only records older than ``connected_before`` (ISO-8601 UTC, or without
+    ``connectedAt``) go: a client whose ``$connect`` has stored its record but
+    whose socket is not open yet also answers 410, and must keep its record.
+    Returns whether the record was deleted (or already gone).
+    """
+    try:
+        client.delete_item(
+            TableName=table,
+            Key={"connectionId": {"S": connection_id}},
+            ConditionExpression="attribute_not_exists(connectedAt) OR connectedAt < :cutoff",
+            ExpressionAttributeValues={":cutoff": {"S": connected_before}},
+        )
+    except client.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
 FIRST_PAGE_ITEMS = 100
 """The first page is small so posting starts early; later pages are DynamoDB's 1 MB ones."""
 

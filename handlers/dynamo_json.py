@@ -60,9 +60,12 @@ def _binary_to_plain(value: Any) -> str:
 
 
 def _binary_sort_key(value: Any) -> bytes:
-    if isinstance(value, str):
-        return base64.b64decode(value)
-    return bytes(value)
+    try:
+        if isinstance(value, str):
+            return base64.b64decode(value, validate=True)
+        return bytes(value)
+    except (binascii.Error, ValueError, TypeError):
+        raise MalformedAttribute("binary value is not valid base64 or bytes") from None
 
 
 def _number_sort_key(value: Any) -> Decimal:

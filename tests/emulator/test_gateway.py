@@ -678,3 +678,18 @@ def test_post_during_connect_waits_for_the_handshake(refuse: bool, status: int) 
             await ws.close()
 
     serve(scenario, SlowConnect(refuse))
+
+
+def test_delete_of_a_connection_still_in_connect_is_410_and_it_still_opens() -> None:
+    async def scenario(harness: Harness) -> None:
+        handshake = asyncio.ensure_future(harness.client.ws_connect("/dev?token=good"))
+        event = await harness.functions.wait("connect")
+        connection_id = event["requestContext"]["connectionId"]
+        answer = await harness.client.delete(harness.connections_url(connection_id))
+        assert answer.status == 410
+        assert answer.headers["x-amzn-ErrorType"].startswith("GoneException")
+        ws = await handshake
+        assert not ws.closed
+        await ws.close()
+
+    serve(scenario, SlowConnect(refuse=False))

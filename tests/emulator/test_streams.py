@@ -566,3 +566,30 @@ def test_poller_splits_records_into_batches_of_the_batch_size() -> None:
 
     _, invoke = run_against_moto(scenario, batch_size=2, starting_position="TRIM_HORIZON")
     assert invoke.keys() == [["a", "b"], ["c"]]
+
+
+def test_a_failed_poll_is_logged_and_polling_goes_on() -> None:
+    log: list[str] = []
+    invoke = ScriptedInvoke(lambda batch, n: SUCCESS)
+    poller, _ = poller_for(invoke, log=log)
+    poller.poll_interval = 0.01
+    poller._iterators = {"shard-1": "iterator"}
+    reads = iter([RuntimeError("moto hiccup"), [record(0)]])
+
+    def read(shard: str) -> list[dict[str, Any]]:
+        answer = next(reads, [])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    poller._read = read  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.ensure_future(poller._run())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert any("poll failed" in line and "moto hiccup" in line for line in log)
+    assert [[r["eventID"] for r in batch] for batch in invoke.batches] == [["event-0"]]

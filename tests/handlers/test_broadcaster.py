@@ -14,7 +14,12 @@ from bench.management_api import FakeManagementApi
 from handlers import aws
 from handlers.broadcaster import MAX_MESSAGE_BYTES, Broadcaster, encode, envelope, handler
 from handlers.config import broadcaster_config
-from handlers.connections import FIRST_PAGE_ITEMS, all_connection_ids, user_connection_ids
+from handlers.connections import (
+    FIRST_PAGE_ITEMS,
+    all_connection_ids,
+    connection_item,
+    user_connection_ids,
+)
 from handlers.management import ManagementApi, frozen_credentials
 from tests.helpers import FakeContext, connection_ids, load_event, put_connection
 
@@ -208,6 +213,41 @@ def test_each_kind_of_malformed_record_is_reported(breakage: Any) -> None:
     breakage(record)
     with pytest.raises(broadcaster_module.MalformedRecord):
         envelope(record, include_old=False, now=0)
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda r: r["dynamodb"]["NewImage"].update(chunks={"BS": ["not base64!"]}),
+        lambda r: r.update(eventName=["INSERT"]),
+        lambda r: r["dynamodb"].update(ApproximateCreationDateTime=1e300),
+    ],
+    ids=["bad-binary-set", "unhashable-event-name", "absurd-timestamp"],
+)
+def test_any_record_that_cannot_become_a_message_is_reported_not_raised(
+    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str], breakage: Any
+) -> None:
+    records = load_event("stream_batch")["Records"]
+    breakage(records[1])
+    failures, stats = run(make(management_api, dynamodb), records)
+    assert failures == [{"itemIdentifier": SEQ[1]}] and stats.malformed == 1
+    assert [m["action"] for m in management_api.messages("A=")] == ["created"]
+
+
+def test_a_410_for_a_connection_that_just_connected_keeps_its_record(
+    management_api: FakeManagementApi, dynamodb: Any, connections_table: str, two_clients: list[str]
+) -> None:
+    """Its $connect stored the record; its socket is not open yet: API Gateway answers 410."""
+    young = connection_item("Young0000000000=", user_id="u", now=time.time(), ttl_seconds=60,
+                            source_ip=None)  # fmt: skip
+    old = connection_item("Old0000000000000=", user_id="u", now=time.time() - 3600,
+                          ttl_seconds=60, source_ip=None)  # fmt: skip
+    dynamodb.put_item(TableName=connections_table, Item=young)
+    dynamodb.put_item(TableName=connections_table, Item=old)
+    failures, _ = run(make(management_api, dynamodb), load_event("stream_batch")["Records"][:1])
+    assert failures == []
+    remaining = connection_ids(dynamodb, connections_table)
+    assert "Young0000000000=" in remaining and "Old0000000000000=" not in remaining
 
 
 def test_record_without_sequence_number_fails_the_whole_batch(
