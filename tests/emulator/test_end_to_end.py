@@ -201,3 +201,34 @@ def test_crashed_worker_is_replaced(local: RunningEmulator) -> None:
 
 async def _pids(pool: Any) -> list[int]:
     return list(pool.worker_pids)
+
+
+def test_function_past_its_timeout_answers_internal_server_error(local: RunningEmulator) -> None:
+    """As API Gateway does when the integration fails; the next message works again."""
+    import dataclasses
+
+    from emulator import workers
+
+    emulator = local.emulator
+    default = next(
+        name for name, f in emulator.model.functions.items() if f.logical.endswith("default")
+    )
+    pool = emulator.pools[default]
+    declared = pool.spec
+    with local.connect() as client:
+        # 1 ms and no grace: shorter than any invocation (pipe, handler, its post back)
+        pool.spec = dataclasses.replace(declared, timeout=0.001)
+        grace = workers.TIMEOUT_GRACE_SECONDS
+        workers.TIMEOUT_GRACE_SECONDS = 0.0
+        try:
+            client.send(json.dumps({"action": "ping"}))
+            answer = receive_json(client, timeout=20)
+            if answer.get("type") == "pong":  # it may have posted before it was killed
+                answer = receive_json(client, timeout=20)
+        finally:
+            pool.spec = declared
+            workers.TIMEOUT_GRACE_SECONDS = grace
+        assert answer["message"] == "Internal server error" and answer["connectionId"]
+        assert any("Task timed out" in line for line in local.lines)
+        client.send(json.dumps({"action": "ping"}))
+        assert receive_json(client, timeout=20) == {"type": "pong"}
