@@ -63,32 +63,30 @@ def channel_program(
     return program
 
 
+DECLARED_CHANNEL: dict[str, Any] = {
+    "alarms": True,
+    "alarm_email": "ops@example.com",
+    "target_attribute": "owner",
+    "point_in_time_recovery": True,
+    "deletion_protection": True,
+}
+
+
+def filtered_source() -> StreamSource:
+    return StreamSource(
+        events_table(),
+        filters=[SourceFilter(event_names=["INSERT", "MODIFY"], new_image={"status": ["live"]})],
+        batch_size=50,
+        batching_window_seconds=1,
+        maximum_retry_attempts=4,
+        maximum_record_age_seconds=600,
+    )
+
+
 @pytest.fixture(scope="module")
 def declared() -> RecordingMocks:
     """One channel with auth, access logs, alarms by e-mail and a filtered source."""
-    return run(
-        channel_program(
-            sources=lambda: [
-                StreamSource(
-                    events_table(),
-                    filters=[
-                        SourceFilter(
-                            event_names=["INSERT", "MODIFY"], new_image={"status": ["live"]}
-                        )
-                    ],
-                    batch_size=50,
-                    batching_window_seconds=1,
-                    maximum_retry_attempts=4,
-                    maximum_record_age_seconds=600,
-                )
-            ],
-            alarms=True,
-            alarm_email="ops@example.com",
-            target_attribute="owner",
-            point_in_time_recovery=True,
-            deletion_protection=True,
-        )
-    )
+    return run(channel_program(sources=lambda: [filtered_source()], **DECLARED_CHANNEL))
 
 
 def outputs_of(mocks: RecordingMocks, name: str) -> dict[str, Any]:
@@ -617,21 +615,7 @@ def test_bad_arguments_are_rejected_naming_component_and_argument(
 
 def test_preview_with_unknown_outputs_declares_the_same_resources(declared: RecordingMocks) -> None:
     preview = run(
-        channel_program(
-            sources=lambda: [
-                StreamSource(
-                    events_table(),
-                    filters=[
-                        SourceFilter(
-                            event_names=["INSERT", "MODIFY"], new_image={"status": ["live"]}
-                        )
-                    ],
-                )
-            ],
-            alarms=True,
-            alarm_email="ops@example.com",
-        ),
-        preview=True,
+        channel_program(sources=lambda: [filtered_source()], **DECLARED_CHANNEL), preview=True
     )
     assert sorted((r.type, r.name) for r in preview.resources) == sorted(
         (r.type, r.name) for r in declared.resources
