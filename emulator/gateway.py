@@ -192,6 +192,12 @@ class Gateway:
         connection_id = new_connection_id()
         headers = dict(request.headers)
         query = dict(request.query)
+        request_fields = {  # what both the authorizer's and the connect function's events carry
+            "headers": headers,
+            "multiValueHeaders": {k: request.headers.getall(k) for k in request.headers},
+            "queryStringParameters": query or None,
+            "multiValueQueryStringParameters": {k: request.query.getall(k) for k in query} or None,
+        }
         context = self._request_context(connection_id, "$connect", "CONNECT", request)
         context["connectedAt"] = context["requestTimeEpoch"]
         route = model.routes.get("$connect")
@@ -209,11 +215,7 @@ class Gateway:
                 {
                     "type": "REQUEST",
                     "methodArn": self.method_arn("$connect"),
-                    "headers": headers,
-                    "multiValueHeaders": {k: request.headers.getall(k) for k in request.headers},
-                    "queryStringParameters": query or None,
-                    "multiValueQueryStringParameters": {k: request.query.getall(k) for k in query}
-                    or None,
+                    **request_fields,
                     "stageVariables": {},
                     "requestContext": context,
                 },
@@ -246,39 +248,21 @@ class Gateway:
             if route is not None:
                 result = await state.invoke(
                     route.function,
-                    {
-                        "headers": headers,
-                        "multiValueHeaders": {
-                            k: request.headers.getall(k) for k in request.headers
-                        },
-                        "queryStringParameters": query or None,
-                        "multiValueQueryStringParameters": {
-                            k: request.query.getall(k) for k in query
-                        }
-                        or None,
-                        "requestContext": context,
-                        "isBase64Encoded": False,
-                    },
+                    {**request_fields, "requestContext": context, "isBase64Encoded": False},
                 )
                 status = _status_of(result)
                 if not 200 <= status < 300:
                     state.log(f"gateway: $connect refused ({status}) by the connect function")
-                    state.connections.pop(connection_id, None)
-                    connection.refused = True
-                    connection.ready.set()
+                    self._abandon(connection)
                     return web.json_response({"message": "Forbidden"}, status=status)
             await connection.ws.prepare(request)
         except ConnectionError:  # the client hung up during the handshake
-            state.connections.pop(connection_id, None)
-            connection.refused = True
-            connection.ready.set()
+            self._abandon(connection)
             connection.closed_by = "client (during the handshake)"
             state.spawn(self._disconnect(connection, request))
             return connection.ws
         except BaseException:
-            state.connections.pop(connection_id, None)
-            connection.refused = True
-            connection.ready.set()
+            self._abandon(connection)
             raise
         connection.last_active_at = time.time()  # the idle clock starts once the socket is open
         connection.ready.set()
@@ -291,6 +275,12 @@ class Gateway:
             state.connections.pop(connection_id, None)
             state.spawn(self._disconnect(connection, request))
         return connection.ws
+
+    def _abandon(self, connection: Connection) -> None:
+        """A handshake that will not complete: forget it, and answer waiting posts with 410."""
+        self.state.connections.pop(connection.id, None)
+        connection.refused = True
+        connection.ready.set()
 
     async def _serve(self, connection: Connection, request: web.Request) -> None:
         ws = connection.ws
