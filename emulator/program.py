@@ -45,6 +45,14 @@ class Declared:
     id: str | None = None
 
 
+_NAME_ARNS = {
+    "aws:iam/role:Role": "arn:aws:iam::{account}:role/",
+    "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:",
+    "aws:ssm/parameter:Parameter": "arn:aws:ssm:{region}:{account}:parameter/",
+    "aws:cloudwatch/metricAlarm:MetricAlarm": "arn:aws:cloudwatch:{region}:{account}:alarm:",
+}
+
+
 def _suffix(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:7]
 
@@ -132,17 +140,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 f"{out['arn']}/invocations"
             )
             return physical
-        if typ == "aws:iam/role:Role":
+        if typ in _NAME_ARNS:  # resources whose ARN is their physical name under a prefix
             out["name"] = physical
-            out["arn"] = f"arn:aws:iam::{account}:role/{physical}"
-            return physical
-        if typ == "aws:cloudwatch/logGroup:LogGroup":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:logs:{region}:{account}:log-group:{physical}"
-            return physical
-        if typ == "aws:ssm/parameter:Parameter":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:ssm:{region}:{account}:parameter/{physical}"
+            out["arn"] = _NAME_ARNS[typ].format(region=region, account=account) + physical
             return physical
         if typ == "aws:sns/topic:Topic":
             out["name"] = physical
@@ -152,10 +152,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out["uuid"] = f"{_suffix(logical)}-uuid"
             out["arn"] = f"arn:aws:lambda:{region}:{account}:event-source-mapping:{out['uuid']}"
             return str(out["uuid"])
-        if typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
-            out["name"] = physical
-            out["arn"] = f"arn:aws:cloudwatch:{region}:{account}:alarm:{physical}"
-            return physical
         return f"{logical}-id"
 
     def call(self, args: MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
