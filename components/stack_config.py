@@ -8,7 +8,7 @@ two agree. Errors name the configuration key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -110,13 +110,12 @@ def load(config: pulumi.Config | None = None) -> StackSettings:
         for key, (kind, default, _) in KEYS.items()
         if key != "tokenSecret"
     }
-    values["tokenSecret"] = ""
     token = config.get_secret("tokenSecret")
     settings = StackSettings(values, token)
     by_field = {field: key for key, (_, _, field) in KEYS.items() if field}
     placeholder = "secret-checked-at-deploy" if token is not None else None
     try:
-        normalize_args("config", _with_secret(settings.channel_args([]), placeholder))
+        normalize_args("config", replace(settings.channel_args([]), token_secret=placeholder))
         check_source("config", settings.source(values["sourceTableName"] or "events"))
     except (ValueError, SourceError) as bad:
         message = str(bad)
@@ -126,8 +125,3 @@ def load(config: pulumi.Config | None = None) -> StackSettings:
             raise ConfigError(message) from None
         raise ConfigError(f"{PROJECT}:{key}: {message}") from None
     return settings
-
-
-def _with_secret(args: RealtimeChannelArgs, placeholder: str | None) -> RealtimeChannelArgs:
-    args.token_secret = placeholder
-    return args
