@@ -8,7 +8,6 @@ declare it, the emulator does not run it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,16 +292,3 @@ def archive_digest(archive: dict[str, str]) -> str:
         with open(source, "rb") as handle:
             digest.update(hashlib.sha256(handle.read()).digest())
     return digest.hexdigest()[:16]
-
-
-def describe(model: Model) -> str:
-    """A short JSON summary (for logs and debugging)."""
-    return json.dumps(
-        {
-            "stage": model.stage,
-            "tables": sorted(model.tables),
-            "functions": sorted(model.functions),
-            "routes": sorted(model.routes),
-            "mappings": [m.logical for m in model.mappings],
-        }
-    )

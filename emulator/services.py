@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from emulator.model import Model, TableSpec
@@ -178,18 +175,3 @@ def provision(aws: LocalAws, model: Model) -> None:
     sqs = aws.client("sqs")
     for name in model.queues.values():
         sqs.create_queue(QueueName=name)
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Temporarily set environment variables in this process."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
