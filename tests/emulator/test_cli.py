@@ -164,3 +164,13 @@ def test_ctrl_c_stops_everything_cleanly(cli: Cli) -> None:
     rest = cli.process.stdout.read()
     assert "stopped" in rest
     assert not state.exists()
+
+
+def test_put_without_a_running_emulator_says_how_to_start_one(tmp_path: Path) -> None:
+    env = dict(os.environ, REALTIME_EMULATOR_STATE_DIR=str(tmp_path))
+    answer = subprocess.run(
+        [sys.executable, "-m", "emulator", "put", "events", '{"PK": "x", "SK": "y"}'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert answer.returncode != 0
+    assert "no emulator is running for stack 'dev'" in answer.stderr and "make dev" in answer.stderr

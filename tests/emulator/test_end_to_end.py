@@ -232,3 +232,16 @@ def test_function_past_its_timeout_answers_internal_server_error(local: RunningE
         assert any("Task timed out" in line for line in local.lines)
         client.send(json.dumps({"action": "ping"}))
         assert receive_json(client, timeout=20) == {"type": "pong"}
+
+
+def test_a_second_emulator_in_the_same_process_is_refused(local: RunningEmulator) -> None:
+    import asyncio
+
+    from emulator.local import Emulator, EmulatorOptions
+
+    second = Emulator(EmulatorOptions(write_state=False, log=lambda line: None))
+    with pytest.raises(RuntimeError, match="already running in this process"):
+        asyncio.run(second.start())
+    with local.connect() as client:  # the first one is unharmed
+        client.send(json.dumps({"action": "ping"}))
+        assert receive_json(client) == {"type": "pong"}
