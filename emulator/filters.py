@@ -18,13 +18,14 @@ only); ``{"anything-but": value | [values] | {"prefix": s}}``;
 
 Choices where AWS gives no single answer for this emulator:
 
-* **Numbers.** Numbers compare by value (``7 == 7.0``). DynamoDB writes numbers as strings
-  (``{"N": "7"}``), so a *numeric string* in the record (``"7"``, ``"-1.5e3"``) also
-  equals a pattern number and satisfies ``numeric`` ranges; that is what the
-  component's ``{"N": [{"numeric": [">", 5]}]}`` rules mean. A pattern *string* still
-  only equals a record string (``"7"`` does not match the number ``7``). Event Ruler,
-  the engine behind AWS filtering, documents ``numeric`` for JSON numbers only, so a
-  rule that passes here is worth checking once against a real mapping.
+* **Numbers.** As in Event Ruler, the engine behind Lambda's filtering, numbers match
+  JSON numbers only: a pattern number equals a record number by value (``7 == 7.0``),
+  and ``numeric`` applies to JSON numbers only. DynamoDB writes numbers as strings
+  (``{"N": "7"}``), so a number or ``numeric`` rule on an ``N`` value never matches,
+  exactly as on AWS (``{"N": [{"numeric": [">", 5]}]}`` lets nothing through); match
+  ``N`` values with strings (``{"N": ["7"]}``) instead. Likewise a pattern string only
+  equals a record string (``"7"`` does not match the number ``7``), and
+  ``anything-but`` a number never excludes a string.
 * **Leaves.** As in AWS, only scalars are leaf values: a field holding an object
   (``"status": {"S": "x"}``) satisfies no leaf matcher except ``{"exists": false}``, and
   neither does a missing field or an empty array. ``anything-but`` never matches a
@@ -43,7 +44,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -62,7 +63,6 @@ MATCHERS = (
 COMPARISONS = ("=", "<", "<=", ">", ">=")
 LOWER_BOUNDS = (">", ">=")
 UPPER_BOUNDS = ("<", "<=")
-_NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 class FilterError(ValueError):
@@ -359,17 +359,16 @@ def _decimal(value: Any) -> Decimal:
 
 
 def _as_number(value: Any) -> Decimal | None:
-    """A record value as a number: a JSON number, or a numeric string such as an ``N`` value."""
-    if _is_number(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return _decimal(value)
-    if isinstance(value, str) and _NUMERIC_TEXT.fullmatch(value):
-        try:
-            return Decimal(value)
-        except InvalidOperation:  # pragma: no cover - the regex admits only valid text
-            return None
-    return None
+    """A record value as a number when it is a JSON number; None for anything else.
+
+    Strings never count, even numeric ones: DynamoDB's ``N`` values arrive as strings
+    and Lambda's filtering does not compare them as numbers.
+    """
+    if not _is_number(value):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return _decimal(value)
 
 
 def _equals(expected: Any, value: Any) -> bool:

@@ -120,7 +120,7 @@ def test_or_primitive_ors_sub_patterns() -> None:
                     "NewImage": {
                         "$or": [
                             {"status": {"S": ["archived"]}},
-                            {"priority": {"N": [{"numeric": [">", 5]}]}},
+                            {"priority": {"N": ["7"]}},
                         ]
                     }
                 }
@@ -129,6 +129,7 @@ def test_or_primitive_ors_sub_patterns() -> None:
     )
 
     assert matches(pattern, record())
+    assert matches(pattern, record(status={"S": "archived"}, priority={"N": "2"}))
     assert not matches(pattern, record(priority={"N": "2"}))
 
 
@@ -149,10 +150,16 @@ def test_null_literal_matches_a_present_null_only() -> None:
     assert not matches(pattern, record(note="null"))
 
 
-def test_number_literal_equals_a_numeric_string_by_value() -> None:
-    assert matches(on_new("priority", {"N": [7]}), record())
-    assert matches(on_new("priority", {"N": [7.0]}), record(priority={"N": "7.00"}))
-    assert not matches(on_new("priority", {"N": [8]}), record())
+def test_number_literal_never_equals_an_n_string() -> None:
+    # DynamoDB numbers arrive as strings ({"N": "7"}); as on AWS, only a string matches them.
+    assert not matches(on_new("priority", {"N": [7]}), record())
+    assert not matches(on_new("priority", {"N": [7.0]}), record(priority={"N": "7.0"}))
+    assert matches(on_new("priority", {"N": ["7"]}), record())
+
+
+def test_number_literal_equals_a_json_number_by_value() -> None:
+    assert matches(parse_pattern('{"dynamodb": {"SizeBytes": [12.0]}}'), record())
+    assert not matches(parse_pattern('{"dynamodb": {"SizeBytes": [13]}}'), record())
 
 
 def test_number_literal_equals_a_json_number() -> None:
@@ -174,25 +181,45 @@ def test_untyped_rule_does_not_match_a_typed_attribute() -> None:
 @pytest.mark.parametrize(
     ("numeric", "value", "expected"),
     [
-        ([">", 5], "7", True),
-        ([">", 5], "5", False),
-        ([">=", 5], "5", True),
-        (["<", 5], "5", False),
-        (["<=", 5], "5", True),
-        (["=", 7], "7.0", True),
-        (["=", 7], "7.5", False),
-        ([">", 0, "<=", 10], "10", True),
-        ([">", 0, "<=", 10], "0", False),
-        ([">=", 0, "<", 10], "0", True),
-        ([">=", 0, "<", 10], "10", False),
-        ([">", -1.5, "<", 1e3], "-1.25", True),
-        ([">", 100, "<", 1e4], "1E+3", True),
+        ([">", 5], 7, True),
+        ([">", 5], 5, False),
+        ([">=", 5], 5, True),
+        (["<", 5], 5, False),
+        (["<=", 5], 5, True),
+        (["=", 7], 7.0, True),
+        (["=", 7], 7.5, False),
+        ([">", 0, "<=", 10], 10, True),
+        ([">", 0, "<=", 10], 0, False),
+        ([">=", 0, "<", 10], 0, True),
+        ([">=", 0, "<", 10], 10, False),
+        ([">", -1.5, "<", 1e3], -1.25, True),
+        ([">", 100, "<", 1e4], 1e3, True),
     ],
 )
-def test_numeric_range_on_n_strings(numeric: list[Any], value: str, expected: bool) -> None:
+def test_numeric_range_on_json_numbers(numeric: list[Any], value: Any, expected: bool) -> None:
+    pattern = parse_pattern(json.dumps({"dynamodb": {"SizeBytes": [{"numeric": numeric}]}}))
+    item = record()
+    item["dynamodb"]["SizeBytes"] = value
+
+    assert matches(pattern, item) is expected
+
+
+@pytest.mark.parametrize(
+    ("numeric", "value"),
+    [
+        ([">", 5], "7"),
+        ([">=", 5], "5"),
+        (["=", 7], "7"),
+        ([">", 0, "<=", 10], "10"),
+        ([">", -1.5, "<", 1e3], "-1.25"),
+        (["<", 1e4], "1E+3"),
+    ],
+)
+def test_numeric_never_matches_a_dynamodb_n_value(numeric: list[Any], value: str) -> None:
+    # As on AWS: N values arrive as strings and `numeric` applies to JSON numbers only.
     pattern = on_new("priority", {"N": [{"numeric": numeric}]})
 
-    assert matches(pattern, record(priority={"N": value})) is expected
+    assert not matches(pattern, record(priority={"N": value}))
 
 
 def test_numeric_matches_json_numbers() -> None:
@@ -271,11 +298,17 @@ def test_anything_but_single_value() -> None:
     assert not matches(pattern, record(status={"S": "archived"}))
 
 
-def test_anything_but_number_excludes_numeric_strings_by_value() -> None:
+def test_anything_but_number_excludes_json_numbers_by_value() -> None:
+    pattern = parse_pattern('{"dynamodb": {"SizeBytes": [{"anything-but": [12.0, 13]}]}}')
+
+    assert not matches(pattern, record())
+    assert matches(parse_pattern('{"dynamodb": {"SizeBytes": [{"anything-but": 7}]}}'), record())
+
+
+def test_anything_but_number_never_excludes_an_n_string() -> None:
     pattern = on_new("priority", {"N": [{"anything-but": [7, 8]}]})
 
-    assert not matches(pattern, record(priority={"N": "7.0"}))
-    assert matches(pattern, record(priority={"N": "9"}))
+    assert matches(pattern, record(priority={"N": "7"}))
 
 
 def test_anything_but_prefix() -> None:
@@ -332,11 +365,11 @@ def test_array_field_matches_when_any_element_matches() -> None:
     assert not matches(on_new("tags", {"SS": ["c"]}), record())
 
 
-def test_number_set_elements_compare_numerically() -> None:
+def test_number_set_elements_never_match_numeric() -> None:
     pattern = on_new("scores", {"NS": [{"numeric": [">=", 90]}]})
 
-    assert matches(pattern, record(scores={"NS": ["12", "95"]}))
-    assert not matches(pattern, record(scores={"NS": ["12", "89.9"]}))
+    assert not matches(pattern, record(scores={"NS": ["12", "95"]}))
+    assert matches(on_new("scores", {"NS": ["95"]}), record(scores={"NS": ["12", "95"]}))
 
 
 def test_nested_rule_tries_each_object_of_a_list() -> None:
@@ -446,10 +479,8 @@ COMPONENT_CASES: list[tuple[SourceFilter, list[dict[str, Any]], list[dict[str, A
         [record(status={"S": "archived"}), record("REMOVE")],
     ),
     (
-        SourceFilter(
-            event_names=("INSERT",), new_image={"priority": {"N": [{"numeric": [">", 5]}]}}
-        ),
-        [record(), record(priority={"N": "5.5"})],
+        SourceFilter(event_names=("INSERT",), new_image={"priority": {"N": ["7", "8"]}}),
+        [record(), record(priority={"N": "8"})],
         [record(priority={"N": "5"}), record("MODIFY"), record(priority={"S": "7"})],
     ),
     (
@@ -487,7 +518,7 @@ def test_component_patterns_parse_and_match(
 def test_component_filters_of_one_source_are_ored() -> None:
     filters = [
         SourceFilter(event_names=["REMOVE"]),
-        SourceFilter(new_image={"priority": {"N": [{"numeric": [">=", 7]}]}}),
+        SourceFilter(new_image={"priority": {"N": ["7"]}}),
     ]
     patterns = [parse_pattern(filter_pattern(item)) for item in filters]
 
