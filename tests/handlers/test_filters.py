@@ -223,7 +223,8 @@ scalars = st.one_of(
     st.none(),
 )
 names = st.sampled_from(["a", "b", "c"])
-plain_values = st.recursive(scalars, lambda inner: st.dictionaries(names, inner, max_size=3), max_leaves=6
+plain_values = st.recursive(
+    scalars, lambda inner: st.dictionaries(names, inner, max_size=3), max_leaves=6
 )
 plain_items = st.dictionaries(names, plain_values, max_size=3)
 
