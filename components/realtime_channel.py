@@ -496,9 +496,8 @@ class RealtimeChannel(pulumi.ComponentResource):
             )
             self._allow_invoke(
                 kind,
-                pulumi.Output.concat(
-                    self.api.execution_arn, "/", self._args.stage_name, "/", route_key
-                ),
+                # the stage's real name: a transforms.stage rename must keep this invocable
+                pulumi.Output.concat(self.api.execution_arn, "/", self.stage.name, "/", route_key),
             )
 
     def _create_alarms(self) -> None:

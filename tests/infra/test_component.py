@@ -620,3 +620,17 @@ def test_preview_with_unknown_outputs_declares_the_same_resources(declared: Reco
     assert sorted((r.type, r.name) for r in preview.resources) == sorted(
         (r.type, r.name) for r in declared.resources
     )
+
+
+def test_invoke_permissions_follow_a_stage_renamed_by_a_transform() -> None:
+    transforms = RealtimeChannelTransforms(stage=lambda args: setattr(args, "name", "live"))
+    mocks = run(channel_program(transforms=transforms))
+    execution_arn = outputs_of(mocks, "chat-api")["executionArn"]
+    assert mocks.one("aws:apigatewayv2/stage:Stage").inputs["name"] == "live"
+    permissions = {p.name: p.inputs["sourceArn"] for p in mocks.of_type(PERMISSION)}
+    for kind, route_key in (
+        ("connect", "$connect"),
+        ("disconnect", "$disconnect"),
+        ("default", "$default"),
+    ):
+        assert permissions[f"chat-{kind}-invoke"] == f"{execution_arn}/live/{route_key}"
