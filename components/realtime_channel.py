@@ -35,12 +35,17 @@ LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
     2922, 3288, 3653,
 )  # fmt: skip
+# Only variables API Gateway documents for WebSocket access logs ("Configure logging for
+# WebSocket APIs"); $context.integrationErrorMessage, for one, exists for HTTP APIs only.
+# $context.error.messageString is the message already JSON-quoted, so a quote in it cannot
+# break the line.
 ACCESS_LOG_FORMAT = (
     '{"requestId":"$context.requestId","connectionId":"$context.connectionId",'
     '"routeKey":"$context.routeKey","eventType":"$context.eventType",'
     '"status":"$context.status","requestTime":"$context.requestTime",'
-    '"sourceIp":"$context.identity.sourceIp","error":"$context.error.message",'
-    '"integrationError":"$context.integrationErrorMessage"}'
+    '"sourceIp":"$context.identity.sourceIp","error":$context.error.messageString,'
+    '"integrationError":"$context.integration.error",'
+    '"integrationStatus":"$context.integration.status"}'
 )
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

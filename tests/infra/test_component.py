@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from components import (
     SourceFilter,
     StreamSource,
 )
-from components.realtime_channel import RUNTIME
+from components.realtime_channel import ACCESS_LOG_FORMAT, RUNTIME
 from components.sources import SourceError
 from handlers import config as handler_config
 from tests.infra.harness import ACCOUNT, REGION, RecordingMocks, run
@@ -211,9 +212,85 @@ def test_stage_auto_deploys_with_throttling_and_json_access_logs(declared: Recor
     assert (throttling["throttlingBurstLimit"], throttling["throttlingRateLimit"]) == (500, 1000)
     logs = stage.inputs["accessLogSettings"]
     assert logs["destinationArn"] == outputs_of(declared, "chat-access-logs")["arn"]
-    fields = json.loads(logs["format"])
+    assert logs["format"] == ACCESS_LOG_FORMAT
+    fields = json.loads(sample_access_log_line(ACCESS_LOG_FORMAT))
     assert {"connectionId", "requestId", "routeKey", "eventType", "status"} <= set(fields)
     assert declared.named("chat-access-logs").inputs["retentionInDays"] == 14
+
+
+# The $context variables API Gateway supports in WebSocket API access logs, from "Configure
+# logging for WebSocket APIs in API Gateway" (developer guide, websocket-api-logging).
+# HTTP-API-only variables such as $context.integrationErrorMessage, $context.httpMethod or
+# $context.path are deliberately absent: in a WebSocket stage they never resolve.
+WEBSOCKET_ACCESS_LOG_VARIABLES = frozenset(
+    "$context." + name
+    for name in [
+        "apiId",
+        "authorize.error",
+        "authorize.latency",
+        "authorize.status",
+        "authorizer.error",
+        "authorizer.integrationLatency",
+        "authorizer.integrationStatus",
+        "authorizer.latency",
+        "authorizer.requestId",
+        "authorizer.status",
+        "authorizer.principalId",
+        "authenticate.error",
+        "authenticate.latency",
+        "authenticate.status",
+        "connectedAt",
+        "connectionId",
+        "domainName",
+        "error.message",
+        "error.messageString",
+        "error.responseType",
+        "error.validationErrorString",
+        "eventType",
+        "extendedRequestId",
+        "identity.accountId",
+        "identity.caller",
+        "identity.cognitoAuthenticationProvider",
+        "identity.cognitoAuthenticationType",
+        "identity.cognitoIdentityId",
+        "identity.cognitoIdentityPoolId",
+        "identity.principalOrgId",
+        "identity.sourceIp",
+        "identity.user",
+        "identity.userAgent",
+        "identity.userArn",
+        "integration.error",
+        "integration.integrationStatus",
+        "integration.latency",
+        "integration.requestId",
+        "integration.status",
+        "integrationLatency",
+        "messageId",
+        "requestId",
+        "requestTime",
+        "requestTimeEpoch",
+        "routeKey",
+        "stage",
+        "status",
+    ]
+)
+
+
+def test_access_log_format_uses_only_websocket_context_variables() -> None:
+    used = set(re.findall(r"\$context\.[A-Za-z0-9_.]*[A-Za-z0-9_]", ACCESS_LOG_FORMAT))
+    assert used, "the format logs no variable"
+    assert used - WEBSOCKET_ACCESS_LOG_VARIABLES == set()
+
+
+def sample_access_log_line(log_format: str, error: str = "Forbidden") -> str:
+    """What API Gateway writes: messageString arrives JSON-quoted, the others as bare text."""
+    line = log_format.replace("$context.error.messageString", json.dumps(error))
+    return re.sub(r"\$context\.[A-Za-z0-9_.]*[A-Za-z0-9_]", "x", line)
+
+
+def test_access_log_format_is_json_whatever_the_error_message_holds() -> None:
+    line = sample_access_log_line(ACCESS_LOG_FORMAT, 'Forbidden: "bad" token')
+    assert json.loads(line)["error"] == 'Forbidden: "bad" token'
 
 
 def test_access_logs_can_be_turned_off() -> None:
