@@ -1,0 +1,290 @@
+"""The subscription index: where subscriptions live and the calls that keep it exact.
+
+Subscriptions table: partition key ``topic`` (S, see ``handlers.topics``), sort
+key ``sk`` (S) = ``<connectionId> <subscription id>``. Each item also holds
+``connectionId``, ``subId``, ``source`` (the source's label), optional
+``filter`` (the client's filter as JSON text), optional ``fields`` (SS, the
+fields its access rules grant; absent: every field), optional ``userId`` (the
+subscriber, for ``targetAttribute``) and ``ttl`` (the connection's).
+
+The connection's record keeps the map ``subs`` (subscription id -> topic). A
+subscription is written in one transaction with that map entry, conditioned on
+the connection's record existing and on the map's size, so
+
+* no subscription is ever written for a connection whose ``$disconnect`` has
+  deleted its record (no orphan survives a disconnect);
+* the per-connection limit holds even when API Gateway runs one connection's
+  messages concurrently;
+* ``$disconnect`` knows every topic to clean from the record it deletes.
+
+A crash between deleting the record and deleting its subscriptions leaves
+items that the broadcaster removes on their first 410 and that TTL removes in
+any case. Every read here is strongly consistent: the index is a table, not a
+GSI, so a change recorded after a subscribe returns always sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TRANSACTION_ATTEMPTS = 3
+BATCH_DELETE_SIZE = 25
+BATCH_DELETE_ATTEMPTS = 5
+
+
+class ConnectionGone(LookupError):
+    """The connection's record is gone (it disconnected): nothing is stored."""
+
+
+class TooManySubscriptions(ValueError):
+    """The connection already holds the maximum number of subscriptions."""
+
+
+class SubscriptionConflict(RuntimeError):
+    """Concurrent changes to one connection's subscriptions kept cancelling the write."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    user_id: str | None
+    claims: str | None
+    """The stored identity claims, as the JSON text the connect handler wrote."""
+    ttl: int | None
+    subs: dict[str, str]
+    """subscription id -> topic."""
+
+
+def sort_key(connection_id: str, sub_id: str) -> str:
+    return f"{connection_id} {sub_id}"
+
+
+def read_connection(client: Any, table: str, connection_id: str) -> Connection:
+    """The connection's record, strongly consistent; ``ConnectionGone`` if it has none."""
+    item = client.get_item(
+        TableName=table,
+        Key={"connectionId": {"S": connection_id}},
+        ConsistentRead=True,
+    ).get("Item")
+    if not item:
+        raise ConnectionGone(connection_id)
+    subs = {name: value["S"] for name, value in (item.get("subs") or {}).get("M", {}).items()}
+    ttl = item.get("ttl", {}).get("N")
+    return Connection(
+        connection_id=connection_id,
+        user_id=item.get("userId", {}).get("S"),
+        claims=item.get("claims", {}).get("S"),
+        ttl=int(ttl) if ttl else None,
+        subs=subs,
+    )
+
+
+def subscription_item(
+    connection: Connection,
+    sub_id: str,
+    topic: str,
+    source: str,
+    filter_json: str | None,
+    fields: Sequence[str] | None,
+) -> dict[str, Any]:
+    """The stored subscription, as DynamoDB attribute values (pure)."""
+    item: dict[str, Any] = {
+        "topic": {"S": topic},
+        "sk": {"S": sort_key(connection.connection_id, sub_id)},
+        "connectionId": {"S": connection.connection_id},
+        "subId": {"S": sub_id},
+        "source": {"S": source},
+    }
+    if filter_json is not None:
+        item["filter"] = {"S": filter_json}
+    if fields is not None:
+        item["fields"] = {"L": [{"S": name} for name in sorted(fields)]}
+    if connection.user_id:
+        item["userId"] = {"S": connection.user_id}
+    if connection.ttl is not None:
+        item["ttl"] = {"N": str(connection.ttl)}
+    return item
+
+
+def _cancelled_reasons(error: Any) -> list[str]:
+    reasons = (getattr(error, "response", None) or {}).get("CancellationReasons") or []
+    return [str(reason.get("Code")) for reason in reasons]
+
+
+def put_subscription(
+    client: Any,
+    *,
+    connections_table: str,
+    subscriptions_table: str,
+    connection_id: str,
+    sub_id: str,
+    build: Any,
+    limit: int,
+) -> Connection:
+    """Store (or replace, same id) one subscription; return the connection it was stored for.
+
+    ``build(connection) -> (topic, item)`` makes the item from the fresh
+    record (its ttl and user). Raises ``ConnectionGone`` or ``TooManySubscriptions``.
+    """
+    for _ in range(MAX_TRANSACTION_ATTEMPTS):
+        connection = read_connection(client, connections_table, connection_id)
+        topic, item = build(connection)
+        previous = connection.subs.get(sub_id)
+        if previous is None and len(connection.subs) >= limit:
+            raise TooManySubscriptions(connection_id)
+        names = {"#id": sub_id}
+        values: dict[str, Any] = {":topic": {"S": topic}}
+        if previous is None:
+            condition = "attribute_exists(subs) AND attribute_not_exists(subs.#id)"
+            condition += " AND size(subs) < :limit"
+            values[":limit"] = {"N": str(limit)}
+        else:
+            condition = "subs.#id = :previous"
+            values[":previous"] = {"S": previous}
+        actions: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": connections_table,
+                    "Key": {"connectionId": {"S": connection_id}},
+                    "UpdateExpression": "SET subs.#id = :topic",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            {"Put": {"TableName": subscriptions_table, "Item": item}},
+        ]
+        if previous is not None and previous != topic:
+            actions.append(
+                {
+                    "Delete": {
+                        "TableName": subscriptions_table,
+                        "Key": {
+                            "topic": {"S": previous},
+                            "sk": {"S": sort_key(connection_id, sub_id)},
+                        },
+                    }
+                }
+            )
+        try:
+            client.transact_write_items(TransactItems=actions)
+        except client.exceptions.TransactionCanceledException as cancelled:
+            if "ConditionalCheckFailed" in _cancelled_reasons(cancelled)[:1]:
+                continue  # the record changed (or went) since it was read: read it again
+            raise
+        return connection
+    raise SubscriptionConflict(connection_id)
+
+
+def delete_subscription(
+    client: Any,
+    *,
+    connections_table: str,
+    subscriptions_table: str,
+    connection_id: str,
+    sub_id: str,
+) -> bool:
+    """Remove one subscription; False when the connection holds none with that id."""
+    for _ in range(MAX_TRANSACTION_ATTEMPTS):
+        try:
+            connection = read_connection(client, connections_table, connection_id)
+        except ConnectionGone:
+            return False
+        topic = connection.subs.get(sub_id)
+        if topic is None:
+            return False
+        try:
+            client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": connections_table,
+                            "Key": {"connectionId": {"S": connection_id}},
+                            "UpdateExpression": "REMOVE subs.#id",
+                            "ConditionExpression": "subs.#id = :topic",
+                            "ExpressionAttributeNames": {"#id": sub_id},
+                            "ExpressionAttributeValues": {":topic": {"S": topic}},
+                        }
+                    },
+                    {
+                        "Delete": {
+                            "TableName": subscriptions_table,
+                            "Key": {
+                                "topic": {"S": topic},
+                                "sk": {"S": sort_key(connection_id, sub_id)},
+                            },
+                        }
+                    },
+                ]
+            )
+        except client.exceptions.TransactionCanceledException as cancelled:
+            if "ConditionalCheckFailed" in _cancelled_reasons(cancelled)[:1]:
+                continue
+            raise
+        return True
+    return False
+
+
+def delete_items(client: Any, table: str, keys: Sequence[Mapping[str, Any]]) -> int:
+    """Delete subscription items by key in batches of 25, retrying unprocessed ones (bounded).
+    Returns how many were left undeleted (TTL removes them later)."""
+    pending = [{"DeleteRequest": {"Key": dict(key)}} for key in keys]
+    left = 0
+    for start in range(0, len(pending), BATCH_DELETE_SIZE):
+        requests = pending[start : start + BATCH_DELETE_SIZE]
+        for _ in range(BATCH_DELETE_ATTEMPTS):
+            answer = client.batch_write_item(RequestItems={table: requests})
+            requests = (answer.get("UnprocessedItems") or {}).get(table) or []
+            if not requests:
+                break
+        left += len(requests)
+    return left
+
+
+def subscription_keys(connection_id: str, subs: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [
+        {"topic": {"S": topic}, "sk": {"S": sort_key(connection_id, sub_id)}}
+        for sub_id, topic in subs.items()
+    ]
+
+
+def remove_connection(
+    client: Any, *, connections_table: str, subscriptions_table: str, connection_id: str
+) -> int:
+    """Delete a connection's record, then every subscription it held. Idempotent.
+    Returns how many subscriptions were removed."""
+    old = client.delete_item(
+        TableName=connections_table,
+        Key={"connectionId": {"S": connection_id}},
+        ReturnValues="ALL_OLD",
+    ).get("Attributes")
+    if not old:
+        return 0
+    subs = {name: value["S"] for name, value in (old.get("subs") or {}).get("M", {}).items()}
+    keys = subscription_keys(connection_id, subs)
+    left = delete_items(client, subscriptions_table, keys)
+    return len(keys) - left
+
+
+PROJECTION = "topic, sk, connectionId, subId, #filter, #fields, userId"
+
+
+def topic_subscriptions(client: Any, table: str, topic: str) -> Iterator[dict[str, Any]]:
+    """Every subscription on one topic, page by page, strongly consistent."""
+    request: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "topic = :topic",
+        "ExpressionAttributeValues": {":topic": {"S": topic}},
+        "ExpressionAttributeNames": {"#filter": "filter", "#fields": "fields"},
+        "ProjectionExpression": PROJECTION,
+        "ConsistentRead": True,
+    }
+    while True:
+        page = client.query(**request)
+        yield from page.get("Items", [])
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return
+        request["ExclusiveStartKey"] = last

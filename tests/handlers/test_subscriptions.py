@@ -1,0 +1,192 @@
+"""The subscription index in moto: transactions with the connection record, limits, cleanup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from handlers import subscriptions as store
+from handlers.subscriptions import Connection, ConnectionGone, TooManySubscriptions
+
+CONNECTIONS = "connections-test"
+SUBSCRIPTIONS = "subscriptions-test"
+
+
+def create_subscriptions_table(client: Any, name: str) -> None:
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "topic", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "topic", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+    )
+
+
+@pytest.fixture
+def tables(dynamodb: Any, connections_table: str) -> Any:
+    create_subscriptions_table(dynamodb, SUBSCRIPTIONS)
+    return dynamodb
+
+
+def connect(client: Any, connection_id: str, user: str | None = "alice") -> None:
+    item: dict[str, Any] = {
+        "connectionId": {"S": connection_id},
+        "ttl": {"N": "4102444800"},
+        "subs": {"M": {}},
+    }
+    if user:
+        item["userId"] = {"S": user}
+    client.put_item(TableName=CONNECTIONS, Item=item)
+
+
+def subscribe(client: Any, connection_id: str, sub_id: str, topic: str, limit: int = 3) -> Any:
+    def build(connection: Connection) -> tuple[str, dict[str, Any]]:
+        return topic, store.subscription_item(connection, sub_id, topic, "events", None, None)
+
+    return store.put_subscription(
+        client,
+        connections_table=CONNECTIONS,
+        subscriptions_table=SUBSCRIPTIONS,
+        connection_id=connection_id,
+        sub_id=sub_id,
+        build=build,
+        limit=limit,
+    )
+
+
+def on_topic(client: Any, topic: str) -> list[str]:
+    return [i["sk"]["S"] for i in store.topic_subscriptions(client, SUBSCRIPTIONS, topic)]
+
+
+def all_subscriptions(client: Any) -> list[str]:
+    return sorted(i["sk"]["S"] for i in client.scan(TableName=SUBSCRIPTIONS)["Items"])
+
+
+def test_subscribe_stores_the_item_and_the_map_entry(tables: Any) -> None:
+    connect(tables, "c1")
+    connection = subscribe(tables, "c1", "s1", "P|1:e|S1:a")
+    assert connection.user_id == "alice"
+    assert on_topic(tables, "P|1:e|S1:a") == ["c1 s1"]
+    item = tables.scan(TableName=SUBSCRIPTIONS)["Items"][0]
+    assert item["userId"] == {"S": "alice"} and item["ttl"] == {"N": "4102444800"}
+    assert store.read_connection(tables, CONNECTIONS, "c1").subs == {"s1": "P|1:e|S1:a"}
+
+
+def test_subscribing_again_with_the_same_id_replaces_it(tables: Any) -> None:
+    connect(tables, "c1")
+    subscribe(tables, "c1", "s1", "P|1:e|S1:a")
+    subscribe(tables, "c1", "s1", "P|1:e|S1:b")
+    assert all_subscriptions(tables) == ["c1 s1"]
+    assert on_topic(tables, "P|1:e|S1:b") == ["c1 s1"]
+    subscribe(tables, "c1", "s1", "P|1:e|S1:b")  # same topic again: still one
+    assert all_subscriptions(tables) == ["c1 s1"]
+
+
+def test_the_limit_holds_and_a_replacement_does_not_count(tables: Any) -> None:
+    connect(tables, "c1")
+    for number in range(3):
+        subscribe(tables, "c1", f"s{number}", f"T|1:e|{number}")
+    with pytest.raises(TooManySubscriptions):
+        subscribe(tables, "c1", "s9", "T|1:e|0")
+    subscribe(tables, "c1", "s0", "T|1:e|1")
+    assert len(all_subscriptions(tables)) == 3
+
+
+def test_no_subscription_is_stored_for_a_connection_that_is_gone(tables: Any) -> None:
+    with pytest.raises(ConnectionGone):
+        subscribe(tables, "never-connected", "s1", "T|1:e|0")
+    connect(tables, "c1")
+    tables.delete_item(TableName=CONNECTIONS, Key={"connectionId": {"S": "c1"}})
+    with pytest.raises(ConnectionGone):
+        subscribe(tables, "c1", "s1", "T|1:e|0")
+    assert all_subscriptions(tables) == []
+
+
+def test_a_record_deleted_between_the_read_and_the_write_stores_nothing(tables: Any) -> None:
+    connect(tables, "c1")
+
+    def build(connection: Connection) -> tuple[str, dict[str, Any]]:
+        # $disconnect runs right after the record was read, before the transaction
+        tables.delete_item(TableName=CONNECTIONS, Key={"connectionId": {"S": "c1"}})
+        return "T|1:e|0", store.subscription_item(connection, "s1", "T|1:e|0", "e", None, None)
+
+    with pytest.raises(ConnectionGone):
+        store.put_subscription(
+            tables,
+            connections_table=CONNECTIONS,
+            subscriptions_table=SUBSCRIPTIONS,
+            connection_id="c1",
+            sub_id="s1",
+            build=build,
+            limit=3,
+        )
+    assert all_subscriptions(tables) == []
+
+
+def test_unsubscribe_removes_both_and_is_false_for_unknown_ids(tables: Any) -> None:
+    connect(tables, "c1")
+    subscribe(tables, "c1", "s1", "T|1:e|0")
+    kwargs = {"connections_table": CONNECTIONS, "subscriptions_table": SUBSCRIPTIONS}
+    assert store.delete_subscription(tables, connection_id="c1", sub_id="s1", **kwargs)
+    assert all_subscriptions(tables) == []
+    assert store.read_connection(tables, CONNECTIONS, "c1").subs == {}
+    assert not store.delete_subscription(tables, connection_id="c1", sub_id="s1", **kwargs)
+    assert not store.delete_subscription(tables, connection_id="gone", sub_id="s1", **kwargs)
+
+
+def test_remove_connection_takes_every_subscription_with_it(tables: Any) -> None:
+    connect(tables, "c1")
+    connect(tables, "c2")
+    for number in range(3):
+        subscribe(tables, "c1", f"s{number}", f"T|1:e|{number}")
+    subscribe(tables, "c2", "s0", "T|1:e|0")
+    kwargs = {"connections_table": CONNECTIONS, "subscriptions_table": SUBSCRIPTIONS}
+    assert store.remove_connection(tables, connection_id="c1", **kwargs) == 3
+    assert all_subscriptions(tables) == ["c2 s0"]
+    assert store.remove_connection(tables, connection_id="c1", **kwargs) == 0
+
+
+def test_topic_queries_read_every_page(tables: Any) -> None:
+    for number in range(30):
+        connect(tables, f"c{number:02}")
+        subscribe(tables, f"c{number:02}", "s", "T|1:e|0")
+    pages: list[int] = []
+    real_query = tables.query
+
+    def small_pages(**request: Any) -> Any:
+        answer = real_query(Limit=7, **request)
+        pages.append(len(answer["Items"]))
+        return answer
+
+    class Client:
+        query = staticmethod(small_pages)
+
+    found = [
+        i["connectionId"]["S"] for i in store.topic_subscriptions(Client, SUBSCRIPTIONS, "T|1:e|0")
+    ]
+    assert sorted(found) == [f"c{number:02}" for number in range(30)]
+    assert len(pages) >= 5
+
+
+def test_delete_items_retries_unprocessed_and_counts_what_is_left() -> None:
+    calls: list[int] = []
+
+    class Flaky:
+        def batch_write_item(self, RequestItems: Any) -> Any:
+            (requests,) = RequestItems.values()
+            calls.append(len(requests))
+            if len(calls) == 1:
+                return {"UnprocessedItems": {"t": requests[:2]}}
+            if len(calls) >= 3:
+                return {"UnprocessedItems": {"t": requests[:1]}}
+            return {}
+
+    keys = [{"topic": {"S": "x"}, "sk": {"S": str(n)}} for n in range(27)]
+    assert store.delete_items(Flaky(), "t", keys) == 1
+    assert calls == [25, 2, 2, 1, 1, 1, 1]
