@@ -18,12 +18,17 @@ import pulumi_aws as aws
 from components import policies
 from components.packaging import handler_archive
 from components.sources import (
+    AUTONAME_SUFFIX,
+    LAMBDA_ENVIRONMENT_LIMIT,
+    OTHER_BROADCASTER_VARIABLES,
     SourceError,
     StreamSource,
     check_source,
     check_stream,
+    environment_size,
     filter_pattern,
     label_of,
+    sources_variable,
 )
 
 TYPE_TOKEN = "realtime:index:RealtimeChannel"  # noqa: S105 (a type token, not a password)
@@ -205,6 +210,11 @@ class RealtimeChannel(pulumi.ComponentResource):
         self._roles: dict[str, aws.iam.Role] = {}
         self._role_policies: dict[str, aws.iam.RolePolicy] = {}
         self._source_keys: set[tuple[str, str]] = set()
+        self._source_tables: dict[str, pulumi.Input[str]] = {}
+        """label -> physical table name, for the broadcaster's SOURCES."""
+        self._source_hints: dict[str, str] = {}
+        """label -> the table name, or its autoname's likely length, known before deploy."""
+        self._sources_sealed = False
 
         self._create_connections_table()
         self._create_dead_letter_queue()
@@ -439,6 +449,7 @@ class RealtimeChannel(pulumi.ComponentResource):
         }
         if self._args.target_attribute:
             broadcaster_env["TARGET_ATTRIBUTE"] = self._args.target_attribute
+        broadcaster_env["SOURCES"] = self._sources_variable(dict(broadcaster_env))
         queue_arn = self.dead_letter_queue.arn
         self._create_function(
             "broadcaster",
@@ -585,6 +596,50 @@ class RealtimeChannel(pulumi.ComponentResource):
 
     # -- sources ---------------------------------------------------------------------------
 
+    def _sources_variable(self, others: dict[str, pulumi.Input[str]]) -> pulumi.Output[str]:
+        """SOURCES, built once the program body has run, so ``attach`` after the constructor
+        counts. An apply callback runs only when the event loop gets control, which is after
+        the synchronous program body; from then on ``attach`` refuses (see there)."""
+
+        def seal(_: Any) -> pulumi.Output[str]:
+            self._sources_sealed = True
+            # Output.all() of no keywords is a list: a channel without sources has {}
+            tables = (
+                pulumi.Output.all(**self._source_tables)
+                if self._source_tables
+                else pulumi.Output.from_input({})
+            )
+            return pulumi.Output.all(tables, pulumi.Output.all(**others)).apply(
+                lambda a: self._checked_sources(a[0], a[1])
+            )
+
+        return pulumi.Output.from_input(None).apply(seal)
+
+    def _checked_sources(self, tables: dict[str, str], others: dict[str, str]) -> str:
+        value = sources_variable(tables)
+        size = environment_size({**others, "SOURCES": value})
+        if size > LAMBDA_ENVIRONMENT_LIMIT:
+            raise SourceError(
+                f"RealtimeChannel {self._channel!r}: the broadcaster's environment would be"
+                f" {size} bytes with SOURCES for {len(tables)} sources, over Lambda's"
+                f" {LAMBDA_ENVIRONMENT_LIMIT}: use shorter source names or table names, or split"
+                " the sources across two channels"
+            )
+        return value
+
+    def _check_sources_size(self, label: str) -> None:
+        """Before deploy (preview too): SOURCES, with autonamed tables at their likely length,
+        must leave room for the broadcaster's other variables."""
+        estimate = environment_size({"SOURCES": sources_variable(self._source_hints)})
+        room = LAMBDA_ENVIRONMENT_LIMIT - OTHER_BROADCASTER_VARIABLES
+        if estimate > room:
+            raise SourceError(
+                f"RealtimeChannel {self._channel!r}, source {label!r}: the broadcaster's SOURCES"
+                f" variable would take about {estimate} bytes, over the {room} its 4 KB"
+                " environment leaves for it: use shorter source names or table names, or split"
+                " the sources across two channels"
+            )
+
     def _checked_stream(self, source: StreamSource) -> tuple[Any, Any]:
         """(table ARN, stream ARN) of a source, failing if it lacks a stream with new images."""
         table = source.table
@@ -607,9 +662,19 @@ class RealtimeChannel(pulumi.ComponentResource):
         return table.arn, stream_arn
 
     def attach(self, source: StreamSource) -> aws.lambda_.EventSourceMapping:
-        """Broadcast the changes of another table through this channel."""
+        """Broadcast the changes of another table through this channel.
+
+        Call it while the program body runs (after the constructor is fine), not inside an
+        ``apply``: by then the broadcaster's SOURCES variable is built.
+        """
         check_source(self._channel, source)
         label = label_of(source)
+        if self._sources_sealed:
+            raise SourceError(
+                f"RealtimeChannel {self._channel!r}, source {label!r}: attach() must be called"
+                " while the program runs, not inside an apply (the broadcaster's SOURCES is"
+                " already built)"
+            )
         key = (
             ("name", source.table)
             if isinstance(source.table, str)
@@ -619,6 +684,17 @@ class RealtimeChannel(pulumi.ComponentResource):
             raise SourceError(
                 f"RealtimeChannel {self._channel!r}: source {label!r} is attached twice"
             )
+        if isinstance(source.table, str):
+            self._source_tables[label] = source.table
+            self._source_hints[label] = source.table
+        else:
+            self._source_tables[label] = source.table.name
+            self._source_hints[label] = source.table._name + AUTONAME_SUFFIX
+        try:
+            self._check_sources_size(label)
+        except SourceError:
+            del self._source_tables[label], self._source_hints[label]
+            raise
         self._source_keys.add(key)
         table_arn, stream_arn = self._checked_stream(source)
         read = aws.iam.RolePolicy(

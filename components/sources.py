@@ -15,6 +15,14 @@ from typing import Any
 import pulumi_aws as aws
 
 EVENT_NAMES = ("INSERT", "MODIFY", "REMOVE")
+LAMBDA_ENVIRONMENT_LIMIT = 4096
+"""Lambda's limit on a function's environment variables, bytes (names plus values)."""
+OTHER_BROADCASTER_VARIABLES = 1024
+"""Room kept for the broadcaster's other variables when SOURCES is estimated before deploy:
+a table name (at most 255), the management endpoint (about 80 + the stage name, at most
+128) and a few short settings."""
+AUTONAME_SUFFIX = "-0000000"
+"""What Pulumi's autonaming adds to a logical name ("-" and 7 hex characters)."""
 VIEW_TYPES_WITH_NEW_IMAGE = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 MAX_FILTERS = 5
 _LABEL = re.compile(r"[^a-zA-Z0-9-]+")
@@ -160,3 +168,17 @@ def check_stream(table_name: str, stream_enabled: Any, view_type: Any) -> None:
             f"table {table_name!r} streams {view_type!r}, which lacks the new image: set"
             ' stream_view_type="NEW_AND_OLD_IMAGES" (or "NEW_IMAGE")'
         )
+
+
+def sources_variable(tables: Mapping[str, str]) -> str:
+    """The broadcaster's ``SOURCES``: label -> {"table": physical name}, compact JSON."""
+    return json.dumps(
+        {label: {"table": name} for label, name in tables.items()},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def environment_size(variables: Mapping[str, str]) -> int:
+    """Bytes Lambda counts against its 4 KB environment limit: every name and value."""
+    return sum(len(name.encode()) + len(value.encode()) for name, value in variables.items())

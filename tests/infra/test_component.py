@@ -711,3 +711,89 @@ def test_invoke_permissions_follow_a_stage_renamed_by_a_transform() -> None:
         ("default", "$default"),
     ):
         assert permissions[f"chat-{kind}-invoke"] == f"{execution_arn}/live/{route_key}"
+
+
+# -- the broadcaster's SOURCES -------------------------------------------------------------------
+
+
+def broadcaster_env(mocks: RecordingMocks) -> dict[str, Any]:
+    variables: dict[str, Any] = mocks.named("chat-broadcaster").inputs["environment"]["variables"]
+    return variables
+
+
+def test_broadcaster_sources_map_each_label_to_its_physical_table(
+    declared: RecordingMocks,
+) -> None:
+    sources = json.loads(broadcaster_env(declared)["SOURCES"])
+    assert sources == {"events": {"table": outputs_of(declared, "events")["name"]}}
+    config = handler_config.broadcaster_config(broadcaster_env(declared))
+    assert dict(config.sources) == {"events": outputs_of(declared, "events")["name"]}
+
+
+def test_sources_attached_after_the_constructor_reach_the_broadcaster() -> None:
+    def program() -> None:
+        channel = RealtimeChannel(
+            "chat", RealtimeChannelArgs(token_secret=SECRET, sources=[StreamSource(events_table())])
+        )
+        channel.attach(StreamSource(events_table("later"), name="news"))
+        channel.attach(StreamSource("orders"))
+
+    mocks = RecordingMocks(
+        tables={"orders": {"streamEnabled": True, "streamViewType": "NEW_IMAGE"}}
+    )
+    run(program, mocks=mocks)
+    assert json.loads(broadcaster_env(mocks)["SOURCES"]) == {
+        "events": {"table": outputs_of(mocks, "events")["name"]},
+        "news": {"table": outputs_of(mocks, "later")["name"]},
+        "orders": {"table": "orders"},
+    }
+
+
+def test_sources_are_unknown_not_wrong_in_a_preview_of_a_new_stack() -> None:
+    # the names of tables (and the other variables it is checked with) are not known yet
+    mocks = run(channel_program(), preview=True)
+    assert isinstance(broadcaster_env(mocks)["SOURCES"], pulumi.output.Unknown)
+
+
+def test_attach_inside_an_apply_is_refused_with_a_clear_error() -> None:
+    def program() -> None:
+        channel = RealtimeChannel("chat", RealtimeChannelArgs(token_secret=SECRET))
+        late = channel.url.apply(lambda _: channel.attach(StreamSource(events_table("late"))))
+        pulumi.export("late", late)
+
+    with pytest.raises(SourceError, match=r"attach\(\) must be called while the program runs"):
+        run(program)
+
+
+def test_sources_that_would_overflow_the_broadcaster_environment_are_refused_at_preview() -> None:
+    names = [f"{'t' * 240}{i:02d}" for i in range(12)]
+    mocks = RecordingMocks(
+        preview=True,
+        tables={name: {"streamEnabled": True, "streamViewType": "NEW_IMAGE"} for name in names},
+    )
+    sources = [StreamSource(name, name=f"s{i}") for i, name in enumerate(names)]
+    with pytest.raises(SourceError, match=r"source 's\d+': the broadcaster's SOURCES") as error:
+        run(channel_program(sources=lambda: sources), mocks=mocks, preview=True)
+    assert "4 KB" in str(error.value) and "split the sources" in str(error.value)
+
+
+def test_long_explicit_table_names_that_overflow_the_environment_fail_the_deploy() -> None:
+    # autonamed estimates fit; the explicit 250-character names only show once resolved
+    def sources() -> list[StreamSource]:
+        return [
+            StreamSource(
+                aws.dynamodb.Table(
+                    f"t{i}",
+                    name=f"{'n' * 247}{i:03d}",
+                    hash_key="PK",
+                    attributes=[aws.dynamodb.TableAttributeArgs(name="PK", type="S")],
+                    stream_enabled=True,
+                    stream_view_type="NEW_IMAGE",
+                ),
+                name=f"s{i}",
+            )
+            for i in range(16)
+        ]
+
+    with pytest.raises(ValueError, match=r"environment would be \d+ bytes .* over Lambda's 4096"):
+        run(channel_program(sources=sources))
