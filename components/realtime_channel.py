@@ -106,7 +106,11 @@ class RealtimeChannelArgs:
     deletion_protection: bool = False
     """Deletion protection on the connections table. Default off."""
     memory_size: int = 256
-    """Memory of every function, MB. Default 256."""
+    """Memory of every function but the broadcaster, MB. Default 256."""
+    broadcaster_memory_size: int = 1769
+    """Memory of the broadcaster, MB, 128 to 10,240. Default 1,769: Lambda gives CPU in
+    proportion to memory and 1,769 MB is one full vCPU; fan-out (signing and sending a post
+    per connection) is CPU-bound, so less memory means slower delivery."""
     broadcaster_timeout_seconds: int = 60
     """Broadcaster timeout, 3 to 900 s. Default 60."""
     send_concurrency: int = 64
@@ -163,6 +167,7 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
     bounded("throttling_burst_limit", args.throttling_burst_limit, 0, 5000)
     bounded("throttling_rate_limit", args.throttling_rate_limit, 0, 10_000, integer=False)
     bounded("memory_size", args.memory_size, 128, 10_240)
+    bounded("broadcaster_memory_size", args.broadcaster_memory_size, 128, 10_240)
     bounded("broadcaster_timeout_seconds", args.broadcaster_timeout_seconds, 3, 900)
     bounded("send_concurrency", args.send_concurrency, 1, 256)
     bounded("iterator_age_alarm_ms", args.iterator_age_alarm_ms, 1000, 86_400_000)
@@ -361,6 +366,7 @@ class RealtimeChannel(pulumi.ComponentResource):
         policy: Callable[[str], pulumi.Input[str]],
         environment: Mapping[str, pulumi.Input[str]],
         timeout: int,
+        memory_size: int | None = None,
     ) -> aws.lambda_.Function:
         log_group = aws.cloudwatch.LogGroup(
             self._n(f"{kind}-logs"),
@@ -387,7 +393,7 @@ class RealtimeChannel(pulumi.ComponentResource):
             handler=f"handlers.{kind}.handler",
             code=self._code.archive,
             timeout=timeout,
-            memory_size=self._args.memory_size,
+            memory_size=memory_size or self._args.memory_size,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(environment)),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
                 log_format="JSON",
@@ -458,6 +464,7 @@ class RealtimeChannel(pulumi.ComponentResource):
             ),
             broadcaster_env,
             timeout=self._args.broadcaster_timeout_seconds,
+            memory_size=self._args.broadcaster_memory_size,
         )
 
     def _allow_invoke(self, kind: str, source_arn: pulumi.Input[str]) -> aws.lambda_.Permission:

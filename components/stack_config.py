@@ -35,6 +35,7 @@ KEYS: dict[str, tuple[type, Any, str | None]] = {
     "pointInTimeRecovery": (bool, False, "point_in_time_recovery"),
     "deletionProtection": (bool, False, "deletion_protection"),
     "memorySize": (int, 256, "memory_size"),
+    "broadcasterMemorySize": (int, 1769, "broadcaster_memory_size"),
     "broadcasterTimeoutSeconds": (int, 60, "broadcaster_timeout_seconds"),
     "sendConcurrency": (int, 64, "send_concurrency"),
     "batchSize": (int, 100, "batch_size"),

@@ -676,6 +676,7 @@ def test_outputs_resolve_to_the_children_values() -> None:
         ({"connection_ttl_seconds": 5}, "connection_ttl_seconds"),
         ({"log_retention_days": 15}, "log_retention_days"),
         ({"memory_size": 64}, "memory_size"),
+        ({"broadcaster_memory_size": 10_241}, "broadcaster_memory_size"),
         ({"broadcaster_timeout_seconds": 901}, "broadcaster_timeout_seconds"),
         ({"send_concurrency": 0}, "send_concurrency"),
         ({"alarm_email": "nobody"}, "alarm_email"),
@@ -797,3 +798,18 @@ def test_long_explicit_table_names_that_overflow_the_environment_fail_the_deploy
 
     with pytest.raises(ValueError, match=r"environment would be \d+ bytes .* over Lambda's 4096"):
         run(channel_program(sources=sources))
+
+
+def test_broadcaster_gets_a_full_vcpu_of_memory_by_default_and_the_others_memory_size(
+    declared: RecordingMocks,
+) -> None:
+    memory = {f.name: f.inputs["memorySize"] for f in declared.of_type(FUNCTION)}
+    assert memory.pop("chat-broadcaster") == 1769
+    assert set(memory.values()) == {256}
+
+
+def test_broadcaster_memory_is_set_apart_from_memory_size() -> None:
+    mocks = run(channel_program(memory_size=512, broadcaster_memory_size=3008))
+    memory = {f.name: f.inputs["memorySize"] for f in mocks.of_type(FUNCTION)}
+    assert memory.pop("chat-broadcaster") == 3008
+    assert set(memory.values()) == {512}

@@ -138,6 +138,15 @@ def test_every_log_group_keeps_the_stack_retention(stack: str, days: int) -> Non
     }
 
 
+@pytest.mark.parametrize(("stack", "memory"), [("dev", 256), ("prod", 512)])
+def test_broadcaster_memory_is_its_own_setting(stack: str, memory: int) -> None:
+    functions = {f.name: f.inputs["memorySize"] for f in _stack_run(stack, False).of_type(FUNCTION)}
+    assert functions.pop("realtime-broadcaster") == 1769
+    assert set(functions.values()) == {memory}
+    tuned = run_main(stack, overrides={"broadcasterMemorySize": "3008"})
+    assert tuned.one(FUNCTION, "realtime-broadcaster").inputs["memorySize"] == 3008
+
+
 @pytest.mark.parametrize(("stack", "alarms"), [("dev", 0), ("prod", 3)])
 def test_alarms_only_in_prod(stack: str, alarms: int) -> None:
     assert len(_stack_run(stack, False).of_type(ALARM)) == alarms
@@ -246,6 +255,7 @@ def test_exported_source_table_name_is_the_demo_tables_physical_name(
         ("batchSize", "abc"),
         ("connectionTtlSeconds", "10"),
         ("memorySize", "64"),
+        ("broadcasterMemorySize", "100"),
         ("throttlingRateLimit", "-1"),
         ("maxRecordAgeSeconds", "30"),
         ("alarmEmail", "not-an-email"),
