@@ -302,24 +302,33 @@ def matches(compiled: Filter, image: Mapping[str, Any] | None) -> bool:
     return any(all(_holds(condition, image) for condition in group) for group in compiled)
 
 
+def classify(event_name: str, before: bool | None, after: bool) -> str | None:
+    """``added``, ``modified``, ``removed`` or None from whether the item was visible to a
+    subscription before and after a change (``before`` None: unknown, no old image).
+
+    ``added``: visible now and not before (or created); ``modified``: visible
+    before and after; ``removed``: deleted, or no longer visible. Without an old
+    image a visible MODIFY is ``modified`` and a REMOVE is ``removed`` (the best a
+    ``NEW_IMAGE`` stream can tell: a client that never had the item ignores it).
+    """
+    after = after and event_name != "REMOVE"
+    if before is None:
+        if event_name == "REMOVE":
+            return "removed"
+        if event_name == "MODIFY":
+            return "modified" if after else None
+    before = bool(before) and event_name != "INSERT"  # an INSERT was never visible before
+    if after:
+        return "modified" if before else "added"
+    return "removed" if before else None
+
+
 def change_seen(
     compiled: Filter,
     event_name: str,
     old: Mapping[str, Any] | None,
     new: Mapping[str, Any] | None,
 ) -> str | None:
-    """What one change is, as seen through a filter: ``added``, ``modified``, ``removed`` or None.
-
-    ``added``: the item matches now and did not before (or was created);
-    ``modified``: it matched before and after; ``removed``: it was deleted, or
-    no longer matches. ``old`` is None for INSERT and when the stream carries no
-    old image; then a MODIFY that matches is ``modified`` (the best a
-    ``NEW_IMAGE`` stream can tell).
-    """
-    after = event_name != "REMOVE" and matches(compiled, new)
-    if old is None and event_name == "MODIFY":
-        return "modified" if after else None
-    before = event_name != "INSERT" and matches(compiled, old)
-    if after:
-        return "modified" if before else "added"
-    return "removed" if before else None
+    """What one change is, as seen through a filter (see ``classify``)."""
+    before = None if old is None else matches(compiled, old)
+    return classify(event_name, before, matches(compiled, new))

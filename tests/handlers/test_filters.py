@@ -195,6 +195,7 @@ ONLY_PAID = parse_filter([{"status": "paid"}])
         ((), "MODIFY", PAID, READY, "modified"),
         ((), "MODIFY", None, READY, "modified"),  # NEW_IMAGE stream: no old image
         ((), "REMOVE", PAID, None, "removed"),
+        ((), "REMOVE", None, None, "removed"),  # NEW_IMAGE stream: no old image
         (ONLY_PAID, "INSERT", None, PAID, "added"),
         (ONLY_PAID, "INSERT", None, READY, None),
         (ONLY_PAID, "MODIFY", READY, PAID, "added"),

@@ -1,0 +1,159 @@
+"""Who receives what for one change (pure): subscriptions in, one message per connection out.
+
+For each subscription found on the change's topics, the item is *visible* to
+it before (old image) and after (new image) when its filter matches the image
+and, with ``targetAttribute``, the image names the subscriber as its owner
+(an image that names no owner is visible to no one: fail closed). From
+before/after, ``handlers.filters.classify`` says ``added``, ``modified`` or
+``removed``; subscriptions that see nothing are left out.
+
+Each connection gets one message whatever the number of its matching
+subscriptions: ``matches`` maps each subscription id to what it saw; ``data``
+(the new image) is present when any match is ``added`` or ``modified``,
+trimmed to the union of the fields those subscriptions were granted; ``old``
+(when configured) is present when the item was visible to the connection
+before and it still receives data or the item was deleted, trimmed the same
+way. A ``removed`` that comes from leaving a filter or an owner carries keys
+only. The previous owner of an item that changed owner is told ``removed``
+and the new owner never sees the previous owner's ``old`` image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.access import trim
+from handlers.dynamo_json import image_to_plain, to_plain
+from handlers.filters import Filter, classify, matches, parse_filter
+
+DATA_CHANGES = ("added", "modified")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    connection_id: str
+    sub_id: str
+    filter: Filter
+    fields: frozenset[str] | None
+    user_id: str | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stream record, read: typed images and the envelope fields every message shares."""
+
+    event_name: str
+    keys: Mapping[str, Any]
+    old: Mapping[str, Any] | None
+    new: Mapping[str, Any] | None
+    envelope: Mapping[str, Any]
+    """type, action, table, keys (plain), id, sequence, timestamp (and cursor)."""
+
+
+_filters: dict[str, Filter] = {}
+
+
+def subscription_of(item: Mapping[str, Any]) -> Subscription:
+    """A subscription from its stored item; its filter is compiled once per container."""
+    raw_filter = (item.get("filter") or {}).get("S")
+    compiled: Filter = ()
+    if raw_filter:
+        compiled = _filters.get(raw_filter) or parse_filter(json.loads(raw_filter))
+        if len(_filters) < 10_000:
+            _filters[raw_filter] = compiled
+    fields = item.get("fields")
+    return Subscription(
+        connection_id=item["connectionId"]["S"],
+        sub_id=item["subId"]["S"],
+        filter=compiled,
+        fields=None if fields is None else frozenset(v["S"] for v in fields["L"]),
+        user_id=(item.get("userId") or {}).get("S"),
+    )
+
+
+def owner_of(image: Mapping[str, Any] | None, attribute: str) -> str | None:
+    """The user an image names in ``attribute`` (a non-empty S, or an N), else None."""
+    if image is None:
+        return None
+    value = image.get(attribute)
+    if not isinstance(value, Mapping) or len(value) != 1:
+        return None
+    if isinstance(value.get("S"), str) and value["S"]:
+        return str(value["S"])
+    if isinstance(value.get("N"), str):
+        return str(to_plain(value))
+    return None
+
+
+def _visible(
+    subscription: Subscription, image: Mapping[str, Any] | None, target_attribute: str | None
+) -> bool:
+    if image is None:
+        return False
+    if target_attribute and (
+        subscription.user_id is None or owner_of(image, target_attribute) != subscription.user_id
+    ):
+        return False
+    return matches(subscription.filter, image)
+
+
+def _union(fields: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    united: set[str] = set()
+    for one in fields:
+        if one is None:
+            return None
+        united.update(one)
+    return frozenset(united)
+
+
+@dataclass
+class _Seen:
+    matches: dict[str, str]
+    data_fields: list[frozenset[str] | None]
+    old_fields: list[frozenset[str] | None]
+
+
+def plan(
+    change: Change,
+    subscriptions: Iterable[Subscription],
+    *,
+    key_names: Sequence[str],
+    target_attribute: str | None,
+    include_old: bool,
+) -> dict[str, dict[str, Any]]:
+    """connection id -> its message for this change (connections that see nothing are absent).
+    A subscription listed twice (found on two topics) counts once."""
+    seen: dict[str, _Seen] = {}
+    for subscription in subscriptions:
+        before: bool | None = None
+        if change.old is not None or change.event_name == "INSERT":
+            before = _visible(subscription, change.old, target_attribute)
+        after = _visible(subscription, change.new, target_attribute)
+        what = classify(change.event_name, before, after)
+        if what is None:
+            continue
+        entry = seen.setdefault(subscription.connection_id, _Seen({}, [], []))
+        if subscription.sub_id in entry.matches:
+            continue
+        entry.matches[subscription.sub_id] = what
+        if what in DATA_CHANGES:
+            entry.data_fields.append(subscription.fields)
+        if before:
+            entry.old_fields.append(subscription.fields)
+    plain_new = image_to_plain(change.new) if change.new is not None else None
+    plain_old = image_to_plain(change.old) if change.old is not None else None
+    messages: dict[str, dict[str, Any]] = {}
+    for connection_id, entry in seen.items():
+        message = dict(change.envelope)
+        message["matches"] = dict(sorted(entry.matches.items()))
+        has_data = bool(entry.data_fields)
+        if has_data:
+            message["data"] = trim(plain_new, _union(entry.data_fields), key_names)
+        deleted = change.event_name == "REMOVE"
+        if include_old and plain_old is not None and entry.old_fields and (has_data or deleted):
+            message["old"] = trim(plain_old, _union(entry.old_fields), key_names)
+        messages[connection_id] = message
+    return messages
