@@ -86,6 +86,9 @@ class RealtimeChannelArgs:
     token_secret: pulumi.Input[str] | None = None
     """Token signing secret (keep it a Pulumi secret); stored as an SSM SecureString.
     Required when ``auth_enabled``. Default none."""
+    token_max_lifetime_seconds: int = 86_400
+    """Longest a token may still have to live when presented, 60 to 2,592,000 s; the
+    authorizer refuses tokens that expire further ahead. Default 86,400 (one day)."""
     connection_ttl_seconds: int = 7200
     """Lifetime of a connection record (the table's TTL). Default 7,200 (API Gateway's maximum)."""
     target_attribute: str | None = None
@@ -162,6 +165,7 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
             " `pulumi config set --secret tokenSecret ...`)",
         )
     bounded("connection_ttl_seconds", args.connection_ttl_seconds, 60, 7 * 24 * 3600)
+    bounded("token_max_lifetime_seconds", args.token_max_lifetime_seconds, 60, 30 * 24 * 3600)
     if args.log_retention_days not in LOG_RETENTION_DAYS or not _is_int(args.log_retention_days):
         fail("log_retention_days", f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
     bounded("throttling_burst_limit", args.throttling_burst_limit, 0, 5000)
@@ -422,7 +426,10 @@ class RealtimeChannel(pulumi.ComponentResource):
             self._create_function(
                 "authorizer",
                 lambda logs: parameter.arn.apply(lambda p: policies.authorizer_policy(logs, p)),
-                {"TOKEN_SECRET_PARAMETER": parameter.name},
+                {
+                    "TOKEN_SECRET_PARAMETER": parameter.name,
+                    "TOKEN_MAX_LIFETIME_SECONDS": str(self._args.token_max_lifetime_seconds),
+                },
                 timeout=10,
             )
         self._create_function(

@@ -24,6 +24,7 @@ KEYS: dict[str, tuple[type, Any, str | None]] = {
     "stageName": (str, "dev", "stage_name"),
     "authEnabled": (bool, True, "auth_enabled"),
     "tokenSecret": (str, "", "token_secret"),
+    "tokenMaxLifetimeSeconds": (int, 86400, "token_max_lifetime_seconds"),
     "connectionTtlSeconds": (int, 7200, "connection_ttl_seconds"),
     "sourceTableName": (str, "", None),
     "targetAttribute": (str, "", "target_attribute"),

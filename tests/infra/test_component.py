@@ -181,7 +181,17 @@ def test_token_secret_goes_only_into_an_ssm_secure_string(declared: RecordingMoc
     others = [r for r in declared.resources if r is not parameter]
     assert SECRET not in json.dumps([(r.inputs, r.outputs) for r in others], default=str)
     env = outputs_of(declared, "chat-authorizer")["environment"]["variables"]
-    assert env == {"TOKEN_SECRET_PARAMETER": outputs_of(declared, "chat-token-secret")["name"]}
+    assert env == {
+        "TOKEN_SECRET_PARAMETER": outputs_of(declared, "chat-token-secret")["name"],
+        "TOKEN_MAX_LIFETIME_SECONDS": "86400",
+    }
+
+
+@pytest.mark.parametrize("seconds", [60, 3600, 2_592_000])
+def test_token_max_lifetime_reaches_the_authorizer(seconds: int) -> None:
+    mocks = run(channel_program(token_max_lifetime_seconds=seconds))
+    env = mocks.named("chat-authorizer").inputs["environment"]["variables"]
+    assert handler_config.authorizer_config(env).token_max_lifetime == seconds
 
 
 def test_short_token_secret_is_rejected() -> None:
@@ -674,6 +684,9 @@ def test_outputs_resolve_to_the_children_values() -> None:
     [
         ({"stage_name": "has space"}, "stage_name"),
         ({"connection_ttl_seconds": 5}, "connection_ttl_seconds"),
+        ({"token_max_lifetime_seconds": 59}, "token_max_lifetime_seconds"),
+        ({"token_max_lifetime_seconds": 2_592_001}, "token_max_lifetime_seconds"),
+        ({"token_max_lifetime_seconds": 3600.0}, "token_max_lifetime_seconds"),
         ({"log_retention_days": 15}, "log_retention_days"),
         ({"memory_size": 64}, "memory_size"),
         ({"broadcaster_memory_size": 10_241}, "broadcaster_memory_size"),

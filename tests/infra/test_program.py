@@ -152,6 +152,12 @@ def test_alarms_only_in_prod(stack: str, alarms: int) -> None:
     assert len(_stack_run(stack, False).of_type(ALARM)) == alarms
 
 
+def test_token_max_lifetime_config_reaches_the_authorizer() -> None:
+    mocks = run_main("dev", overrides={"tokenMaxLifetimeSeconds": "3600"})
+    env = mocks.one(FUNCTION, "realtime-authorizer").inputs["environment"]["variables"]
+    assert env["TOKEN_MAX_LIFETIME_SECONDS"] == "3600"
+
+
 # -- an existing source table --------------------------------------------------------------
 
 
@@ -254,6 +260,8 @@ def test_exported_source_table_name_is_the_demo_tables_physical_name(
         ("batchSize", "0"),
         ("batchSize", "abc"),
         ("connectionTtlSeconds", "10"),
+        ("tokenMaxLifetimeSeconds", "30"),
+        ("tokenMaxLifetimeSeconds", "one day"),
         ("memorySize", "64"),
         ("broadcasterMemorySize", "100"),
         ("throttlingRateLimit", "-1"),
