@@ -538,9 +538,13 @@ class RealtimeChannel(pulumi.ComponentResource):
         if self._args.alarm_topic_arn is not None:
             actions.append(self._args.alarm_topic_arn)
         elif self._args.alarm_email:
+            # Unencrypted on purpose: CloudWatch cannot publish to a topic encrypted with
+            # alias/aws/sns (its key policy cannot grant cloudwatch.amazonaws.com), so alarms
+            # would never arrive. Notifications carry alarm names, states and metric values,
+            # no item data or secret; a customer managed key would cost a key and a policy per
+            # stack to guard that. Need one? Pass alarm_topic_arn of a topic you encrypt.
             topic = aws.sns.Topic(
                 self._n("alarms"),
-                kms_master_key_id="alias/aws/sns",
                 tags=self._tags(),
                 opts=self._child(),
             )

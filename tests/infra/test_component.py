@@ -582,6 +582,8 @@ def test_alarms_watch_iterator_age_errors_and_dead_letters(declared: RecordingMo
     }
     topic_arn = outputs_of(declared, "chat-alarms")["arn"]
     assert all(a["alarmActions"] == [topic_arn] for a in alarms.values())
+    # an alias/aws/sns topic silently drops CloudWatch's alarm actions
+    assert "kmsMasterKeyId" not in declared.named("chat-alarms").inputs
     subscription = declared.one("aws:sns/topicSubscription:TopicSubscription").inputs
     assert (subscription["protocol"], subscription["endpoint"]) == ("email", "ops@example.com")
 
