@@ -54,6 +54,7 @@ ACCESS_LOG_FORMAT = (
 )
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _ATTRIBUTE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 
 A = TypeVar("A")
@@ -119,9 +120,10 @@ class RealtimeChannelArgs:
     send_concurrency: int = 64
     """Concurrent posts per broadcaster invocation, 1 to 256. Default 64."""
     alarms: bool = False
-    """Create alarms: broadcaster iterator age and errors, dead-letter queue depth. Default off."""
+    """Create alarms: broadcaster iterator age and errors, dead-letter queue depth; they need
+    ``alarm_topic_arn`` or ``alarm_email``. Default off."""
     alarm_topic_arn: pulumi.Input[str] | None = None
-    """SNS topic for alarm actions. Default none."""
+    """SNS topic for alarm actions (wins over ``alarm_email``). Default none."""
     alarm_email: str | None = None
     """E-mail address subscribed to a topic the component creates (when no topic is given).
     Default none."""
@@ -179,6 +181,14 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
         fail("target_attribute", "must be an attribute name (letters, digits, '_', '-', '.')")
     if args.alarm_email is not None and not _EMAIL.match(args.alarm_email):
         fail("alarm_email", f"is not an e-mail address: {args.alarm_email!r}")
+    topic = args.alarm_topic_arn
+    if isinstance(topic, str) and not _SNS_TOPIC_ARN.match(topic):
+        fail("alarm_topic_arn", f"is not an SNS topic ARN: {topic!r}")
+    if args.alarms and topic is None and args.alarm_email is None:
+        fail(
+            "alarm_topic_arn",
+            "or alarm_email is required when alarms is true: alarms with no action notify nobody",
+        )
     return args
 
 

@@ -44,6 +44,7 @@ KEYS: dict[str, tuple[type, Any, str | None]] = {
     "maxRetryAttempts": (int, 3, "maximum_retry_attempts"),
     "maxRecordAgeSeconds": (int, 3600, "maximum_record_age_seconds"),
     "alarms": (bool, False, "alarms"),
+    "alarmTopicArn": (str, "", "alarm_topic_arn"),
     "alarmEmail": (str, "", "alarm_email"),
     "iteratorAgeAlarmMs": (int, 60000, "iterator_age_alarm_ms"),
 }
@@ -75,6 +76,7 @@ class StackSettings:
         }
         fields["target_attribute"] = fields["target_attribute"] or None
         fields["alarm_email"] = fields["alarm_email"] or None
+        fields["alarm_topic_arn"] = fields["alarm_topic_arn"] or None
         fields["throttling_rate_limit"] = float(fields["throttling_rate_limit"])
         return RealtimeChannelArgs(sources=sources, token_secret=self.token_secret, **fields)
 
@@ -112,6 +114,11 @@ def load(config: pulumi.Config | None = None) -> StackSettings:
         for key, (kind, default, _) in KEYS.items()
         if key != "tokenSecret"
     }
+    if values["alarms"] and not values["alarmTopicArn"] and not values["alarmEmail"]:
+        raise ConfigError(
+            f"{PROJECT}:alarms is true but the alarms have nowhere to go: set"
+            f" {PROJECT}:alarmTopicArn (an SNS topic ARN) or {PROJECT}:alarmEmail"
+        )
     token = config.get_secret("tokenSecret")
     settings = StackSettings(values, token)
     by_field = {field: key for key, (_, _, field) in KEYS.items() if field}

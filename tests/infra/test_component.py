@@ -695,6 +695,8 @@ def test_outputs_resolve_to_the_children_values() -> None:
         ({"broadcaster_timeout_seconds": 901}, "broadcaster_timeout_seconds"),
         ({"send_concurrency": 0}, "send_concurrency"),
         ({"alarm_email": "nobody"}, "alarm_email"),
+        ({"alarms": True, "alarm_topic_arn": "arn:aws:sqs:us-east-1:1:q"}, "alarm_topic_arn"),
+        ({"alarms": True}, "alarm_topic_arn or alarm_email"),
         ({"target_attribute": "bad attr"}, "target_attribute"),
         ({"throttling_rate_limit": -1.0}, "throttling_rate_limit"),
     ],

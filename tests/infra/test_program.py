@@ -45,6 +45,10 @@ EXISTING = "orders"
 EXISTING_STREAM_ARN = (
     f"arn:aws:dynamodb:us-east-1:123456789012:table/{EXISTING}/stream/2026-02-02T00:00:00.000"
 )
+# Pulumi.prod.yaml turns alarms on and, honestly, names no destination (an operator sets
+# alarmTopicArn or alarmEmail); the prod runs give it one, as the operator would.
+PROD_ALARM_TOPIC = "arn:aws:sns:us-east-1:123456789012:oncall"
+STACK_OVERRIDES = {"dev": {}, "prod": {"alarmTopicArn": PROD_ALARM_TOPIC}}
 STACK_RUNS = [
     pytest.param("dev", True, id="dev-preview"),
     pytest.param("dev", False, id="dev-up"),
@@ -55,7 +59,7 @@ STACK_RUNS = [
 
 @cache
 def _stack_run(stack: str, preview: bool) -> RecordingMocks:
-    return run_main(stack, preview=preview)
+    return run_main(stack, preview=preview, overrides=STACK_OVERRIDES[stack])
 
 
 @cache
@@ -143,13 +147,38 @@ def test_broadcaster_memory_is_its_own_setting(stack: str, memory: int) -> None:
     functions = {f.name: f.inputs["memorySize"] for f in _stack_run(stack, False).of_type(FUNCTION)}
     assert functions.pop("realtime-broadcaster") == 1769
     assert set(functions.values()) == {memory}
-    tuned = run_main(stack, overrides={"broadcasterMemorySize": "3008"})
+    tuned = run_main(stack, overrides={**STACK_OVERRIDES[stack], "broadcasterMemorySize": "3008"})
     assert tuned.one(FUNCTION, "realtime-broadcaster").inputs["memorySize"] == 3008
 
 
 @pytest.mark.parametrize(("stack", "alarms"), [("dev", 0), ("prod", 3)])
 def test_alarms_only_in_prod(stack: str, alarms: int) -> None:
     assert len(_stack_run(stack, False).of_type(ALARM)) == alarms
+
+
+def test_prod_alarms_notify_the_configured_topic() -> None:
+    alarms = _stack_run("prod", False).of_type(ALARM)
+    assert [a.inputs["alarmActions"] for a in alarms] == [[PROD_ALARM_TOPIC]] * 3
+    assert not _stack_run("prod", False).of_type("aws:sns/topic:Topic")
+
+
+def test_prod_alarms_can_mail_instead() -> None:
+    mocks = run_main("prod", overrides={"alarmEmail": "oncall@example.com"})
+    topic = mocks.one("aws:sns/topic:Topic")
+    assert {tuple(a.inputs["alarmActions"]) for a in mocks.of_type(ALARM)} == {
+        (topic.outputs["arn"],)
+    }
+
+
+@pytest.mark.parametrize("preview", [True, False])
+def test_alarms_without_a_destination_fail_naming_both_keys(preview: bool) -> None:
+    # the committed Pulumi.prod.yaml, as it stands before an operator picks a destination
+    with pytest.raises(stack_config.ConfigError) as error:
+        run_main("prod", preview=preview)
+    message = str(error.value)
+    assert f"{PROJECT}:alarmTopicArn" in message and f"{PROJECT}:alarmEmail" in message
+    with pytest.raises(stack_config.ConfigError, match="alarmTopicArn"):
+        run_main("dev", overrides={"alarms": "true"})
 
 
 def test_token_max_lifetime_config_reaches_the_authorizer() -> None:
@@ -267,6 +296,7 @@ def test_exported_source_table_name_is_the_demo_tables_physical_name(
         ("throttlingRateLimit", "-1"),
         ("maxRecordAgeSeconds", "30"),
         ("alarmEmail", "not-an-email"),
+        ("alarmTopicArn", "oncall"),
         ("stageName", "bad name!"),
         ("authEnabled", "maybe"),
     ],
