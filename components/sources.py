@@ -38,9 +38,11 @@ class SourceFilter:
 
     ``event_names``: subset of INSERT, MODIFY, REMOVE (default: all).
     ``new_image``: attribute -> rule on the DynamoDB-typed value, in Lambda's
-    filter syntax: ``{"status": {"S": ["active"]}}``,
-    ``{"priority": {"N": [{"numeric": [">", 5]}]}}``. A plain list of strings
-    is shorthand for an ``S`` rule: ``{"status": ["active", "pending"]}``.
+    filter syntax: ``{"status": {"S": ["active"]}}``, ``{"priority": {"N": ["5"]}}``.
+    A plain list of strings is shorthand for an ``S`` rule:
+    ``{"status": ["active", "pending"]}``. ``N`` rules take exact values as strings
+    (the stream carries numbers as strings); ``numeric`` rules and bare numbers on ``N``
+    never match on AWS and are refused.
     """
 
     event_names: Sequence[str] = ()
@@ -116,16 +118,44 @@ def check_source(component: str, source: StreamSource) -> None:
             raise SourceError(f"{where}: filters[{position}]: {bad}") from None
 
 
+def _uses_numeric(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "numeric" in value or any(_uses_numeric(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_uses_numeric(v) for v in value)
+    return False
+
+
+def _check_number_rule(attribute: str, values: Sequence[Any]) -> None:
+    """Lambda compares an ``N`` value as the string the stream carries: ``numeric`` rules and
+    numbers never match it (they would filter out every record, silently)."""
+    if _uses_numeric(values):
+        raise SourceError(
+            f"new_image[{attribute!r}]: a numeric rule on N never matches on AWS, because"
+            " DynamoDB streams carry numbers as strings and Lambda's filtering does not compare"
+            ' them as numbers; match exact values as strings ({"N": ["5"]}) or filter in the'
+            " handler"
+        )
+    bare = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if bare:
+        raise SourceError(
+            f"new_image[{attribute!r}]: N values must be written as strings, as the stream"
+            f' carries them: {{"N": {json.dumps([str(v) for v in bare])}}}, not {bare}'
+        )
+
+
 def _image_rule(attribute: str, rule: Any) -> Any:
     if isinstance(rule, (list, tuple)) and all(isinstance(item, str) for item in rule):
         return {"S": list(rule)}
     if isinstance(rule, Mapping) and len(rule) == 1:
         ((kind, values),) = rule.items()
         if kind in ("S", "N", "B", "BOOL", "NULL") and isinstance(values, (list, tuple)):
+            if kind == "N":
+                _check_number_rule(attribute, values)
             return {kind: list(values)}
     raise SourceError(
         f"new_image[{attribute!r}] must be a list of strings or a one-key object such as"
-        f' {{"S": ["active"]}} or {{"N": [{{"numeric": [">", 5]}}]}}'
+        f' {{"S": ["active"]}} or {{"N": ["5"]}}'
     )
 
 

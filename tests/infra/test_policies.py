@@ -185,10 +185,50 @@ def test_filter_new_image_string_list_is_shorthand_for_an_s_rule() -> None:
     }
 
 
-def test_filter_numeric_rule_passes_through() -> None:
-    rule = {"N": [{"numeric": [">", 5]}]}
+def test_filter_exact_number_strings_pass_through() -> None:
+    rule = {"N": ["5", "10"]}
     pattern = filter_pattern(SourceFilter(new_image={"priority": rule}))
     assert json.loads(pattern) == {"dynamodb": {"NewImage": {"priority": rule}}}
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pytest.param({"N": [{"numeric": [">", 5]}]}, id="numeric"),
+        pytest.param({"N": [{"numeric": [">=", 1, "<", 9]}]}, id="numeric-range"),
+        pytest.param({"N": [{"anything-but": {"numeric": ["=", 0]}}]}, id="nested-numeric"),
+        pytest.param({"N": ["1", {"numeric": ["<", 0]}]}, id="numeric-beside-a-string"),
+    ],
+)
+def test_filter_numeric_rule_on_n_is_refused_saying_why_and_what_instead(
+    rule: dict[str, Any],
+) -> None:
+    with pytest.raises(SourceError) as failure:
+        filter_pattern(SourceFilter(new_image={"priority": rule}))
+    message = str(failure.value)
+    assert "new_image['priority']" in message
+    assert "never matches on AWS" in message and "numbers as strings" in message
+    assert '{"N": ["5"]}' in message and "filter in the handler" in message
+
+
+def test_filter_bare_numbers_on_n_are_refused_with_the_string_spelling() -> None:
+    with pytest.raises(SourceError, match=r'\{"N": \["5", "7.5"\]\}'):
+        filter_pattern(SourceFilter(new_image={"priority": {"N": [5, 7.5]}}))
+
+
+def test_numeric_filter_fails_the_channel_at_preview_naming_component_source_and_filter() -> None:
+    source = StreamSource(
+        "orders",
+        filters=[
+            SourceFilter(event_names=["INSERT"]),
+            SourceFilter(new_image={"total": {"N": [{"numeric": [">", 100]}]}}),
+        ],
+    )
+    with pytest.raises(SourceError) as failure:
+        check_source("chat", source)
+    assert str(failure.value).startswith(
+        "RealtimeChannel 'chat', source 'orders': filters[1]: new_image['total']: a numeric rule"
+    )
 
 
 def test_filter_combines_event_names_and_new_image() -> None:
