@@ -117,15 +117,17 @@ def broadcaster_policy(
     )
 
 
-def stream_read_policy(table_arn: str, stream_arn: str) -> str:
-    """What Lambda's event source mapping needs to read one table's stream."""
-    return document(
-        [
-            _allow(
-                "ReadStream",
-                ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
-                [stream_arn],
-            ),
-            _allow("ListStreams", ["dynamodb:ListStreams"], [f"{table_arn}/stream/*"]),
-        ]
-    )
+def stream_read_policy(table_arn: str, stream_arn: str, kms_key_arn: str | None = None) -> str:
+    """What Lambda's event source mapping needs to read one table's stream; with the customer
+    managed KMS key the table is encrypted with, also decrypting its records."""
+    statements = [
+        _allow(
+            "ReadStream",
+            ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+            [stream_arn],
+        ),
+        _allow("ListStreams", ["dynamodb:ListStreams"], [f"{table_arn}/stream/*"]),
+    ]
+    if kms_key_arn:
+        statements.append(_allow("DecryptStream", ["kms:Decrypt"], [kms_key_arn]))
+    return document(statements)

@@ -728,8 +728,8 @@ class RealtimeChannel(pulumi.ComponentResource):
         read = aws.iam.RolePolicy(
             self._n(f"source-{label}-read"),
             role=self._roles["broadcaster"].id,
-            policy=pulumi.Output.all(table_arn, stream_arn).apply(
-                lambda a: policies.stream_read_policy(a[0], a[1])
+            policy=pulumi.Output.all(table_arn, stream_arn, source.kms_key_arn).apply(
+                lambda a: policies.stream_read_policy(a[0], a[1], a[2])
             ),
             opts=self._child(),
         )

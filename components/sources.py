@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pulumi
 import pulumi_aws as aws
 
 EVENT_NAMES = ("INSERT", "MODIFY", "REMOVE")
@@ -26,6 +27,7 @@ AUTONAME_SUFFIX = "-0000000"
 VIEW_TYPES_WITH_NEW_IMAGE = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 MAX_FILTERS = 5
 _LABEL = re.compile(r"[^a-zA-Z0-9-]+")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 
 
 class SourceError(ValueError):
@@ -74,6 +76,10 @@ class StreamSource:
     """Concurrent batches per shard, 1 to 10. Default 1 (keeps order per shard)."""
     enabled: bool = True
     """Whether the mapping polls. Default on."""
+    kms_key_arn: pulumi.Input[str] | None = None
+    """ARN of the customer managed KMS key the table is encrypted with (e.g. ``key.arn``);
+    the broadcaster's source policy then allows ``kms:Decrypt`` on it, which reading the
+    stream needs. Default none: the table uses an AWS owned or AWS managed key."""
 
 
 def _is_int(value: Any) -> bool:
@@ -109,6 +115,12 @@ def check_source(component: str, source: StreamSource) -> None:
     bounded("maximum_retry_attempts", source.maximum_retry_attempts, 0, 10_000, -1)
     bounded("maximum_record_age_seconds", source.maximum_record_age_seconds, 60, 604_800, -1)
     bounded("parallelization_factor", source.parallelization_factor, 1, 10)
+    key = source.kms_key_arn
+    if isinstance(key, str) and not _KMS_KEY_ARN.match(key):
+        raise SourceError(
+            f"{where}: kms_key_arn must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>),"
+            f" not {key!r}: IAM grants kms:Decrypt on keys, not on aliases or key ids"
+        )
     if len(source.filters) > MAX_FILTERS:
         raise SourceError(f"{where}: at most {MAX_FILTERS} filters (Lambda's limit)")
     for position, source_filter in enumerate(source.filters):

@@ -830,3 +830,36 @@ def test_broadcaster_memory_is_set_apart_from_memory_size() -> None:
     memory = {f.name: f.inputs["memorySize"] for f in mocks.of_type(FUNCTION)}
     assert memory.pop("chat-broadcaster") == 3008
     assert set(memory.values()) == {512}
+
+
+# -- sources encrypted with a customer managed key -------------------------------------------------
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_a_source_encrypted_with_a_customer_key_may_decrypt_its_stream_only() -> None:
+    def sources() -> list[StreamSource]:
+        return [
+            StreamSource(events_table(), kms_key_arn=pulumi.Output.from_input(KEY_ARN)),
+            StreamSource(events_table("plain")),
+        ]
+
+    docs = documents(run(channel_program(sources=sources)))
+    grants = {
+        name: {s["Sid"]: s for s in doc["Statement"]}
+        for name, doc in docs.items()
+        if name.startswith("chat-source-")
+    }
+    decrypt = grants["chat-source-events-read"]["DecryptStream"]
+    assert (decrypt["Action"], decrypt["Resource"]) == (["kms:Decrypt"], [KEY_ARN])
+    assert "DecryptStream" not in grants["chat-source-plain-read"]
+    assert not [
+        s for name, doc in docs.items() if not name.startswith("chat-source-")
+        for s in doc["Statement"] if "kms:Decrypt" in s["Action"]
+    ]  # fmt: skip
+
+
+def test_a_key_alias_is_refused_naming_the_source() -> None:
+    alias = StreamSource(events_table(), kms_key_arn="alias/events")
+    with pytest.raises(SourceError, match=r"source 'events': kms_key_arn must be a KMS key ARN"):
+        run(channel_program(sources=lambda: [alias]))

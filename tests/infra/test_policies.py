@@ -29,6 +29,8 @@ STAGE = f"arn:aws:execute-api:us-east-1:{ACCOUNT}:abc123/dev"
 QUEUE = f"arn:aws:sqs:us-east-1:{ACCOUNT}:realtime-dlq"
 PARAMETER = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/realtime-token-secret"
 
+KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
 LOGS = {
     ("logs:CreateLogStream", f"{LOG_GROUP}:*"),
     ("logs:PutLogEvents", f"{LOG_GROUP}:*"),
@@ -73,8 +75,18 @@ POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
             ("dynamodb:ListStreams", f"{SOURCE_TABLE}/stream/*"),
         },
     ),
+    "stream_read_encrypted": (
+        lambda: policies.stream_read_policy(SOURCE_TABLE, STREAM, KEY),
+        {
+            ("dynamodb:DescribeStream", STREAM),
+            ("dynamodb:GetRecords", STREAM),
+            ("dynamodb:GetShardIterator", STREAM),
+            ("dynamodb:ListStreams", f"{SOURCE_TABLE}/stream/*"),
+            ("kms:Decrypt", KEY),
+        },
+    ),
 }
-FUNCTION_POLICIES = [name for name in POLICIES if name != "stream_read"]
+FUNCTION_POLICIES = [name for name in POLICIES if not name.startswith("stream_read")]
 
 
 def _listed(value: str | list[str]) -> list[str]:
@@ -318,6 +330,9 @@ ONE_FILTER = SourceFilter(event_names=["INSERT"])
         ({"maximum_record_age_seconds": 59}, "maximum_record_age_seconds"),
         ({"maximum_retry_attempts": 10_001}, "maximum_retry_attempts"),
         ({"filters": [ONE_FILTER] * (MAX_FILTERS + 1)}, "filters"),
+        ({"kms_key_arn": "alias/orders"}, "kms_key_arn"),
+        ({"kms_key_arn": f"arn:aws:kms:us-east-1:{ACCOUNT}:alias/orders"}, "kms_key_arn"),
+        ({"kms_key_arn": "1234abcd-12ab-34cd-56ef-1234567890ab"}, "kms_key_arn"),
     ],
     ids=lambda value: json.dumps(value, default=str)[:40] if isinstance(value, dict) else value,
 )
