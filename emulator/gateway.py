@@ -7,6 +7,19 @@ function (a non-2xx answer refuses the handshake); messages are routed by the
 declared route selection expression; ``$disconnect`` runs on every close;
 ``@connections`` POST/GET/DELETE answer like the Management API, with the
 error headers boto3 maps to its exceptions.
+
+A request that is not a WebSocket upgrade is refused (426) before anything
+runs, so it can leave no connection record; a handshake that fails after
+``$connect`` succeeded still runs ``$disconnect``, as API Gateway does.
+
+Nothing waits for a client to read. Every message to a socket (posts, route
+replies, closes) goes through that connection's outbox, which one sender task
+per connection writes out; a post only queues. Once a connection has more than
+``max_send_buffer_bytes`` unsent (its outbox plus the transport's write
+buffer), the client is not reading: the gateway aborts that connection and the
+post answers 410 ``GoneException``, instead of stalling the poster. A close
+(DELETE, idle or maximum duration, shutdown) that does not finish within
+``close_timeout`` seconds aborts the socket too.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import json
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +44,10 @@ from emulator.program import ACCOUNT, REGION
 from emulator.workers import InvokeResult
 
 MAX_MESSAGE_BYTES = 128 * 1024
+"""API Gateway's message limit: a message of exactly this size is accepted, one byte more is not."""
+MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
+"""Bytes one connection may have waiting for its client to read before it is closed."""
+CLOSE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -41,9 +59,27 @@ class GatewaySettings:
     max_connection: float = 7200.0
     """Seconds after which any connection is closed (API Gateway: 2 h)."""
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    """Largest client message and @connections POST body, in bytes (API Gateway: 128 KB)."""
+    max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES
+    """Unsent bytes (outbox + transport buffer) past which a connection whose client does not
+    read is closed (then 410 GoneException) rather than waited for. Not an AWS number."""
+    close_timeout: float = CLOSE_TIMEOUT
+    """Seconds a close may take (pending messages, close frame, the client's answer) before the
+    socket is aborted."""
 
 
 Invoke = Callable[[str, Any], Awaitable[InvokeResult]]
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    """An outbox entry: close the socket once the messages queued before it are written."""
+
+    code: int
+    message: bytes
+
+
+Outgoing = str | bytes | CloseRequest
 
 
 @dataclass
@@ -59,6 +95,23 @@ class Connection:
     """Set once the socket is open, or once the handshake failed (then ``refused``)."""
     refused: bool = False
     closed_by: str = "client"
+    transport: asyncio.BaseTransport | None = None
+    outbox: deque[tuple[Outgoing, int]] = field(default_factory=deque)
+    """Messages (with their size in bytes) the sender task has yet to write, in order."""
+    outbox_bytes: int = 0
+    mail: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the outbox gets an entry (or the connection is aborted)."""
+    closing: bool = False
+    """A close was requested or the socket was aborted: posts answer 410 from now on."""
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the socket is closed and the connection forgotten."""
+
+    def unsent_bytes(self) -> int:
+        """What the client has yet to read: the outbox plus the transport's write buffer."""
+        buffered = 0
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+            buffered = self.transport.get_write_buffer_size()
+        return self.outbox_bytes + buffered
 
 
 @dataclass
@@ -102,18 +155,37 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 def select_route(expression: str, body: str, routes: dict[str, RouteModel]) -> str:
-    """The route key a message selects (``$default`` when nothing matches)."""
+    """The route key a message selects (``$default`` when nothing matches).
+
+    A body that is not JSON, including JSON nested too deep for the parser
+    (``RecursionError``), selects ``$default``, whose handler answers it.
+    """
     prefix = "$request.body."
     if expression.startswith(prefix):
         try:
             value: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return "$default"
         for part in expression[len(prefix) :].split("."):
             value = value.get(part) if isinstance(value, dict) else None
         if isinstance(value, str) and value in routes and not value.startswith("$"):
             return value
     return "$default"
+
+
+def handshake_refusal(request: web.BaseRequest) -> web.Response | None:
+    """The answer to a request that is not a valid WebSocket handshake (None when it is one).
+
+    Checked before the authorizer and ``$connect`` run, so a plain HTTP GET can neither
+    store a connection record nor leave one behind.
+    """
+    if "websocket" not in request.headers.get("Upgrade", "").lower():
+        return web.json_response(
+            {"message": "Upgrade Required"}, status=426, headers={"Upgrade": "websocket"}
+        )
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        return web.json_response({"message": "Bad Request"}, status=400)
+    return None
 
 
 def identity_value(source: str, headers: dict[str, str], query: dict[str, str]) -> str | None:
@@ -189,6 +261,10 @@ class Gateway:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         state = self.state
         model = state.model
+        refusal = handshake_refusal(request)
+        if refusal is not None:
+            state.log(f"gateway: refused ({refusal.status}): not a WebSocket handshake")
+            return refusal
         connection_id = new_connection_id()
         headers = dict(request.headers)
         query = dict(request.query)
@@ -236,14 +312,18 @@ class Gateway:
             context["authorizer"] = authorizer_context
         connection = Connection(
             id=connection_id,
+            # aiohttp refuses a message of exactly max_msg_size bytes; API Gateway accepts
+            # 128 KB and refuses one byte more: hence the + 1
             ws=web.WebSocketResponse(
-                max_msg_size=state.settings.max_message_bytes, autoping=True, compress=False
+                max_msg_size=state.settings.max_message_bytes + 1, autoping=True, compress=False
             ),
             source_ip=context["identity"]["sourceIp"],
             user_agent=context["identity"]["userAgent"],
             authorizer=authorizer_context,
+            transport=request.transport,
         )
         state.connections[connection_id] = connection  # posts wait for `ready`
+        connected = False  # whether $connect succeeded: from then on $disconnect must run
         try:
             if route is not None:
                 result = await state.invoke(
@@ -255,24 +335,34 @@ class Gateway:
                     state.log(f"gateway: $connect refused ({status}) by the connect function")
                     self._abandon(connection)
                     return web.json_response({"message": "Forbidden"}, status=status)
+            connected = True
             await connection.ws.prepare(request)
-        except ConnectionError:  # the client hung up during the handshake
+        except BaseException as error:
             self._abandon(connection)
-            connection.closed_by = "client (during the handshake)"
-            state.spawn(self._disconnect(connection, request))
-            return connection.ws
-        except BaseException:
-            self._abandon(connection)
+            hung_up = isinstance(error, ConnectionError)
+            connection.closed_by = (
+                "client (during the handshake)"
+                if hung_up
+                else f"handshake failed ({type(error).__name__})"
+            )
+            if connected:  # no connection record may outlive a failed handshake
+                state.spawn(self._disconnect(connection, request))
+            if hung_up:
+                return connection.ws
             raise
         connection.last_active_at = time.time()  # the idle clock starts once the socket is open
         connection.ready.set()
         state.log(f"gateway: connected {connection_id}")
         watchdog = asyncio.ensure_future(self._watch(connection))
+        sender = asyncio.ensure_future(self._send_loop(connection))
         try:
             await self._serve(connection, request)
         finally:
             watchdog.cancel()
+            sender.cancel()
+            connection.closing = True
             state.connections.pop(connection_id, None)
+            connection.finished.set()
             state.spawn(self._disconnect(connection, request))
         return connection.ws
 
@@ -281,6 +371,85 @@ class Gateway:
         self.state.connections.pop(connection.id, None)
         connection.refused = True
         connection.ready.set()
+
+    # -- sending: never wait for a client to read --------------------------------------------
+
+    def _send(self, connection: Connection, data: str | bytes, size: int) -> bool:
+        """Queue ``data`` (``size`` bytes) for the client; False when the connection is gone.
+
+        A connection with more than ``max_send_buffer_bytes`` unsent is aborted here.
+        """
+        if connection.closing or connection.refused:
+            return False
+        limit = self.state.settings.max_send_buffer_bytes
+        unsent = connection.unsent_bytes()
+        if unsent + size > limit:
+            self.state.log(
+                f"gateway: closing {connection.id}: {unsent} bytes unsent and {size} more;"
+                f" the client is not reading (send buffer limit {limit} bytes)"
+            )
+            self._abort(connection, "send buffer full (the client is not reading)")
+            return False
+        connection.outbox.append((data, size))
+        connection.outbox_bytes += size
+        connection.mail.set()
+        return True
+
+    def _request_close(self, connection: Connection, code: int, message: bytes, why: str) -> None:
+        """Close after the queued messages, within ``close_timeout`` (then abort)."""
+        if connection.closing:
+            return
+        connection.closing = True
+        connection.closed_by = why
+        connection.outbox.append((CloseRequest(code, message), 0))
+        connection.mail.set()
+        self.state.spawn(self._enforce_close(connection))
+
+    async def _enforce_close(self, connection: Connection) -> None:
+        timeout = self.state.settings.close_timeout
+        try:
+            await asyncio.wait_for(connection.finished.wait(), timeout)
+        except TimeoutError:
+            self.state.log(f"gateway: {connection.id} did not close within {timeout:g} s: aborted")
+            self._abort(connection, connection.closed_by)
+
+    def _abort(self, connection: Connection, why: str) -> None:
+        """Drop the socket now, unsent data and all (its client gets no close frame)."""
+        if not connection.closing:
+            connection.closed_by = why
+        connection.closing = True
+        connection.outbox.clear()
+        connection.outbox_bytes = 0
+        connection.mail.set()
+        if isinstance(connection.transport, asyncio.WriteTransport):
+            connection.transport.abort()
+
+    async def _send_loop(self, connection: Connection) -> None:
+        """Write the outbox to the socket in order; only this task waits for the client."""
+        ws = connection.ws
+        try:
+            while True:
+                if not connection.outbox:
+                    if connection.transport is None or connection.transport.is_closing():
+                        return
+                    connection.mail.clear()
+                    await connection.mail.wait()
+                    continue
+                item, size = connection.outbox.popleft()
+                connection.outbox_bytes -= size
+                if isinstance(item, CloseRequest):
+                    await ws.close(code=item.code, message=item.message)
+                    return
+                if isinstance(item, str):
+                    await ws.send_str(item)
+                else:
+                    await ws.send_bytes(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the socket broke under a write: it is gone
+            if not connection.closing:
+                self.state.log(f"gateway: {connection.id}: send failed: {error!r}")
+                self._abort(connection, "send failed")
 
     async def _serve(self, connection: Connection, request: web.Request) -> None:
         ws = connection.ws
@@ -317,20 +486,19 @@ class Gateway:
             {"requestContext": context, "body": body, "isBase64Encoded": is_base64},
         )
         if not result.ok:
-            await connection.ws.send_str(
-                json.dumps(
-                    {
-                        "message": "Internal server error",
-                        "connectionId": connection.id,
-                        "requestId": context["requestId"],
-                    }
-                )
+            failure = json.dumps(
+                {
+                    "message": "Internal server error",
+                    "connectionId": connection.id,
+                    "requestId": context["requestId"],
+                }
             )
+            self._send(connection, failure, len(failure.encode("utf-8")))
             return
         if route.has_route_response and isinstance(result.payload, dict):
             reply = result.payload.get("body")
             if isinstance(reply, str):
-                await connection.ws.send_str(reply)
+                self._send(connection, reply, len(reply.encode("utf-8", "surrogatepass")))
 
     async def _watch(self, connection: Connection) -> None:
         settings = self.state.settings
@@ -339,9 +507,9 @@ class Gateway:
             idle_left = connection.last_active_at + settings.idle_timeout - now
             total_left = connection.connected_at + settings.max_connection - now
             if idle_left <= 0 or total_left <= 0:
-                connection.closed_by = "idle timeout" if idle_left <= 0 else "maximum duration"
-                self.state.log(f"gateway: closing {connection.id}: {connection.closed_by}")
-                await connection.ws.close(code=1001, message=b"Going away")
+                why = "idle timeout" if idle_left <= 0 else "maximum duration"
+                self.state.log(f"gateway: closing {connection.id}: {why}")
+                self._request_close(connection, 1001, b"Going away", why)
                 return
             await asyncio.sleep(min(idle_left, total_left, 1.0))
 
@@ -381,20 +549,19 @@ class Gateway:
             await asyncio.wait_for(connection.ready.wait(), timeout=30)
         except TimeoutError:
             return _error(410, "GoneException", "Gone")
-        if connection.refused or connection.ws.closed:
-            return _error(410, "GoneException", "Gone")
+        payload: str | bytes
         try:
-            await connection.ws.send_str(data.decode("utf-8"))
+            payload = data.decode("utf-8")
         except UnicodeDecodeError:
-            await connection.ws.send_bytes(data)
-        except ConnectionError:
+            payload = data  # sent as a binary frame
+        if connection.ws.closed or not self._send(connection, payload, len(data)):
             return _error(410, "GoneException", "Gone")
         connection.last_active_at = time.time()
         return web.Response(status=200)
 
     async def get(self, request: web.Request) -> web.Response:
         connection = self.state.connections.get(request.match_info["connection_id"])
-        if connection is None:
+        if connection is None or connection.closing:
             return _error(410, "GoneException", "Gone")
         return web.json_response(
             {
@@ -406,11 +573,28 @@ class Gateway:
 
     async def delete(self, request: web.Request) -> web.Response:
         connection = self.state.connections.get(request.match_info["connection_id"])
-        if connection is None or not connection.ws.prepared:  # none, or still in $connect
-            return _error(410, "GoneException", "Gone")
-        connection.closed_by = "server (@connections DELETE)"
-        await connection.ws.close(code=1000, message=b"")
+        if connection is None or not connection.ws.prepared or connection.closing:
+            return _error(410, "GoneException", "Gone")  # none, still in $connect, or going
+        # answered at once: the close follows the queued messages, bounded by close_timeout
+        self._request_close(connection, 1000, b"", "server (@connections DELETE)")
         return web.Response(status=204)
+
+    async def close_all(self, app: web.Application) -> None:
+        """On shutdown: close every open socket (bounded), then let $disconnect calls finish."""
+        state = self.state
+        closing = []
+        for connection in list(state.connections.values()):
+            if not connection.ws.prepared:  # still in $connect: its handler ends on its own
+                continue
+            self._request_close(connection, 1001, b"Server shutdown", "emulator shutdown")
+            closing.append(connection.finished.wait())
+        if closing:
+            await asyncio.wait(
+                [asyncio.ensure_future(wait) for wait in closing],
+                timeout=state.settings.close_timeout + 1,
+            )
+        if state.background:
+            await asyncio.wait(set(state.background), timeout=5)
 
 
 _FAULT_CODES = {
@@ -449,16 +633,5 @@ def create_app(
     app.router.add_post(f"/{stage}/@connections/{{connection_id}}", gateway.post)
     app.router.add_get(f"/{stage}/@connections/{{connection_id}}", gateway.get)
     app.router.add_delete(f"/{stage}/@connections/{{connection_id}}", gateway.delete)
-    app.on_shutdown.append(_close_all)
+    app.on_shutdown.append(gateway.close_all)
     return app
-
-
-async def _close_all(app: web.Application) -> None:
-    state = app[STATE]
-    for connection in list(state.connections.values()):
-        if not connection.ws.prepared:  # still in $connect: its handler ends on its own
-            continue
-        connection.closed_by = "emulator shutdown"
-        await connection.ws.close(code=1001, message=b"Server shutdown")
-    if state.background:
-        await asyncio.wait(set(state.background), timeout=5)

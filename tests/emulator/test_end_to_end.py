@@ -89,6 +89,40 @@ def test_garbage_gets_an_error_and_the_socket_stays_up(local: RunningEmulator) -
         assert receive_json(client) == {"type": "pong"}
 
 
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ('{"a":' * 5000 + "1" + "}" * 5000, "invalid_json"),  # 30 KB, 5,000 deep
+        ("[" * 30_000, "invalid_json"),
+        ("[" * 100_000, "too_large"),  # past the default function's 32 KB input limit
+    ],
+    ids=["object", "brackets", "brackets-too-large"],
+)
+def test_json_nested_too_deep_gets_an_error_and_the_socket_stays_up(
+    local: RunningEmulator, body: str, code: str
+) -> None:
+    with local.connect() as client:
+        client.send(body)
+        error = receive_json(client)
+        assert (error["type"], error["code"]) == ("error", code)
+        client.send(json.dumps({"action": "ping"}))
+        assert receive_json(client) == {"type": "pong"}
+
+
+def test_plain_http_get_with_a_valid_token_leaves_no_connection_record(
+    local: RunningEmulator,
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    before = local.connection_ids()
+    url = f"{local.emulator.url}?token={local.emulator.token('alice')}".replace("ws://", "http://")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)  # noqa: S310 (the local emulator's http URL)
+    assert refused.value.code == 426
+    assert local.connection_ids() - before == set()  # $connect never ran: nothing to clean up
+
+
 # -- stream -> clients -----------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -70,6 +71,15 @@ def test_select_route_picks_the_custom_route_named_by_the_action() -> None:
     ],
 )
 def test_select_route_falls_back_to_default(body: str) -> None:
+    assert select_route(EXPRESSION, body, ROUTES) == "$default"
+
+
+DEEP_OBJECT = '{"a": ' * 5000 + "1" + "}" * 5000
+DEEP_ARRAY = "[" * 100_000
+
+
+@pytest.mark.parametrize("body", [DEEP_OBJECT, DEEP_ARRAY], ids=["object", "brackets"])
+def test_select_route_sends_json_too_deep_to_parse_to_default(body: str) -> None:
     assert select_route(EXPRESSION, body, ROUTES) == "$default"
 
 
@@ -306,13 +316,15 @@ class Harness:
 Scenario = Callable[[Harness], Awaitable[None]]
 
 
-def serve(scenario: Scenario, functions: FakeFunctions | None = None) -> FakeFunctions:
+def serve(
+    scenario: Scenario, functions: FakeFunctions | None = None, **settings_changes: Any
+) -> FakeFunctions:
     """Run ``scenario`` against the gateway app on 127.0.0.1; return the fake functions."""
     functions = functions or FakeFunctions()
 
     async def main() -> None:
         port = unused_port()
-        settings = GatewaySettings(host="127.0.0.1", port=port)
+        settings = GatewaySettings(host="127.0.0.1", port=port, **settings_changes)
         app = create_app(app_model(), functions, settings, log=lambda line: None)
         server = TestServer(app, host="127.0.0.1", port=port)
         async with TestClient(server) as client:
@@ -693,3 +705,192 @@ def test_delete_of_a_connection_still_in_connect_is_410_and_it_still_opens() -> 
         await ws.close()
 
     serve(scenario, SlowConnect(refuse=False))
+
+
+# --- messages the gateway must survive ------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [DEEP_OBJECT, DEEP_ARRAY], ids=["object", "brackets"])
+def test_message_nested_too_deep_goes_to_default_and_the_socket_stays_up(body: str) -> None:
+    async def scenario(harness: Harness) -> None:
+        ws, _ = await harness.connect()
+        await ws.send_str(body)
+        await harness.functions.wait("default")
+        await ws.send_str('{"action": "echo"}')
+        reply = await ws.receive(timeout=5)
+        assert (reply.type, reply.data) == (WSMsgType.TEXT, "echo-reply")
+        await ws.close()
+
+    functions = serve(scenario)
+    assert [event["body"] for event in functions.of("default")] == [body]
+
+
+# --- message size: API Gateway accepts 128 KB and refuses one byte more -----------------------
+
+
+def test_client_message_of_exactly_128_kib_is_accepted() -> None:
+    body = "x" * (128 * 1024)
+
+    async def scenario(harness: Harness) -> None:
+        ws, _ = await harness.connect()
+        await ws.send_str(body)
+        await harness.functions.wait("default")
+        await ws.send_str('{"action": "echo"}')
+        assert (await ws.receive(timeout=5)).data == "echo-reply"
+        await ws.close()
+
+    functions = serve(scenario)
+    assert [len(event["body"]) for event in functions.of("default")] == [131_072]
+
+
+def test_client_message_one_byte_over_128_kib_closes_with_1009() -> None:
+    async def scenario(harness: Harness) -> None:
+        ws, connection_id = await harness.connect()
+        await ws.send_str("x" * (128 * 1024 + 1))
+        closing = await ws.receive(timeout=5)
+        assert closing.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+        assert ws.close_code == 1009
+        event = await harness.functions.wait("disconnect")
+        assert event["requestContext"]["connectionId"] == connection_id
+
+    functions = serve(scenario)
+    assert functions.of("default") == []
+
+
+# --- requests that are not a WebSocket handshake ------------------------------------------
+
+
+def test_plain_http_get_with_a_valid_token_is_426_and_runs_nothing() -> None:
+    async def scenario(harness: Harness) -> None:
+        answer = await harness.client.get("/dev?token=good")
+        assert answer.status == 426
+        assert answer.headers["Upgrade"] == "websocket"
+        assert harness.state.connections == {}
+
+    functions = serve(scenario)
+    assert functions.events == []  # no authorizer, no $connect: no connection record
+
+
+def test_broken_websocket_handshake_is_400_and_runs_nothing() -> None:
+    async def scenario(harness: Harness) -> None:
+        headers = {"Upgrade": "websocket", "Connection": "Upgrade"}  # no Sec-WebSocket-Key
+        answer = await harness.client.get("/dev?token=good", headers=headers)
+        assert answer.status == 400
+        assert harness.state.connections == {}
+
+    functions = serve(scenario)
+    assert functions.events == []
+
+
+def test_handshake_failing_after_connect_runs_disconnect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken_prepare(self: Any, request: Any) -> Any:
+        raise RuntimeError("the handshake broke after $connect")
+
+    monkeypatch.setattr(gateway_module.web.WebSocketResponse, "prepare", broken_prepare)
+
+    async def scenario(harness: Harness) -> None:
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await harness.client.ws_connect("/dev?token=good")
+        event = await harness.functions.wait("disconnect")
+        connect = harness.functions.of("connect")[0]
+        assert (
+            event["requestContext"]["connectionId"] == (connect["requestContext"]["connectionId"])
+        )
+        assert event["requestContext"]["disconnectReason"] == "handshake failed (RuntimeError)"
+        assert harness.state.connections == {}
+
+    serve(scenario)
+
+
+# --- a client that never reads ----------------------------------------------------------------
+
+
+async def non_reading_client(harness: Harness) -> tuple[socket.socket, str]:
+    """A raw WebSocket client with a tiny receive buffer that never reads after the handshake."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    server = harness.client.server
+    await loop.sock_connect(sock, (server.host, server.port))
+    handshake = (
+        "GET /dev?token=good HTTP/1.1\r\n"
+        f"Host: {server.host}:{server.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, handshake.encode("ascii"))
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1), timeout=5)
+        assert chunk, "the gateway hung up during the handshake"
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    event = harness.functions.of("connect")[-1]
+    return sock, event["requestContext"]["connectionId"]
+
+
+def test_client_that_never_reads_is_closed_instead_of_stalling_posts() -> None:
+    message = b"x" * (100 * 1024)
+    timeout = aiohttp.ClientTimeout(total=5)  # a post that waits for the stalled client fails
+
+    async def scenario(harness: Harness) -> None:
+        stalled, stalled_id = await non_reading_client(harness)
+        healthy, healthy_id = await harness.connect()
+        statuses = []
+        started = time.monotonic()
+        for _ in range(400):  # 40 MB: far past the 4 MiB buffer plus what the kernel holds
+            answer = await harness.client.post(
+                harness.connections_url(stalled_id), data=message, timeout=timeout
+            )
+            statuses.append(answer.status)
+            if answer.status != 200:
+                break
+        assert statuses[-1] == 410
+        assert set(statuses[:-1]) == {200}
+        assert time.monotonic() - started < 20
+        later = await harness.client.post(harness.connections_url(stalled_id), data=b"x")
+        assert later.status == 410
+        event = await harness.functions.wait("disconnect")
+        assert event["requestContext"]["connectionId"] == stalled_id
+        assert stalled_id not in harness.state.connections
+        # everyone else is served as before
+        answer = await harness.client.post(
+            harness.connections_url(healthy_id), data=b"still here", timeout=timeout
+        )
+        assert answer.status == 200
+        assert (await healthy.receive(timeout=5)).data == "still here"
+        await healthy.close()
+        stalled.close()
+
+    serve(scenario)
+
+
+def test_delete_of_a_client_that_never_reads_answers_at_once_and_closes_it() -> None:
+    timeout = aiohttp.ClientTimeout(total=5)
+
+    async def scenario(harness: Harness) -> None:
+        stalled, stalled_id = await non_reading_client(harness)
+        connection = harness.state.connections[stalled_id]
+        for _ in range(100):  # until the kernel's buffers are full and the gateway holds 1 MB
+            answer = await harness.client.post(
+                harness.connections_url(stalled_id), data=b"x" * (100 * 1024), timeout=timeout
+            )
+            assert answer.status == 200
+            if connection.unsent_bytes() > 1024 * 1024:  # under the 4 MiB limit
+                break
+        assert connection.unsent_bytes() > 1024 * 1024
+        started = time.monotonic()
+        answer = await harness.client.delete(harness.connections_url(stalled_id), timeout=timeout)
+        assert answer.status == 204
+        assert time.monotonic() - started < 1
+        gone = await harness.client.post(harness.connections_url(stalled_id), data=b"x")
+        assert gone.status == 410
+        event = await harness.functions.wait("disconnect", timeout=5)  # close_timeout 0.5 s
+        assert event["requestContext"]["connectionId"] == stalled_id
+        assert stalled_id not in harness.state.connections
+        stalled.close()
+
+    serve(scenario, close_timeout=0.5)
