@@ -23,20 +23,30 @@ def _allow(sid: str, actions: Sequence[str], resources: Sequence[str]) -> Statem
     return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": list(resources)}
 
 
-def lambda_assume_role_policy() -> str:
+def service_assume_role_policy(service: str) -> str:
+    """A role only ``service`` (e.g. ``lambda.amazonaws.com``) may assume."""
     return json.dumps(
         {
             "Version": "2012-10-17",
             "Statement": [
                 {
                     "Effect": "Allow",
-                    "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Principal": {"Service": service},
                     "Action": "sts:AssumeRole",
                 }
             ],
         },
         sort_keys=True,
     )
+
+
+def lambda_assume_role_policy() -> str:
+    return service_assume_role_policy("lambda.amazonaws.com")
+
+
+def apigateway_assume_role_policy() -> str:
+    """API Gateway's CloudWatch Logs role (the account setting access logs need)."""
+    return service_assume_role_policy("apigateway.amazonaws.com")
 
 
 def logs_statement(log_group_arn: str) -> Statement:

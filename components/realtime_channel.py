@@ -101,6 +101,13 @@ class RealtimeChannelArgs:
     """Retention of every log group (a CloudWatch-supported value). Default 14."""
     access_logs: bool = True
     """JSON access logs of the stage into their own log group. Default on."""
+    manage_api_gateway_account: bool = True
+    """With access logs on, create the role API Gateway writes logs with
+    (``AmazonAPIGatewayPushToCloudWatchLogs``) and set it as the account's API Gateway
+    CloudWatch role (``aws.apigateway.Account``), which a stage with access logs needs. That
+    setting is one per account and region: turn this off where it is already set (by hand or
+    by another stack), so two owners do not overwrite each other. Destroy leaves role and
+    setting in place (other APIs may log through them). Default on."""
     throttling_burst_limit: int = 500
     """Stage default-route burst limit. Default 500."""
     throttling_rate_limit: float = 1000.0
@@ -213,6 +220,7 @@ class RealtimeChannel(pulumi.ComponentResource):
     functions: dict[str, aws.lambda_.Function]
     event_source_mappings: dict[str, aws.lambda_.EventSourceMapping]
     token_secret_parameter: aws.ssm.Parameter | None
+    api_gateway_account: aws.apigateway.Account | None
 
     def __init__(
         self,
@@ -326,8 +334,39 @@ class RealtimeChannel(pulumi.ComponentResource):
         args = self._transform(self._args.transforms.api, args)
         self.api = aws.apigatewayv2.Api(self._n("api"), args, self._child())
 
+    def _create_api_gateway_account(self) -> aws.apigateway.Account | None:
+        """The account+region-wide CloudWatch role of API Gateway, which access logs need.
+
+        Kept on destroy (``retain_on_delete``): the setting is shared by every API in the
+        account and region, so removing it (or the role it names) with this stack would break
+        the logging of others.
+        """
+        self.api_gateway_account = None
+        if not (self._args.access_logs and self._args.manage_api_gateway_account):
+            return None
+        role = aws.iam.Role(
+            self._n("apigateway-logs-role"),
+            assume_role_policy=policies.apigateway_assume_role_policy(),
+            description="API Gateway writes CloudWatch logs (account-wide setting)",
+            tags=self._tags(),
+            opts=self._child(retain_on_delete=True),
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            self._n("apigateway-logs-policy"),
+            role=role.name,
+            policy_arn=aws.iam.ManagedPolicy.AMAZON_API_GATEWAY_PUSH_TO_CLOUD_WATCH_LOGS,
+            opts=self._child(retain_on_delete=True),
+        )
+        self.api_gateway_account = aws.apigateway.Account(
+            self._n("apigateway-account"),
+            cloudwatch_role_arn=role.arn,
+            opts=self._child(depends_on=[attachment], retain_on_delete=True),
+        )
+        return self.api_gateway_account
+
     def _create_stage(self) -> None:
         access_logs = None
+        account = self._create_api_gateway_account()
         if self._args.access_logs:
             self.access_log_group = aws.cloudwatch.LogGroup(
                 self._n("access-logs"),
@@ -350,7 +389,9 @@ class RealtimeChannel(pulumi.ComponentResource):
             tags=self._tags(),
         )
         args = self._transform(self._args.transforms.stage, args)
-        self.stage = aws.apigatewayv2.Stage(self._n("stage"), args, self._child())
+        self.stage = aws.apigatewayv2.Stage(
+            self._n("stage"), args, self._child(depends_on=[account] if account else None)
+        )
         self.management_endpoint = self.stage.invoke_url.apply(management_endpoint_from_invoke_url)
 
     def _require_secret(self, value: Any) -> str:

@@ -31,6 +31,7 @@ KEYS: dict[str, tuple[type, Any, str | None]] = {
     "includeOldImage": (bool, False, "include_old_image"),
     "logRetentionDays": (int, 14, "log_retention_days"),
     "accessLogs": (bool, True, "access_logs"),
+    "manageApiGatewayAccount": (bool, True, "manage_api_gateway_account"),
     "throttlingBurstLimit": (int, 500, "throttling_burst_limit"),
     "throttlingRateLimit": (int, 1000, "throttling_rate_limit"),
     "pointInTimeRecovery": (bool, False, "point_in_time_recovery"),

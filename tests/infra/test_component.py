@@ -863,3 +863,83 @@ def test_a_key_alias_is_refused_naming_the_source() -> None:
     alias = StreamSource(events_table(), kms_key_arn="alias/events")
     with pytest.raises(SourceError, match=r"source 'events': kms_key_arn must be a KMS key ARN"):
         run(channel_program(sources=lambda: [alias]))
+
+
+# -- API Gateway's account-wide CloudWatch role (access logs need it) ----------------------------
+
+ACCOUNT_SETTING = "aws:apigateway/account:Account"
+
+
+def options_of(program: Callable[[], None]) -> dict[str, pulumi.ResourceOptions]:
+    """Each child's resource options (logical name ->), seen through a transformation."""
+    seen: dict[str, pulumi.ResourceOptions] = {}
+
+    def record(args: pulumi.ResourceTransformationArgs) -> None:
+        seen[args.name] = args.opts
+
+    real = RealtimeChannel.__init__
+
+    def init(self: RealtimeChannel, name: str, args: Any = None, opts: Any = None) -> None:
+        real(self, name, args, pulumi.ResourceOptions(transformations=[record]))
+
+    def with_transformation() -> None:
+        RealtimeChannel.__init__ = init  # type: ignore[method-assign]
+        try:
+            program()
+        finally:
+            RealtimeChannel.__init__ = real  # type: ignore[method-assign]
+
+    run(with_transformation)
+    return seen
+
+
+def dependencies_of(program: Callable[[], None], child: str) -> list[str]:
+    """Logical names ``child`` explicitly depends on."""
+    depends_on = options_of(program)[child].depends_on
+    resources = depends_on if isinstance(depends_on, list) else [depends_on]
+    return [r._name for r in resources if isinstance(r, pulumi.Resource)]
+
+
+def test_access_logs_get_the_account_cloudwatch_role_before_the_stage(
+    declared: RecordingMocks,
+) -> None:
+    role = declared.named("chat-apigateway-logs-role")
+    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "apigateway.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+    attachment = declared.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs
+    assert attachment == {
+        "role": role.outputs["name"],
+        "policyArn": "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+    }
+    account = declared.one(ACCOUNT_SETTING)
+    assert account.inputs["cloudwatchRoleArn"] == role.outputs["arn"]
+    assert dependencies_of(channel_program(), "chat-stage") == ["chat-apigateway-account"]
+    assert dependencies_of(channel_program(), "chat-apigateway-account") == [
+        "chat-apigateway-logs-policy"
+    ]
+
+
+def test_destroy_leaves_the_account_wide_setting_and_its_role() -> None:
+    options = options_of(channel_program())
+    for child in ("apigateway-logs-role", "apigateway-logs-policy", "apigateway-account"):
+        assert options[f"chat-{child}"].retain_on_delete is True
+    assert not options["chat-stage"].retain_on_delete
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"manage_api_gateway_account": False}, {"access_logs": False}],
+    ids=["account-already-set-up", "no-access-logs"],
+)
+def test_no_account_setting_when_set_elsewhere_or_not_needed(changes: dict[str, Any]) -> None:
+    mocks = run(channel_program(**changes))
+    assert mocks.of_type(ACCOUNT_SETTING) == []
+    assert "chat-apigateway-logs-role" not in {r.name for r in mocks.resources}
+    assert dependencies_of(channel_program(**changes), "chat-stage") == []
+    stage = mocks.one("aws:apigatewayv2/stage:Stage").inputs
+    assert ("accessLogSettings" in stage) is changes.get("access_logs", True)

@@ -181,6 +181,18 @@ def test_alarms_without_a_destination_fail_naming_both_keys(preview: bool) -> No
         run_main("dev", overrides={"alarms": "true"})
 
 
+@pytest.mark.parametrize(("stack", "preview"), STACK_RUNS)
+def test_a_fresh_account_gets_api_gateways_cloudwatch_role(stack: str, preview: bool) -> None:
+    account = _stack_run(stack, preview).one("aws:apigateway/account:Account")
+    assert account.name == "realtime-apigateway-account"
+
+
+def test_an_account_already_set_up_is_left_alone() -> None:
+    mocks = run_main("dev", overrides={"manageApiGatewayAccount": "false"})
+    assert mocks.of_type("aws:apigateway/account:Account") == []
+    assert mocks.one("aws:apigatewayv2/stage:Stage").inputs["accessLogSettings"]
+
+
 def test_token_max_lifetime_config_reaches_the_authorizer() -> None:
     mocks = run_main("dev", overrides={"tokenMaxLifetimeSeconds": "3600"})
     env = mocks.one(FUNCTION, "realtime-authorizer").inputs["environment"]["variables"]
