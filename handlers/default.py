@@ -1,15 +1,19 @@
 """``$default``: JSON messages from clients, routed by ``action``.
 
 ``{"action": "ping"}`` is answered with ``{"type": "pong"}`` on the same
-connection (an ``id`` the client sends is echoed back). Anything else gets an
-``error`` message with a ``code`` and a human ``message``:
+connection. An ``id`` the client sends is echoed back when it is a string of
+at most 128 characters or an integer; an integer goes back by the project's
+number rule (``handlers.dynamo_json``): a JSON number when JavaScript holds it
+exactly, else the exact decimal string (``"12345678901234567890"``), and not at
+all beyond 128 digits. Anything else gets an ``error`` message with a ``code``
+and a human ``message``:
 
 ================  ================================================
 code              when
 ================  ================================================
 binary_frame      the client sent a binary frame
 too_large         the message exceeds ``MAX_INPUT_BYTES``
-invalid_json      the message is empty or not JSON
+invalid_json      the message is empty or not standard JSON (``NaN``, ``Infinity``)
 invalid_message   the JSON is not an object
 missing_action    the object has no string ``action``
 unknown_action    ``action`` names no known action
@@ -25,8 +29,9 @@ import json
 import threading
 from typing import Any
 
-from handlers import aws, config, logs
+from handlers import aws, config, logs, strict_json
 from handlers.delivery import Poster
+from handlers.dynamo_json import number_to_plain
 from handlers.management import ManagementApi, endpoint_from_request, frozen_credentials
 
 CONFIG = config.default_config()
@@ -43,6 +48,22 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
 
 
+def echoed_id(value: Any) -> str | int | float | None:
+    """What a pong carries back as ``id`` (pure), or None to leave it out.
+
+    Strings up to ``MAX_ECHOED_ID_LENGTH`` go back as they came. Integers follow
+    the number rule every message follows: beyond 2**53 - 1 a JSON number may
+    not mean the same value in JavaScript, so such an id goes back as its exact
+    decimal text (or as a float's number when that is exact).
+    """
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ECHOED_ID_LENGTH else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+        return number_to_plain(text) if len(text) <= MAX_ECHOED_ID_LENGTH else None
+    return None
+
+
 def reply_for(body: Any, is_base64: bool, max_bytes: int) -> dict[str, Any]:
     """The message to send back for one client message (pure; never raises)."""
     if is_base64:
@@ -53,9 +74,9 @@ def reply_for(body: Any, is_base64: bool, max_bytes: int) -> dict[str, Any]:
     if size > max_bytes:
         return error("too_large", f"message is {size} bytes; the limit is {max_bytes}")
     try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        return error("invalid_json", "message is not valid JSON")
+        parsed = strict_json.loads(body)
+    except strict_json.InvalidJson as bad:
+        return error("invalid_json", f"message is not valid JSON: {bad}")
     if not isinstance(parsed, dict):
         return error("invalid_message", 'message must be a JSON object with an "action"')
     action = parsed.get("action")
@@ -63,10 +84,8 @@ def reply_for(body: Any, is_base64: bool, max_bytes: int) -> dict[str, Any]:
         return error("missing_action", 'message has no "action" string')
     if action == "ping":
         pong: dict[str, Any] = {"type": "pong"}
-        echoed = parsed.get("id")
-        if (isinstance(echoed, str) and len(echoed) <= MAX_ECHOED_ID_LENGTH) or (
-            isinstance(echoed, int) and not isinstance(echoed, bool)
-        ):
+        echoed = echoed_id(parsed.get("id"))
+        if echoed is not None:
             pong["id"] = echoed
         return pong
     shown = action if len(action) <= 64 else action[:64] + "..."

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 import handlers.default
 from bench.management_api import FakeManagementApi
-from handlers import aws
-from handlers.default import handler, reply_for, respond
+from handlers import aws, strict_json
+from handlers.default import MAX_ECHOED_ID_LENGTH, handler, reply_for, respond
+from handlers.dynamo_json import MAX_SAFE_INTEGER
 from handlers.management import ManagementApi, Response, endpoint_from_request, frozen_credentials
 from tests.helpers import FakeContext, load_event
 
@@ -144,6 +145,7 @@ ERROR_CASES = {
     "invalid_json-blank": ("  \n", False),
     "invalid_json-missing": (None, False),
     "invalid_json-not_json": ("{action: ping}", False),
+    "invalid_json-nan": ('{"action": "ping", "id": NaN}', False),
     "invalid_message": ('["ping"]', False),
     "missing_action": ('{"id": 1}', False),
     "missing_action-empty": ('{"action": ""}', False),
@@ -223,6 +225,70 @@ def test_ping_id_that_is_too_long_or_not_a_string_or_integer_is_not_echoed(echoe
     assert reply_to(body) == {"type": "pong"}
 
 
+@pytest.mark.parametrize("echoed", [MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER, 0, 2**53 - 2])
+def test_ping_id_that_javascript_holds_exactly_is_echoed_as_a_number(echoed: int) -> None:
+    assert reply_to(json.dumps({"action": "ping", "id": echoed}))["id"] == echoed
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        12345678901234567890,
+        -12345678901234567890,
+        2**53 + 1,
+        2**64,
+        int("9" * MAX_ECHOED_ID_LENGTH),
+    ],
+)
+def test_ping_id_beyond_javascripts_safe_integers_is_echoed_as_its_exact_decimal_string(
+    echoed: int,
+) -> None:
+    """A JSON number this large would come back as another value in JavaScript."""
+    poster = RecordingPoster()
+    respond(event_with(json.dumps({"action": "ping", "id": echoed})), poster)
+    [(_, data)] = poster.posts
+
+    assert json.loads(data) == {"type": "pong", "id": str(echoed)}
+    assert f'"{echoed}"'.encode() in data  # a string on the wire, every digit kept
+
+
+def test_ping_id_that_a_float_holds_exactly_follows_the_number_rule() -> None:
+    """2**53 is not a safe integer, but a double holds it exactly: it stays a number."""
+    assert reply_to(json.dumps({"action": "ping", "id": 2**53}))["id"] == 2**53
+
+
+def test_ping_id_of_more_than_128_digits_is_not_echoed() -> None:
+    body = json.dumps({"action": "ping", "id": int("9" * (MAX_ECHOED_ID_LENGTH + 1))})
+
+    assert reply_to(body) == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        '{"action": "ping", "id": NaN}',
+        '{"action": "ping", "id": Infinity}',
+        '{"action": "ping", "id": -Infinity}',
+        '{"action": "ping", "nested": [1, {"x": NaN}]}',
+        '{"action": "ping", "id": 1e400}',  # json.loads makes this inf
+    ],
+)
+def test_non_standard_json_numbers_are_invalid_json(body: str) -> None:
+    message = reply_to(body)
+
+    assert message["type"] == "error" and message["code"] == "invalid_json"
+    assert "not valid JSON" in message["message"]
+
+
+def test_deeply_nested_json_is_invalid_json_not_a_crash() -> None:
+    body = '{"action": "ping", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    assert reply_for(body, False, 10**6)["code"] == "invalid_json"
+
+
 def test_ping_id_of_128_characters_is_echoed() -> None:
     assert reply_to(json.dumps({"action": "ping", "id": "x" * 128}))["id"] == "x" * 128
 
@@ -298,11 +364,13 @@ def test_any_body_gets_a_200_and_exactly_one_pong_or_error(body_and_flag: tuple[
     assert answer == {"statusCode": 200}
     [(connection_id, data)] = poster.posts
     assert connection_id == CONNECTION_ID
-    message = json.loads(data.decode("utf-8"))
+    message = strict_json.loads(data.decode("utf-8"))  # the reply itself is standard JSON
     assert message["type"] in ("pong", "error")
     if message["type"] == "error":
         assert message["code"] in ERROR_CODES
         assert message["message"]
+    elif isinstance(message.get("id"), int):
+        assert abs(message["id"]) <= MAX_SAFE_INTEGER
 
 
 # --- handler(): where the endpoint comes from ---------------------------------------------
