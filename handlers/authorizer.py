@@ -2,8 +2,9 @@
 
 A valid token (see ``handlers.tokens``) gets an Allow policy for the route's
 ``methodArn`` with ``principalId`` = the token's ``sub`` and context
-``{"userId": sub}``. Anything else gets Deny; the reason goes to the log and
-never to the client. The signing secret is an SSM SecureString read once per
+``{"userId": sub}``. Anything else gets Deny, including a token whose expiry
+lies more than ``TOKEN_MAX_LIFETIME_SECONDS`` ahead; the reason goes to the log
+and never to the client. The signing secret is an SSM SecureString read once per
 container.
 """
 
@@ -14,7 +15,7 @@ import time
 from typing import Any
 
 from handlers import aws, config, logs
-from handlers.tokens import InvalidToken, mint_token, verify_token
+from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS, InvalidToken, mint_token, verify_token
 
 __all__ = ["decide", "handler", "mint_token", "policy"]
 
@@ -40,13 +41,19 @@ def policy(
     return answer
 
 
-def decide(event: dict[str, Any], secret: str, now: float) -> dict[str, Any]:
+def decide(
+    event: dict[str, Any],
+    secret: str,
+    now: float,
+    *,
+    max_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS,
+) -> dict[str, Any]:
     """Allow or Deny for one authorizer request (pure)."""
     resource = str(event.get("methodArn") or "*")
     params = event.get("queryStringParameters") or {}
     request_context = event.get("requestContext") or {}
     try:
-        claims = verify_token(params.get("token"), secret, now=now)
+        claims = verify_token(params.get("token"), secret, now=now, max_lifetime=max_lifetime)
     except InvalidToken as refused:
         log.warning(
             "connection refused",
@@ -89,4 +96,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "could not read the token secret", extra={"parameter": CONFIG.secret_parameter}
         )
         return policy("unauthorized", "Deny", str(event.get("methodArn") or "*"))
-    return decide(event, key, time.time())
+    return decide(event, key, time.time(), max_lifetime=CONFIG.token_max_lifetime)

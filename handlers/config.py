@@ -11,11 +11,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
+
 DEFAULT_CONNECTION_TTL_SECONDS = 7200  # API Gateway's 2-hour connection maximum
 DEFAULT_USER_INDEX = "byUser"
 DEFAULT_SEND_CONCURRENCY = 64
 DEFAULT_SEND_MAX_ATTEMPTS = 5
 DEFAULT_MAX_INPUT_BYTES = 32 * 1024  # one API Gateway WebSocket frame
+MIN_TOKEN_LIFETIME_SECONDS = 60
+MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
 
 
 class ConfigError(RuntimeError):
@@ -59,6 +63,8 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 class AuthorizerConfig:
     secret_parameter: str
     """SSM SecureString parameter holding the token signing secret."""
+    token_max_lifetime: int
+    """Seconds a presented token may still have to live; further ahead is refused."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,14 @@ def authorizer_config(env: Mapping[str, str] = os.environ) -> AuthorizerConfig:
     return AuthorizerConfig(
         secret_parameter=_required(
             env, "TOKEN_SECRET_PARAMETER", "the SSM SecureString holding the token secret"
-        )
+        ),
+        token_max_lifetime=_int(
+            env,
+            "TOKEN_MAX_LIFETIME_SECONDS",
+            DEFAULT_MAX_LIFETIME_SECONDS,
+            MIN_TOKEN_LIFETIME_SECONDS,
+            MAX_TOKEN_LIFETIME_SECONDS,
+        ),
     )
 
 

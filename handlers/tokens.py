@@ -1,10 +1,13 @@
 """Connection tokens: ``base64url(JSON payload) "." base64url(HMAC-SHA256(secret, payload part))``.
 
 The payload is a JSON object with at least ``sub`` (the user id, a non-empty
-string) and ``exp`` (expiry, integer epoch seconds). Extra claims are allowed
-and ignored by the authorizer. base64url is RFC 4648 section 5 without ``=``
-padding; the HMAC is computed over the ASCII text of the payload part exactly
-as it appears in the token.
+string) and ``exp`` (expiry, epoch seconds as a JSON integer). Extra claims
+are allowed and ignored by the authorizer. base64url is RFC 4648 section 5
+without ``=`` padding; the HMAC is computed over the ASCII text of the payload
+part exactly as it appears in the token. The payload must be standard JSON
+(``NaN``/``Infinity`` are refused), and a token whose ``exp`` lies further
+ahead than ``max_lifetime`` seconds (default one day) is refused: a token
+cannot be made to live forever.
 
 Free of configuration and AWS calls, so backends, tests and the emulator can
 import ``mint_token`` without a Lambda environment.
@@ -22,7 +25,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from handlers import strict_json
+
 MAX_TOKEN_LENGTH = 4096
+DEFAULT_MAX_LIFETIME_SECONDS = 86400
+"""The longest a token may still have to live when it is presented (one day)."""
+CLOCK_SKEW_SECONDS = 60
+"""Allowance for a minting clock ahead of the verifying one, on top of ``max_lifetime``."""
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -69,28 +78,49 @@ def mint_token(
     *,
     claims: Mapping[str, Any] | None = None,
     now: float | None = None,
+    max_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS,
 ) -> str:
     """Return a token for ``user_id`` that expires ``ttl_seconds`` from now.
 
     ``claims`` adds extra payload fields; ``sub`` and ``exp`` cannot be overridden.
+    A ``ttl_seconds`` above ``max_lifetime`` is refused (``ValueError``): the
+    authorizer would refuse the token. Pass the stack's
+    ``TOKEN_MAX_LIFETIME_SECONDS`` as ``max_lifetime`` when it raises the cap.
     """
     if not isinstance(user_id, str) or not user_id:
         raise ValueError("user_id must be a non-empty string")
     if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds <= 0:
         raise ValueError("ttl_seconds must be a positive integer")
+    if ttl_seconds > max_lifetime:
+        raise ValueError(
+            f"ttl_seconds={ttl_seconds} exceeds max_lifetime={max_lifetime}: the authorizer"
+            " refuses a token that lives longer than TOKEN_MAX_LIFETIME_SECONDS"
+            f" (default {DEFAULT_MAX_LIFETIME_SECONDS}); mint a shorter one, or pass"
+            " max_lifetime= with the stack's value"
+        )
     issued = int(time.time() if now is None else now)
     payload: dict[str, Any] = dict(claims or {})
     payload.update(sub=user_id, exp=issued + ttl_seconds)
-    payload_part = _b64url_encode(
-        json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    )
+    try:  # NaN or Infinity in a claim would make a token the authorizer cannot parse
+        text = json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except ValueError as bad:
+        raise ValueError(f"claims must be standard JSON: {bad}") from None
+    payload_part = _b64url_encode(text.encode("utf-8"))
     return f"{payload_part}.{_b64url_encode(_signature(_key(secret), payload_part))}"
 
 
-def verify_token(token: Any, secret: str | bytes, *, now: float | None = None) -> dict[str, Any]:
+def verify_token(
+    token: Any,
+    secret: str | bytes,
+    *,
+    now: float | None = None,
+    max_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS,
+) -> dict[str, Any]:
     """Return the token's payload, or raise ``InvalidToken`` saying why it is refused.
 
     The signature is checked (in constant time) before the payload is parsed.
+    ``exp`` must be a JSON integer after ``now`` and at most ``max_lifetime``
+    seconds (plus ``CLOCK_SKEW_SECONDS``) after it.
     """
     if not isinstance(token, str) or not token:
         raise InvalidToken("missing token")
@@ -109,8 +139,8 @@ def verify_token(token: Any, secret: str | bytes, *, now: float | None = None) -
     if not hmac.compare_digest(signature, expected):
         raise InvalidToken("bad signature")
     try:
-        payload = json.loads(_b64url_decode(payload_part))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        payload = strict_json.loads(_b64url_decode(payload_part))
+    except strict_json.InvalidJson:
         raise InvalidToken("malformed payload: not JSON") from None
     if not isinstance(payload, dict):
         raise InvalidToken("malformed payload: not an object")
@@ -118,8 +148,11 @@ def verify_token(token: Any, secret: str | bytes, *, now: float | None = None) -
     if not isinstance(sub, str) or not sub:
         raise InvalidToken("malformed payload: sub must be a non-empty string")
     exp = payload.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
-        raise InvalidToken("malformed payload: exp must be a number")
-    if exp <= (time.time() if now is None else now):
+    if isinstance(exp, bool) or not isinstance(exp, int):
+        raise InvalidToken("malformed payload: exp must be an integer")
+    current = time.time() if now is None else now
+    if exp <= current:
         raise InvalidToken("expired")
+    if exp > current + max_lifetime + CLOCK_SKEW_SECONDS:  # exact even for a huge int
+        raise InvalidToken("lifetime too long")
     return payload

@@ -1,5 +1,9 @@
 """The $connect REQUEST authorizer, with the signing secret in (moto) SSM."""
 
+import base64
+import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -105,6 +109,14 @@ def _tampered() -> str:
     return f"{payload_part}.{other_signature}"
 
 
+def _signed(payload: bytes) -> str:
+    """A correctly signed token for arbitrary payload bytes (what a leaked-key forger or a
+    careless backend could produce)."""
+    part = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    digest = hmac.new(SECRET.encode(), part.encode(), hashlib.sha256).digest()
+    return f"{part}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+
 REFUSED = {
     "missing": (lambda: None, "missing token"),
     "empty": (lambda: "", "missing token"),
@@ -115,6 +127,18 @@ REFUSED = {
         "expired",
     ),
     "wrong_secret": (lambda: mint_token(USER, "not-the-secret"), "bad signature"),
+    "never_expires": (
+        lambda: _signed(json.dumps({"sub": USER, "exp": 10**12}).encode()),
+        "lifetime too long",
+    ),
+    "infinite_expiry": (
+        lambda: _signed(b'{"sub": "user-7", "exp": Infinity}'),
+        "malformed payload: not JSON",
+    ),
+    "float_expiry": (
+        lambda: _signed(json.dumps({"sub": USER, "exp": 1e308}).encode()),
+        "malformed payload: exp must be an integer",
+    ),
 }
 
 
@@ -318,3 +342,21 @@ def test_event_without_method_arn_is_denied_for_everything() -> None:
         "Effect": "Deny",
         "Resource": "*",
     }
+
+
+def test_handler_caps_token_lifetime_at_the_configured_maximum(
+    secret_parameter: str,
+    lambda_context: FakeContext,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = mint_token(USER, SECRET, ttl_seconds=7200)
+    assert statement(handler(event_with(token), lambda_context))["Effect"] == "Allow"  # 1 day
+
+    capped = dataclasses.replace(handlers.authorizer.CONFIG, token_max_lifetime=3600)
+    monkeypatch.setattr(handlers.authorizer, "CONFIG", capped)
+    caplog.set_level(logging.INFO)
+
+    assert statement(handler(event_with(token), lambda_context))["Effect"] == "Deny"
+    [record] = refusals(caplog)
+    assert record.reason == "lifetime too long"  # type: ignore[attr-defined]

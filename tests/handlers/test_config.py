@@ -66,6 +66,24 @@ def test_authorizer_config_reads_the_secret_parameter() -> None:
     loaded = config.authorizer_config({"TOKEN_SECRET_PARAMETER": " /app/secret "})
 
     assert loaded.secret_parameter == "/app/secret"
+    assert loaded.token_max_lifetime == 86400  # one day unless configured
+
+
+@pytest.mark.parametrize("raw", ["60", " 3600 ", "2592000"])
+def test_authorizer_config_reads_the_token_lifetime_cap(raw: str) -> None:
+    loaded = config.authorizer_config(
+        {"TOKEN_SECRET_PARAMETER": "/app/secret", "TOKEN_MAX_LIFETIME_SECONDS": raw}
+    )
+
+    assert loaded.token_max_lifetime == int(raw)
+
+
+@pytest.mark.parametrize("raw", ["59", "2592001", "0", "-1", "1.5", "1e5", "day"])
+def test_bad_token_lifetime_cap_is_a_config_error_naming_it(raw: str) -> None:
+    with pytest.raises(ConfigError, match="TOKEN_MAX_LIFETIME_SECONDS"):
+        config.authorizer_config(
+            {"TOKEN_SECRET_PARAMETER": "/app/secret", "TOKEN_MAX_LIFETIME_SECONDS": raw}
+        )
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 import handlers.tokens
-from handlers.tokens import MAX_TOKEN_LENGTH, InvalidToken, mint_token, verify_token
+from handlers.tokens import (
+    CLOCK_SKEW_SECONDS,
+    DEFAULT_MAX_LIFETIME_SECONDS,
+    MAX_TOKEN_LENGTH,
+    InvalidToken,
+    mint_token,
+    verify_token,
+)
 from tests.helpers import SECRET
 
 NOW = 1_795_000_000
@@ -39,9 +46,9 @@ def signed_json(payload: Any) -> str:
     return signed_token(json.dumps(payload).encode())
 
 
-def refusal(token: Any, secret: str = SECRET, now: float = NOW) -> str:
+def refusal(token: Any, secret: str = SECRET, now: float = NOW, **options: Any) -> str:
     with pytest.raises(InvalidToken) as refused:
-        verify_token(token, secret, now=now)
+        verify_token(token, secret, now=now, **options)
     return refused.value.reason
 
 
@@ -263,13 +270,56 @@ def test_signed_payload_without_a_string_subject_is_refused(payload: dict[str, A
     ],
 )
 def test_signed_payload_without_a_numeric_expiry_is_refused(payload: dict[str, Any]) -> None:
-    assert refusal(signed_json(payload)) == "malformed payload: exp must be a number"
+    assert refusal(signed_json(payload)) == "malformed payload: exp must be an integer"
 
 
-def test_signed_payload_with_a_float_expiry_is_accepted() -> None:
-    claims = verify_token(signed_json({"sub": "user-1", "exp": NOW + 0.5}), SECRET, now=NOW)
+@pytest.mark.parametrize(
+    "exp",
+    [NOW + 0.5, float(NOW + 60), 1e308, 1.7976931348623157e308],
+    ids=["fraction", "integral-float", "1e308", "max-float"],
+)
+def test_signed_payload_with_a_non_integer_expiry_is_refused(exp: float) -> None:
+    assert refusal(signed_json({"sub": "user-1", "exp": exp})) == (
+        "malformed payload: exp must be an integer"
+    )
 
-    assert claims["exp"] == NOW + 0.5
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"sub": "user-1", "exp": NaN}',
+        b'{"sub": "user-1", "exp": Infinity}',
+        b'{"sub": "user-1", "exp": -Infinity}',
+        b'{"sub": "user-1", "exp": 1e400}',  # json.loads makes this inf
+        b'{"sub": "user-1", "exp": 1795000060, "x": NaN}',  # anywhere in the payload
+    ],
+    ids=["nan", "infinity", "minus-infinity", "overflow", "nan-elsewhere"],
+)
+def test_signed_payload_with_non_standard_json_numbers_is_refused(payload: bytes) -> None:
+    assert refusal(signed_token(payload)) == "malformed payload: not JSON"
+
+
+@pytest.mark.parametrize("exp", [10**12, 10**400], ids=["year-33658", "10^400"])
+def test_expiry_far_in_the_future_is_refused_as_too_long(exp: int) -> None:
+    assert refusal(signed_json({"sub": "user-1", "exp": exp})) == "lifetime too long"
+
+
+def test_lifetime_cap_defaults_to_one_day_plus_clock_skew() -> None:
+    limit = NOW + DEFAULT_MAX_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS
+    at_limit = signed_json({"sub": "user-1", "exp": limit})
+    beyond = signed_json({"sub": "user-1", "exp": limit + 1})
+
+    assert verify_token(at_limit, SECRET, now=NOW)["exp"] == limit
+    assert refusal(beyond) == "lifetime too long"
+
+
+def test_lifetime_cap_is_the_given_max_lifetime() -> None:
+    token = mint_token("user-1", SECRET, ttl_seconds=7200, now=NOW)
+
+    assert verify_token(token, SECRET, now=NOW, max_lifetime=7200)["sub"] == "user-1"
+    assert refusal(token, max_lifetime=3600) == "lifetime too long"
+    # The cap is on what is left: the same token is accepted once it has less to live.
+    assert verify_token(token, SECRET, now=NOW + 3600, max_lifetime=3600)["sub"] == "user-1"
 
 
 def test_token_longer_than_the_limit_is_refused() -> None:
@@ -301,6 +351,25 @@ def test_mint_refuses_an_empty_or_non_string_user_id(user_id: Any) -> None:
 def test_mint_refuses_a_ttl_that_is_not_a_positive_integer(ttl: Any) -> None:
     with pytest.raises(ValueError, match="ttl_seconds must be a positive integer"):
         mint_token("user-1", SECRET, ttl_seconds=ttl)
+
+
+def test_mint_refuses_a_ttl_beyond_the_default_lifetime_cap() -> None:
+    with pytest.raises(ValueError, match=r"ttl_seconds=86401 exceeds max_lifetime=86400"):
+        mint_token("user-1", SECRET, ttl_seconds=DEFAULT_MAX_LIFETIME_SECONDS + 1)
+
+
+def test_mint_accepts_a_ttl_up_to_the_given_cap_and_the_token_verifies_under_it() -> None:
+    week = 7 * 24 * 3600
+    token = mint_token("user-1", SECRET, ttl_seconds=week, now=NOW, max_lifetime=week)
+
+    assert verify_token(token, SECRET, now=NOW, max_lifetime=week)["exp"] == NOW + week
+    assert mint_token("user-1", SECRET, ttl_seconds=DEFAULT_MAX_LIFETIME_SECONDS)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_mint_refuses_claims_that_are_not_standard_json(value: float) -> None:
+    with pytest.raises(ValueError, match="claims must be standard JSON"):
+        mint_token("user-1", SECRET, claims={"score": value})
 
 
 @pytest.mark.parametrize("secret", ["", b""])
