@@ -3,14 +3,21 @@
 One server serves DynamoDB (with Streams), SSM and SQS. ``provision`` creates
 what the program declared: tables with their keys, indexes and streams, the
 SSM parameters, the queues.
+
+moto accepts items DynamoDB refuses: ``refuse_what_dynamodb_refuses`` makes it
+answer writes nested deeper than DynamoDB's 32 levels with DynamoDB's own
+``ValidationException``, instead of storing an item whose stream record moto
+then cannot serve (its GetRecords fails from ~160 levels on, for good).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from emulator.model import Model, TableSpec
@@ -45,6 +52,103 @@ def stop_tracking_instances() -> None:
             model.instances_tracked = deque(maxlen=0)  # type: ignore[attr-defined]
 
 
+MAX_NESTING_LEVELS = 32
+"""DynamoDB's document depth: a top-level attribute is level 1, so 31 maps or lists may
+wrap a scalar and 32 may not."""
+NESTING_ERROR = (
+    "Nesting Levels have exceeded supported limits: "
+    "Attributes in the item have nested levels beyond supported limit"
+)
+"""DynamoDB's message for a write nested past ``MAX_NESTING_LEVELS`` (a ValidationException)."""
+
+
+def too_deep(values: Iterable[Any], limit: int = MAX_NESTING_LEVELS) -> bool:
+    """Whether any of these attribute values (``{"M": ...}``, ``{"L": ...}``, scalars) nests
+    deeper than ``limit`` levels. Iterative, so no input depth can exhaust the stack."""
+    pending = [(value, 1) for value in values]
+    while pending:
+        value, level = pending.pop()
+        if level > limit:
+            return True
+        if not isinstance(value, Mapping):
+            continue
+        children = value.get("M")
+        if isinstance(children, Mapping):
+            pending.extend((child, level + 1) for child in children.values())
+        elements = value.get("L")
+        if isinstance(elements, list):
+            pending.extend((child, level + 1) for child in elements)
+    return False
+
+
+def _item(body: Any) -> Iterator[Any]:
+    item = body.get("Item") if isinstance(body, Mapping) else None
+    if isinstance(item, Mapping):
+        yield from item.values()
+
+
+def _update_values(body: Any) -> Iterator[Any]:
+    """The values an UpdateItem (or a transaction's Update) may store."""
+    if not isinstance(body, Mapping):
+        return
+    for update in (body.get("AttributeUpdates") or {}).values():
+        if isinstance(update, Mapping) and "Value" in update:
+            yield update["Value"]
+    yield from (body.get("ExpressionAttributeValues") or {}).values()
+
+
+def _batch_values(body: Any) -> Iterator[Any]:
+    for requests in (body.get("RequestItems") or {}).values():
+        for request in requests if isinstance(requests, list) else []:
+            if isinstance(request, Mapping):
+                yield from _item(request.get("PutRequest"))
+
+
+def _transaction_values(body: Any) -> Iterator[Any]:
+    for entry in body.get("TransactItems") or []:
+        if isinstance(entry, Mapping):
+            yield from _item(entry.get("Put"))
+            yield from _update_values(entry.get("Update"))
+
+
+_WRITES: dict[str, Callable[[Any], Iterator[Any]]] = {
+    "put_item": _item,
+    "update_item": _update_values,
+    "batch_write_item": _batch_values,
+    "transact_write_items": _transaction_values,
+}
+
+
+def refuse_what_dynamodb_refuses() -> None:
+    """Make moto's PutItem, UpdateItem, BatchWriteItem and TransactWriteItems refuse values
+    nested past DynamoDB's limit with DynamoDB's ValidationException (idempotent).
+
+    The check runs on the request before moto touches the table, so a refused write
+    stores nothing and writes no stream record; the whole batch or transaction is
+    refused, as DynamoDB refuses it up front.
+    """
+    from moto.dynamodb.exceptions import MockValidationException
+    from moto.dynamodb.responses import DynamoHandler
+
+    for name, values_of in _WRITES.items():
+        action = getattr(DynamoHandler, name)
+        if getattr(action, "_refuses_deep_values", False):
+            continue
+
+        def guarded(
+            handler: Any,
+            action: Callable[[Any], Any] = action,
+            values_of: Callable[[Any], Iterator[Any]] = values_of,
+        ) -> Any:
+            if too_deep(values_of(handler.body)):
+                raise MockValidationException(NESTING_ERROR)
+            return action(handler)
+
+        functools.update_wrapper(guarded, action)
+        guarded._refuses_deep_values = True  # type: ignore[attr-defined]
+        setattr(DynamoHandler, name, guarded)
+
+
 class LocalAws:
     """The embedded moto server and clients for it."""
 
@@ -52,6 +156,7 @@ class LocalAws:
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        refuse_what_dynamodb_refuses()
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.endpoint = ""
         self._clients: dict[str, Any] = {}

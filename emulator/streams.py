@@ -14,6 +14,11 @@ invoke the function, and handle the outcome with Lambda's semantics:
   on-failure SQS queue and processing continues after it.
 
 Order within a shard is kept: one batch at a time per shard.
+
+A poll that fails (the stream cannot be read) is retried from the same
+position with exponential backoff up to ``max_retry_delay``; the first failure
+is logged, then one reminder per ``reminder_interval`` while it lasts, and one
+line when polling recovers, so a lasting failure cannot flood the log.
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ class StreamPoller:
         log: Callable[[str], None] = print,
         poll_interval: float = 0.05,
         retry_delay: float = 0.1,
+        max_retry_delay: float = 5.0,
+        reminder_interval: float = 60.0,
     ) -> None:
         self.mapping = mapping
         self.aws = aws
@@ -108,6 +115,8 @@ class StreamPoller:
         self.log = log
         self.poll_interval = poll_interval
         self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.reminder_interval = reminder_interval
         self.filters = [parse_pattern(text) for text in mapping.filters]
         self.stream_arn = ""
         self._iterators: dict[str, str] = {}
@@ -149,17 +158,39 @@ class StreamPoller:
         self._iterators[shard] = answer.get("NextShardIterator") or ""
         return [lambda_record(raw, self.stream_arn) for raw in answer.get("Records", [])]
 
+    def poll_backoff(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th poll failure in a row (doubling, capped)."""
+        base = max(self.retry_delay, self.poll_interval)
+        return float(min(base * 2 ** min(failures - 1, 30), self.max_retry_delay))
+
     async def _run(self) -> None:
         pending: dict[str, deque[dict[str, Any]]] = {s: deque() for s in self._iterators}
+        name = self.mapping.logical
+        failures = 0
+        failing_since = reported_at = 0.0
         while True:
             try:
                 got_any = await self._poll_once(pending)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # keep polling: a mapping never dies silently
-                self.log(f"stream: {self.mapping.logical}: poll failed, retrying: {error!r}")
-                await asyncio.sleep(max(self.retry_delay, self.poll_interval))
+                failures += 1
+                now = time.monotonic()
+                why = _short(error)
+                if failures == 1:
+                    failing_since = reported_at = now
+                    self.log(f"stream: {name}: poll failed, retrying with backoff: {why}")
+                elif now - reported_at >= self.reminder_interval:
+                    reported_at = now
+                    self.log(
+                        f"stream: {name}: poll still failing after {failures} attempts"
+                        f" over {now - failing_since:.0f} s, nothing delivered since: {why}"
+                    )
+                await asyncio.sleep(self.poll_backoff(failures))
                 continue
+            if failures:
+                self.log(f"stream: {name}: polling recovered after {failures} failed attempt(s)")
+                failures = 0
             if not got_any:
                 await asyncio.sleep(self.poll_interval)
 
@@ -285,6 +316,12 @@ class StreamPoller:
         sqs = self.aws.client("sqs")
         url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
         sqs.send_message(QueueUrl=url, MessageBody=body)
+
+
+def _short(error: Exception, limit: int = 300) -> str:
+    """An error for one log line: its repr, cut (a server's HTML error page can be long)."""
+    text = " ".join(repr(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _iso(epoch: Any) -> str | None:

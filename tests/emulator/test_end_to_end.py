@@ -152,6 +152,25 @@ def test_insert_update_delete_reach_every_client_in_order(local: RunningEmulator
             assert sequences == sorted(sequences)
 
 
+def test_item_nested_past_dynamodbs_limit_is_refused_and_later_writes_flow(
+    local: RunningEmulator,
+) -> None:
+    from botocore.exceptions import ClientError
+
+    deep: dict[str, Any] = {"S": "leaf"}
+    for _ in range(40):  # past DynamoDB's 32 levels; moto alone would store it
+        deep = {"M": {"n": deep}}
+    with local.connect() as client:
+        with pytest.raises(ClientError) as refused:
+            put(local, {**event_item("EVENT#deep"), "doc": deep})
+        assert refused.value.response["Error"]["Code"] == "ValidationException"
+        assert "Nesting Levels have exceeded supported limits" in str(refused.value)
+        put(local, event_item("EVENT#after-deep", title="still flowing"))
+        message = receive_json(client)
+        assert message["keys"] == {"PK": "EVENT#after-deep", "SK": "METADATA"}
+    assert not [line for line in local.lines if "poll failed" in line]
+
+
 def test_stale_connection_is_removed_and_the_others_still_receive(local: RunningEmulator) -> None:
     connections = local.emulator.connections_table()
     local.dynamodb().put_item(

@@ -593,3 +593,54 @@ def test_a_failed_poll_is_logged_and_polling_goes_on() -> None:
     asyncio.run(main())
     assert any("poll failed" in line and "moto hiccup" in line for line in log)
     assert [[r["eventID"] for r in batch] for batch in invoke.batches] == [["event-0"]]
+
+
+def test_a_lasting_poll_failure_backs_off_logs_once_then_reminds_and_recovers() -> None:
+    log: list[str] = []
+    invoke = ScriptedInvoke(lambda batch, n: SUCCESS)
+    poller, _ = poller_for(invoke, log=log)
+    poller.poll_interval = 0.01
+    poller.retry_delay = 0.01
+    poller.max_retry_delay = 0.08
+    poller.reminder_interval = 0.5
+    poller._iterators = {"shard-1": "iterator"}
+    failing_until = time.monotonic() + 1.2
+    attempts: list[float] = []
+
+    def read(shard: str) -> list[dict[str, Any]]:
+        attempts.append(time.monotonic())
+        if time.monotonic() < failing_until:
+            raise RuntimeError("GetRecords: 500 <html>" + "x" * 5000)
+        return [record(0)] if len(invoke.batches) == 0 else []
+
+    poller._read = read  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.ensure_future(poller._run())
+        deadline = time.monotonic() + 5
+        while not invoke.batches and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    failed = [at for at in attempts if at < failing_until]
+    # without backoff: one attempt per 10 ms (~120); with it: 10, 20, 40, then every 80 ms
+    assert 5 <= len(failed) <= 25
+    failures = [line for line in log if "poll failed" in line]
+    reminders = [line for line in log if "still failing" in line]
+    assert len(failures) == 1
+    assert 1 <= len(reminders) <= 3  # one per 0.5 s while it lasts
+    assert all(len(line) < 500 for line in log)  # the 5 KB error is cut
+    assert any("recovered" in line for line in log)
+    assert [[r["eventID"] for r in batch] for batch in invoke.batches] == [["event-0"]]
+
+
+@pytest.mark.parametrize(
+    ("failures", "seconds"), [(1, 0.1), (2, 0.2), (3, 0.4), (6, 3.2), (7, 5.0), (10_000, 5.0)]
+)
+def test_poll_backoff_doubles_up_to_the_maximum(failures: int, seconds: float) -> None:
+    poller, _ = poller_for(ScriptedInvoke(lambda batch, n: SUCCESS))
+    poller.retry_delay = 0.1
+
+    assert poller.poll_backoff(failures) == pytest.approx(seconds)
