@@ -102,9 +102,12 @@ def handler_environment(name: str, aws_endpoint: str, management_endpoint: str) 
     elif name == "default":
         env.update(MANAGEMENT_ENDPOINT=management_endpoint)
     elif name == "broadcaster":
+        from bench.fanout import SOURCES_VARIABLE  # the source of the record it broadcasts
+
         env.update(
             CONNECTIONS_TABLE=TABLE,
             MANAGEMENT_ENDPOINT=management_endpoint,
+            SOURCES=SOURCES_VARIABLE,
             AWS_ENDPOINT_URL_DYNAMODB=aws_endpoint,
         )
     else:

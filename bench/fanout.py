@@ -47,6 +47,8 @@ TABLE = "bench-connections"
 REGION = "us-east-1"
 FAKE_CREDENTIAL = "testing"
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-26T12:00:00.000"
+SOURCES_VARIABLE = json.dumps({"orders": {"table": "orders"}})
+"""The broadcaster's SOURCES for ``stream_record()``: label "orders" -> the table in STREAM_ARN."""
 SERVER_START_TIMEOUT = 15.0
 RUN_DEADLINE_SECONDS = 60.0
 
@@ -310,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.environ["CONNECTIONS_TABLE"] = TABLE
         os.environ["MANAGEMENT_ENDPOINT"] = server.endpoint
+        os.environ["SOURCES"] = SOURCES_VARIABLE
         from handlers import aws, config
         from handlers.broadcaster import Broadcaster, prepare
         from handlers.management import ManagementApi, frozen_credentials

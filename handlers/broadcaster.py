@@ -1,11 +1,14 @@
 """DynamoDB Streams -> WebSocket clients.
 
 For each stream record (INSERT, MODIFY, REMOVE), in stream order: build the
-envelope of the message contract, find the recipients (every connection, or
-only the target user's connections), post it to them concurrently, and remove
-connections that answer 410 Gone. The first record that cannot be delivered is
-reported in ``batchItemFailures`` and nothing after it is attempted, so Lambda
-retries from that record and stream order is kept.
+envelope of the message contract (``table`` is the source's label from
+``SOURCES``, never the physical table name), find the recipients (every
+connection, or only the target user's connections), post it to them
+concurrently, and remove connections that answer 410 Gone. With a target
+attribute configured, a record whose item names no user reaches no one (fail
+closed) and is counted as ``untargeted``. The first record that cannot be
+delivered is reported in ``batchItemFailures`` and nothing after it is
+attempted, so Lambda retries from that record and stream order is kept.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,12 +47,19 @@ class MalformedRecord(ValueError):
     """A stream record that cannot become a message; it is reported, never skipped."""
 
 
+class NoTarget(ValueError):
+    """A target attribute is configured but the item names no user: the record goes to no one."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
     sequence: str
     data: bytes
     target: str | None
+    """The user whose connections receive it; None: every connection."""
     truncated: bool
+    untargeted: str | None = None
+    """Why nobody receives it (fail closed: the item names no user); None: it is sent."""
 
 
 @dataclass
@@ -57,6 +67,12 @@ class BatchStats:
     records: int = 0
     delivered: int = 0
     staleRemoved: int = 0
+    """Connections that answered 410 and whose record was deleted."""
+    staleKept: int = 0
+    """Connections that answered 410 and whose record was kept: younger than
+    ``STALE_GRACE_SECONDS`` (still in ``$connect``), or the delete failed (logged)."""
+    untargeted: int = 0
+    """Records sent to no one: the target attribute is missing, empty or not S/N."""
     retried: int = 0
     failed: int = 0
     recordsFailed: int = 0
@@ -76,6 +92,17 @@ def table_of(event_source_arn: Any) -> str:
     raise MalformedRecord(f"eventSourceARN is not a DynamoDB stream ARN: {event_source_arn!r:.120}")
 
 
+def source_label(table_name: str, sources: Mapping[str, str]) -> str:
+    """The label (``SOURCES``) of the source whose physical table is ``table_name``."""
+    for label, table in sources.items():
+        if table == table_name:
+            return label
+    raise MalformedRecord(
+        f"record from table {table_name!r:.120}, which is not in SOURCES"
+        f" ({', '.join(sorted(sources.values()))[:200]})"
+    )
+
+
 def timestamp_of(approximate_creation: Any, fallback: float) -> str:
     """ISO-8601 UTC of the record's ApproximateCreationDateTime (epoch seconds or datetime)."""
     if isinstance(approximate_creation, datetime):
@@ -90,8 +117,14 @@ def timestamp_of(approximate_creation: Any, fallback: float) -> str:
     return iso_utc(fallback)
 
 
-def envelope(record: dict[str, Any], *, include_old: bool, now: float) -> dict[str, Any]:
-    """The message for one stream record (pure). Raises ``MalformedRecord``."""
+def envelope(
+    record: dict[str, Any], *, include_old: bool, now: float, sources: Mapping[str, str]
+) -> dict[str, Any]:
+    """The message for one stream record (pure). Raises ``MalformedRecord``.
+
+    ``sources`` maps each source's label to its physical table name; the message
+    names the record's source by its label.
+    """
     if not isinstance(record, dict):
         raise MalformedRecord("record is not an object")
     action = ACTIONS.get(record.get("eventName"))  # type: ignore[arg-type]
@@ -107,7 +140,7 @@ def envelope(record: dict[str, Any], *, include_old: bool, now: float) -> dict[s
         message: dict[str, Any] = {
             "type": "event_update",
             "action": action,
-            "table": table_of(record.get("eventSourceARN")),
+            "table": source_label(table_of(record.get("eventSourceARN")), sources),
             "keys": image_to_plain(stream["Keys"]),
         }
         if action != "deleted":
@@ -138,25 +171,41 @@ def encode(message: dict[str, Any], limit: int = MAX_MESSAGE_BYTES) -> tuple[byt
 
 
 def target_of(record: dict[str, Any], attribute: str | None) -> str | None:
-    """The user a record is for: its ``attribute`` (S or N) in the new image, else the old one."""
+    """The user a record is for (pure); None when no ``attribute`` is configured (everyone).
+
+    The user is ``attribute`` in the image the message carries: the new image,
+    or for a delete (no new image) the old one. It must be a non-empty S or an
+    N; anything else (missing, empty, another type) raises ``NoTarget``: such a
+    record goes to no one rather than to everyone (fail closed).
+    """
     if not attribute:
         return None
     stream = record.get("dynamodb") or {}
-    for image_name in ("NewImage", "OldImage"):
-        value = (stream.get(image_name) or {}).get(attribute)
-        if isinstance(value, dict) and ("S" in value or "N" in value):
-            plain = to_plain(value)
-            return str(plain) if plain != "" else None
-    return None
+    image_name = "NewImage" if "NewImage" in stream else "OldImage"
+    image = stream.get(image_name)
+    value = image.get(attribute) if isinstance(image, dict) else None
+    if value is None:
+        raise NoTarget(f"{image_name} has no {attribute!r}")
+    if not isinstance(value, dict) or not ("S" in value or "N" in value):
+        kind = next(iter(value), "?") if isinstance(value, dict) else type(value).__name__
+        raise NoTarget(f"{image_name}.{attribute} is of type {kind!s:.20}, not S or N")
+    plain = to_plain(value)
+    if plain == "":
+        raise NoTarget(f"{image_name}.{attribute} is empty")
+    return str(plain)
 
 
 def prepare(record: dict[str, Any], settings: config.BroadcasterConfig, now: float) -> Outgoing:
-    message = envelope(record, include_old=settings.include_old_image, now=now)
-    data, truncated = encode(message)
+    message = envelope(
+        record, include_old=settings.include_old_image, now=now, sources=settings.sources
+    )
     try:
         target = target_of(record, settings.target_attribute)
     except MalformedAttribute as bad:
         raise MalformedRecord(f"bad target attribute: {bad}") from None
+    except NoTarget as nobody:
+        return Outgoing(message["sequence"], b"", None, False, untargeted=str(nobody))
+    data, truncated = encode(message)
     return Outgoing(message["sequence"], data, target, truncated)
 
 
@@ -187,9 +236,10 @@ class Broadcaster:
         self.clock = clock
         self.sleep = sleep
 
-    def _remove_stale(self, connection_id: str) -> None:
+    def _remove_stale(self, connection_id: str) -> bool:
+        """Delete the record of a connection that answered 410; whether it was deleted."""
         try:
-            delete_stale_connection(
+            return delete_stale_connection(
                 self.dynamodb,
                 self.settings.connections_table,
                 connection_id,
@@ -201,6 +251,7 @@ class Broadcaster:
                 exc_info=True,
                 extra={"connectionId": connection_id},
             )
+            return False
 
     def _recipients(self, target: str | None, cache: dict[str | None, list[str]]) -> Iterator[str]:
         """The ids a message goes to, read lazily the first time in a batch, then cached."""
@@ -241,6 +292,17 @@ class Broadcaster:
                     extra={"reason": str(bad), "sequence": sequence, "record": record},
                 )
                 return self._finish([sequence], stats, started)
+            if outgoing.untargeted is not None:
+                stats.untargeted += 1
+                log.warning(
+                    "record names no recipient; sent to no one",
+                    extra={
+                        "sequence": sequence,
+                        "reason": outgoing.untargeted,
+                        "targetAttribute": self.settings.target_attribute,
+                    },
+                )
+                continue
             stats.truncated += outgoing.truncated
             try:
                 recipients = (c for c in self._recipients(outgoing.target, cache) if c not in gone)
@@ -262,7 +324,8 @@ class Broadcaster:
             gone.update(report.stale)
             stats.recipients += report.delivered + len(report.stale) + len(report.failed)
             stats.delivered += report.delivered
-            stats.staleRemoved += len(report.stale)
+            stats.staleRemoved += report.stale_removed
+            stats.staleKept += len(report.stale) - report.stale_removed
             stats.retried += report.retried
             stats.failed += len(report.failed)
             for code in report.failed.values():
@@ -293,6 +356,8 @@ def record_batch(stats: BatchStats, function_name: str) -> None:
             {
                 "Delivered": stats.delivered,
                 "StaleRemoved": stats.staleRemoved,
+                "StaleKept": stats.staleKept,
+                "Untargeted": stats.untargeted,
                 "Retried": stats.retried,
                 "Failed": stats.failed,
                 "RecordsFailed": stats.recordsFailed,

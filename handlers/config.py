@@ -7,6 +7,7 @@ variable, instead of failing later on some request.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +60,44 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"environment variable {name}={raw!r} is not a boolean (true/false)")
 
 
+def _sources(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """``{"<label>": {"table": "<physical name>", ...}, ...}`` -> label -> table name.
+
+    Fields other than ``table`` are ignored (room for per-source settings).
+    """
+    example = '{"events": {"table": "events-862417b"}}'
+    raw = _required(env, name, f"the stream sources as JSON, e.g. {example}")
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name} is not JSON: expected an object such as {example}"
+        ) from None
+    if not isinstance(parsed, dict) or not parsed:
+        raise ConfigError(
+            f"environment variable {name} must be a non-empty JSON object of"
+            f' label -> {{"table": name}}, such as {example}'
+        )
+    sources: dict[str, str] = {}
+    labels_by_table: dict[str, str] = {}
+    for label, fields in parsed.items():
+        table = fields.get("table") if isinstance(fields, dict) else None
+        if not label.strip() or not isinstance(table, str) or not table.strip():
+            raise ConfigError(
+                f"environment variable {name}: source {label!r} must be an object"
+                f' with a non-empty string "table", such as {example}'
+            )
+        table = table.strip()
+        if table in labels_by_table:
+            raise ConfigError(
+                f"environment variable {name}: table {table!r} is named by both"
+                f" {labels_by_table[table]!r} and {label!r}; a record could not say which"
+            )
+        labels_by_table[table] = label
+        sources[label] = table
+    return sources
+
+
 @dataclass(frozen=True)
 class AuthorizerConfig:
     secret_parameter: str
@@ -94,6 +133,8 @@ class BroadcasterConfig:
     include_old_image: bool
     send_concurrency: int
     send_max_attempts: int
+    sources: Mapping[str, str]
+    """Source label (the name messages carry in ``table``) -> physical table name."""
 
 
 def authorizer_config(env: Mapping[str, str] = os.environ) -> AuthorizerConfig:
@@ -144,4 +185,5 @@ def broadcaster_config(env: Mapping[str, str] = os.environ) -> BroadcasterConfig
         include_old_image=_bool(env, "INCLUDE_OLD_IMAGE", False),
         send_concurrency=_int(env, "SEND_CONCURRENCY", DEFAULT_SEND_CONCURRENCY, 1, 256),
         send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", DEFAULT_SEND_MAX_ATTEMPTS, 1, 10),
+        sources=_sources(env, "SOURCES"),
     )

@@ -2,8 +2,8 @@
 
 Outcome per connection:
 * 2xx: delivered;
-* 410 GoneException: the connection is stale; ``on_stale`` removes its record;
-  not an error;
+* 410 GoneException: the connection is stale; ``on_stale`` removes its record
+  (or decides to keep it) and says whether it removed it; not an error;
 * 429 / LimitExceeded / 5xx / network error: retried with exponential backoff
   and full jitter, at most ``max_attempts`` tries and never past the deadline;
 * anything else, or retries exhausted: failed.
@@ -35,6 +35,9 @@ class Poster(Protocol):
 class FanoutReport:
     delivered: int = 0
     stale: list[str] = field(default_factory=list)
+    """Connections that answered 410."""
+    stale_removed: int = 0
+    """How many of ``stale`` had their record removed (``on_stale`` returned True)."""
     retried: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     """connection id -> last error code, for connections that never got the message."""
@@ -68,7 +71,7 @@ def fan_out(
     concurrency: int,
     max_attempts: int,
     deadline: float,
-    on_stale: Callable[[str], None],
+    on_stale: Callable[[str], bool],
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> FanoutReport:
@@ -92,9 +95,10 @@ def fan_out(
                     report.delivered += 1
                 return
             if response.gone:
-                on_stale(connection_id)
+                removed = on_stale(connection_id)
                 with lock:
                     report.stale.append(connection_id)
+                    report.stale_removed += bool(removed)
                 return
             code = response.error_code or f"HTTP{response.status}"
             if not response.retryable or attempt >= max_attempts:

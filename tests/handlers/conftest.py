@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,11 @@ from moto import mock_aws
 from bench.management_api import FakeManagementApi
 from handlers import aws
 from tests.helpers import SECRET, FakeContext, create_connections_table
+
+# The broadcaster's sources, set before any test module imports handlers.broadcaster: the
+# sample stream events come from the table "events-862417b", whose label is "events".
+SOURCE_LABEL, SOURCE_TABLE = "events", "events-862417b"
+os.environ["SOURCES"] = json.dumps({SOURCE_LABEL: {"table": SOURCE_TABLE}})
 
 TABLE = os.environ["CONNECTIONS_TABLE"]
 SECRET_PARAMETER = os.environ["TOKEN_SECRET_PARAMETER"]

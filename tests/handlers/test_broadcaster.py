@@ -21,13 +21,19 @@ from handlers.connections import (
     user_connection_ids,
 )
 from handlers.management import ManagementApi, frozen_credentials
+from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
 from tests.helpers import FakeContext, connection_ids, load_event, put_connection
 
 SEQ = ["111100000000000000000001", "111100000000000000000002", "111100000000000000000003"]
+SOURCES = {SOURCE_LABEL: SOURCE_TABLE}
 
 
 def settings(endpoint: str, **changes: Any):
-    env = {"CONNECTIONS_TABLE": "connections-test", "MANAGEMENT_ENDPOINT": endpoint}
+    env = {
+        "CONNECTIONS_TABLE": "connections-test",
+        "MANAGEMENT_ENDPOINT": endpoint,
+        "SOURCES": json.dumps({SOURCE_LABEL: {"table": SOURCE_TABLE}}),
+    }
     return dataclasses.replace(broadcaster_config(env), **changes)
 
 
@@ -116,13 +122,68 @@ def test_target_attribute_sends_only_to_that_users_connections(
     assert management_api.messages("u2") == management_api.messages("anon") == []
 
 
-def test_record_without_the_target_attribute_goes_to_everyone(
+@pytest.mark.parametrize(
+    "owner",
+    [None, {"S": ""}, {"BOOL": True}, {"NULL": True}, {"M": {"id": {"S": "user-1"}}},
+     {"SS": ["user-1"]}, {"L": [{"S": "user-1"}]}],
+    ids=["missing", "empty", "bool", "null", "map", "string-set", "list"],
+)  # fmt: skip
+def test_record_whose_item_names_no_user_reaches_no_one_and_is_counted(
+    management_api: FakeManagementApi,
+    dynamodb: Any,
+    two_clients: list[str],
+    owner: dict[str, Any] | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fail closed: with a target attribute, an item without a usable owner is private."""
+    records = load_event("stream_batch")["Records"]
+    image = records[0]["dynamodb"]["NewImage"]
+    if owner is None:
+        del image["owner"]
+    else:
+        image["owner"] = owner
+    with caplog.at_level(logging.WARNING):
+        failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), records)
+    assert failures == [] and stats.untargeted == 1
+    assert [m["sequence"] for m in management_api.messages("A=")] == SEQ[1:]  # owner user-1
+    assert management_api.messages("B=") == []
+    (logged,) = [r for r in caplog.records if "no recipient" in r.getMessage()]
+    assert logged.sequence == SEQ[0] and "owner" in logged.reason  # type: ignore[attr-defined]
+
+
+def test_update_whose_new_image_lost_its_owner_does_not_go_to_the_old_owner(
     management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
 ) -> None:
-    record = load_event("stream_batch")["Records"][0]
+    """The owner is read from the image the message carries: the new one."""
+    record = load_event("stream_batch")["Records"][1]
+    assert record["dynamodb"]["OldImage"]["owner"] == {"S": "user-1"}
     del record["dynamodb"]["NewImage"]["owner"]
-    run(make(management_api, dynamodb, target_attribute="owner"), [record])
-    assert all(len(management_api.messages(cid)) == 1 for cid in two_clients)
+    failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), [record])
+    assert failures == [] and stats.untargeted == 1 and stats.delivered == 0
+    assert management_api.state.requests == 0
+
+
+def test_delete_goes_to_the_owner_in_the_old_image(
+    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+) -> None:
+    record = load_event("stream_batch")["Records"][2]
+    assert "NewImage" not in record["dynamodb"]
+    failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), [record])
+    assert failures == [] and (stats.delivered, stats.untargeted) == (1, 0)
+    assert [m["action"] for m in management_api.messages("A=")] == ["deleted"]
+    assert management_api.messages("B=") == []
+
+
+def test_numeric_owner_targets_that_user(
+    management_api: FakeManagementApi, dynamodb: Any, connections_table: str
+) -> None:
+    connect(management_api, dynamodb, connections_table, "n=", "42")
+    connect(management_api, dynamodb, connections_table, "other=", "user-1")
+    record = load_event("stream_batch")["Records"][0]
+    record["dynamodb"]["NewImage"]["owner"] = {"N": "42"}
+    failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), [record])
+    assert failures == [] and stats.delivered == 1
+    assert len(management_api.messages("n=")) == 1 and management_api.messages("other=") == []
 
 
 def test_stale_connection_is_removed_and_others_still_receive(
@@ -130,7 +191,7 @@ def test_stale_connection_is_removed_and_others_still_receive(
 ) -> None:
     put_connection(dynamodb, connections_table, "stale=", "user-1")  # record, but no socket
     failures, stats = run(make(management_api, dynamodb), load_event("stream_batch")["Records"])
-    assert failures == [] and stats.staleRemoved == 1
+    assert failures == [] and (stats.staleRemoved, stats.staleKept) == (1, 0)
     assert connection_ids(dynamodb, connections_table) == {"A=", "B="}
     assert all(len(management_api.messages(cid)) == 3 for cid in two_clients)
     assert management_api.state.requests == 6 + 1  # the stale one is not tried again in the batch
@@ -212,7 +273,7 @@ def test_each_kind_of_malformed_record_is_reported(breakage: Any) -> None:
     record = load_event("stream_batch")["Records"][0]
     breakage(record)
     with pytest.raises(broadcaster_module.MalformedRecord):
-        envelope(record, include_old=False, now=0)
+        envelope(record, include_old=False, now=0, sources=SOURCES)
 
 
 @pytest.mark.parametrize(
@@ -244,10 +305,64 @@ def test_a_410_for_a_connection_that_just_connected_keeps_its_record(
                           ttl_seconds=60, source_ip=None)  # fmt: skip
     dynamodb.put_item(TableName=connections_table, Item=young)
     dynamodb.put_item(TableName=connections_table, Item=old)
-    failures, _ = run(make(management_api, dynamodb), load_event("stream_batch")["Records"][:1])
+    failures, stats = run(make(management_api, dynamodb), load_event("stream_batch")["Records"][:1])
     assert failures == []
     remaining = connection_ids(dynamodb, connections_table)
     assert "Young0000000000=" in remaining and "Old0000000000000=" not in remaining
+    assert (stats.staleRemoved, stats.staleKept) == (1, 1)  # both answered 410
+
+
+def test_a_stale_record_that_cannot_be_deleted_is_counted_as_kept(
+    management_api: FakeManagementApi,
+    dynamodb: Any,
+    connections_table: str,
+    two_clients: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    put_connection(dynamodb, connections_table, "stale=", "user-1")  # record, but no socket
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        raise RuntimeError("DeleteItem unavailable")
+
+    dynamodb.meta.events.register("provide-client-params.dynamodb.DeleteItem", refuse)
+    try:
+        with caplog.at_level(logging.WARNING):
+            failures, stats = run(
+                make(management_api, dynamodb), load_event("stream_batch")["Records"][:1]
+            )
+    finally:
+        dynamodb.meta.events.unregister("provide-client-params.dynamodb.DeleteItem", refuse)
+    assert failures == [] and (stats.staleRemoved, stats.staleKept, stats.delivered) == (0, 1, 2)
+    assert "stale=" in connection_ids(dynamodb, connections_table)  # its ttl removes it later
+    assert any("could not remove" in r.getMessage() for r in caplog.records)
+
+
+def test_message_names_its_source_by_label_not_by_physical_table(
+    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+) -> None:
+    record = load_event("stream_batch")["Records"][0]
+    assert f":table/{SOURCE_TABLE}/stream/" in record["eventSourceARN"]
+    sources = {"audit": "audit-1", "orders": SOURCE_TABLE}
+    failures, _ = run(make(management_api, dynamodb, sources=sources), [record])
+    assert failures == []
+    (message,) = management_api.messages("A=")
+    assert message["table"] == "orders"
+
+
+def test_record_from_a_table_not_in_sources_is_reported_not_delivered(
+    management_api: FakeManagementApi,
+    dynamodb: Any,
+    two_clients: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    records = load_event("stream_batch")["Records"]
+    records[1]["eventSourceARN"] = records[1]["eventSourceARN"].replace(SOURCE_TABLE, "stranger-1")
+    with caplog.at_level(logging.ERROR):
+        failures, stats = run(make(management_api, dynamodb), records)
+    assert failures == [{"itemIdentifier": SEQ[1]}] and stats.malformed == 1
+    assert [m["action"] for m in management_api.messages("A=")] == ["created"]
+    (logged,) = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert "'stranger-1'" in logged.reason and "SOURCES" in logged.reason  # type: ignore[attr-defined]
 
 
 def test_record_without_sequence_number_fails_the_whole_batch(
@@ -271,21 +386,21 @@ def test_records_read_from_a_real_moto_stream(
 ) -> None:
     """boto3 hands binary as bytes and times as datetimes: the broadcaster takes both."""
     dynamodb.create_table(
-        TableName="events",
+        TableName=SOURCE_TABLE,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}],
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
-    arn = dynamodb.describe_table(TableName="events")["Table"]["LatestStreamArn"]
-    dynamodb.put_item(TableName="events", Item={"PK": {"S": "k"}, "b": {"B": b"\x01"}})
+    arn = dynamodb.describe_table(TableName=SOURCE_TABLE)["Table"]["LatestStreamArn"]
+    dynamodb.put_item(TableName=SOURCE_TABLE, Item={"PK": {"S": "k"}, "b": {"B": b"\x01"}})
     dynamodb.update_item(
-        TableName="events",
+        TableName=SOURCE_TABLE,
         Key={"PK": {"S": "k"}},
         UpdateExpression="SET n = :n",
         ExpressionAttributeValues={":n": {"N": "2"}},
     )
-    dynamodb.delete_item(TableName="events", Key={"PK": {"S": "k"}})
+    dynamodb.delete_item(TableName=SOURCE_TABLE, Key={"PK": {"S": "k"}})
     streams = aws.client("dynamodbstreams")
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
     iterator = streams.get_shard_iterator(
@@ -301,6 +416,7 @@ def test_records_read_from_a_real_moto_stream(
     assert messages[0]["data"] == {"PK": "k", "b": "AQ=="}
     assert messages[1]["data"] == {"PK": "k", "b": "AQ==", "n": 2}
     assert messages[0]["timestamp"].endswith("Z")
+    assert {m["table"] for m in messages} == {SOURCE_LABEL}
 
 
 def test_scan_pages_through_the_table_projecting_only_the_key() -> None:
@@ -415,3 +531,32 @@ def test_handler_reports_failures_from_the_batch(
     management_api.script("A=", 403)
     answer = handler(load_event("stream_batch"), FakeContext())
     assert answer == {"batchItemFailures": [{"itemIdentifier": SEQ[0]}]}
+
+
+def test_handler_logs_and_emits_stale_and_untargeted_counts(
+    management_api: FakeManagementApi,
+    dynamodb: Any,
+    connections_table: str,
+    two_clients: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for cid, age in (("Young0000000000=", 0), ("Old0000000000000=", 3600)):  # both answer 410
+        item = connection_item(cid, user_id="user-1", now=time.time() - age, ttl_seconds=60,
+                               source_ip=None)  # fmt: skip
+        dynamodb.put_item(TableName=connections_table, Item=item)
+    event = load_event("stream_batch")
+    del event["Records"][1]["dynamodb"]["NewImage"]["owner"]  # names no user: sent to no one
+    worker = make(management_api, dynamodb, target_attribute="owner")
+    monkeypatch.setattr(broadcaster_module, "_broadcaster", worker)
+    with caplog.at_level(logging.INFO):
+        answer = handler(event, FakeContext(function_name="bc"))
+    assert answer == {"batchItemFailures": []}
+    (summary,) = [r for r in caplog.records if r.getMessage() == "batch"]
+    counts = {k: getattr(summary, k) for k in ("staleRemoved", "staleKept", "untargeted")}
+    assert counts == {"staleRemoved": 1, "staleKept": 1, "untargeted": 1}
+    (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"StaleRemoved", "StaleKept", "Untargeted"} <= names
+    assert (emf["StaleRemoved"], emf["StaleKept"], emf["Untargeted"]) == (1, 1, 1)

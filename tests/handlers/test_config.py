@@ -12,7 +12,11 @@ from handlers.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-BROADCASTER_ENV = {"CONNECTIONS_TABLE": "conns", "MANAGEMENT_ENDPOINT": "https://x.example/dev"}
+BROADCASTER_ENV = {
+    "CONNECTIONS_TABLE": "conns",
+    "MANAGEMENT_ENDPOINT": "https://x.example/dev",
+    "SOURCES": '{"events": {"table": "events-862417b"}}',
+}
 
 
 def import_without(module: str, *missing: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +47,7 @@ def test_handler_imports_with_its_environment_set(module: str) -> None:
         ("disconnect", "CONNECTIONS_TABLE"),
         ("broadcaster", "CONNECTIONS_TABLE"),
         ("broadcaster", "MANAGEMENT_ENDPOINT"),
+        ("broadcaster", "SOURCES"),
     ],
 )
 def test_handler_import_fails_naming_the_missing_variable(module: str, variable: str) -> None:
@@ -134,6 +139,7 @@ def test_broadcaster_config_defaults() -> None:
         include_old_image=False,
         send_concurrency=64,
         send_max_attempts=5,
+        sources={"events": "events-862417b"},
     )
 
 
@@ -157,6 +163,7 @@ def test_broadcaster_config_reads_every_setting() -> None:
         include_old_image=True,
         send_concurrency=8,
         send_max_attempts=2,
+        sources={"events": "events-862417b"},
     )
 
 
@@ -195,9 +202,43 @@ def test_bad_broadcaster_numbers_are_config_errors_naming_them(variable: str, ra
         config.broadcaster_config({**BROADCASTER_ENV, variable: raw})
 
 
-@pytest.mark.parametrize("variable", ["CONNECTIONS_TABLE", "MANAGEMENT_ENDPOINT"])
+@pytest.mark.parametrize("variable", ["CONNECTIONS_TABLE", "MANAGEMENT_ENDPOINT", "SOURCES"])
 def test_broadcaster_config_without_a_required_variable_names_it(variable: str) -> None:
     env = {name: value for name, value in BROADCASTER_ENV.items() if name != variable}
 
     with pytest.raises(ConfigError, match=f"{variable} is not set"):
         config.broadcaster_config(env)
+
+
+def test_sources_map_each_label_to_its_table_ignoring_unknown_fields() -> None:
+    raw = (
+        '{"events": {"table": "events-862417b", "filters": [], "later": 1},'
+        ' "orders": {"table": " orders-prod "}}'
+    )
+
+    loaded = config.broadcaster_config({**BROADCASTER_ENV, "SOURCES": raw})
+
+    assert loaded.sources == {"events": "events-862417b", "orders": "orders-prod"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("events-862417b", "is not JSON"),
+        ('{"events": {"table": "t"}', "is not JSON"),
+        ("[]", "non-empty JSON object"),
+        ("{}", "non-empty JSON object"),
+        ('"events"', "non-empty JSON object"),
+        ('{"events": "events-862417b"}', "source 'events' must be an object"),
+        ('{"events": {}}', "source 'events' must be an object"),
+        ('{"events": {"table": ""}}', "source 'events' must be an object"),
+        ('{"events": {"table": 7}}', "source 'events' must be an object"),
+        ('{" ": {"table": "t"}}', "must be an object"),
+        ('{"a": {"table": "t"}, "b": {"table": "t"}}', "named by both 'a' and 'b'"),
+    ],
+)
+def test_bad_sources_are_config_errors_naming_sources(raw: str, says: str) -> None:
+    with pytest.raises(ConfigError, match="environment variable SOURCES") as refused:
+        config.broadcaster_config({**BROADCASTER_ENV, "SOURCES": raw})
+
+    assert says in str(refused.value)

@@ -56,6 +56,20 @@ def test_gone_connection_is_reported_stale_not_failed(management_api: FakeManage
     assert report.delivered == 1 and report.failed == {}
 
 
+def test_stale_removed_counts_only_what_on_stale_removed(management_api: FakeManagementApi) -> None:
+    """A 410 is not a removal: ``on_stale`` may keep the record (a client still in $connect)."""
+    management_api.connect("alive")
+    kept = {"young-ghost"}
+    report, _ = send(
+        management_api,
+        ["alive", "old-ghost", "young-ghost"],
+        Clock(),
+        on_stale=lambda connection_id: connection_id not in kept,
+    )
+    assert sorted(report.stale) == ["old-ghost", "young-ghost"]
+    assert report.stale_removed == 1 and report.delivered == 1
+
+
 def test_throttling_and_server_errors_are_retried_with_backoff(
     management_api: FakeManagementApi,
 ) -> None:
