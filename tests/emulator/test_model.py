@@ -92,7 +92,7 @@ def test_build_functions_have_handler_timeout_and_archive_on_disk(
     found = function(model, logical)
     assert found.handler == handler
     assert found.timeout > 0 and isinstance(found.timeout, float)
-    assert found.memory_mb == 256
+    assert found.memory_mb == (1769 if logical == "realtime-broadcaster" else 256)
     assert found.arn.endswith(f":function:{found.name}")
     module = handler.rsplit(".", 1)[0].replace(".", "/") + ".py"
     assert module in found.archive
