@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from components.realtime_channel import RUNTIME
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 PR = "pr.yml"
@@ -428,6 +430,31 @@ def check_deploy(doc: Workflow) -> Problems:
     return problems
 
 
+SETUP_PYTHON_ACTION = "actions/setup-python"
+
+
+def check_handler_tests_on_the_lambda_runtime(doc: Workflow, runtime: str) -> Problems:
+    """Some job runs the handler tests (tests/handlers) on the Python the functions run in
+    AWS: the component's RUNTIME (``python3.14``) without the ``python`` prefix."""
+    version = runtime.removeprefix("python")
+    found = []
+    for name, job in doc["jobs"].items():
+        runs_handler_tests = any(
+            re.search(r"\bpytest\b.*\btests/handlers\b", str(s.get("run", ""))) for s in steps(job)
+        )
+        if not runs_handler_tests:
+            continue
+        versions = {
+            str(s.get("with", {}).get("python-version"))
+            for s in steps(job)
+            if action(s) == SETUP_PYTHON_ACTION
+        }
+        found.append((name, versions))
+        if versions == {version}:
+            return []
+    return [f"no job runs tests/handlers on Python {version} ({runtime}); found {found}"]
+
+
 # --------------------------------------------------------------- the real workflows
 
 
@@ -488,6 +515,11 @@ def test_prod_is_deployed_only_by_hand() -> None:
     assert check_deploy(load(DEPLOY)) == []
 
 
+def test_pull_requests_run_the_handler_tests_on_the_lambda_runtime() -> None:
+    assert RUNTIME.startswith("python3.")
+    assert check_handler_tests_on_the_lambda_runtime(load(PR), RUNTIME) == []
+
+
 # -------------------------------------------------- each property can fail
 
 
@@ -513,7 +545,30 @@ def _set(target: dict[str, Any], key: str, value: Any) -> None:
     target[key] = value
 
 
+def _handler_test_job(doc: Workflow) -> dict[str, Any]:
+    return next(
+        job
+        for job in doc["jobs"].values()
+        if any("tests/handlers" in str(s.get("run", "")) for s in steps(job))
+    )
+
+
 BREAKAGES: dict[str, Callable[[], Problems]] = {
+    "handler tests on another Python than the runtime": lambda: (
+        check_handler_tests_on_the_lambda_runtime(load(PR), "python3.15")
+    ),
+    "handler tests job on the local Python": lambda: check_handler_tests_on_the_lambda_runtime(
+        _mutate(
+            PR,
+            lambda d: _set(
+                _step(_handler_test_job(d), SETUP_PYTHON_ACTION)["with"], "python-version", "3.11"
+            ),
+        ),
+        RUNTIME,
+    ),
+    "no handler tests job": lambda: check_handler_tests_on_the_lambda_runtime(
+        _mutate(PR, lambda d: d["jobs"].pop("handlers-on-lambda-python")), RUNTIME
+    ),
     "top-level write": lambda: check_top_level_permissions(
         _mutate(PR, lambda d: _set(d, "permissions", {"contents": "write"}))
     ),
