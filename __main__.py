@@ -44,3 +44,6 @@ pulumi.export("stageName", channel.stage_name)
 pulumi.export("deadLetterQueueUrl", channel.dead_letter_queue_url)
 pulumi.export("functionNames", channel.function_names)
 pulumi.export("sourceTableName", source_name)
+if channel.token_secret_parameter is not None:
+    # where backends read the token secret to mint tokens (SecureString, see the README)
+    pulumi.export("tokenSecretParameter", channel.token_secret_parameter.name)

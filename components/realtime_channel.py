@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from components import policies
 from components.packaging import handler_archive
@@ -85,8 +86,10 @@ class RealtimeChannelArgs:
     auth_enabled: bool = True
     """Require a signed token on ``$connect`` (REQUEST authorizer). Default on."""
     token_secret: pulumi.Input[str] | None = None
-    """Token signing secret (keep it a Pulumi secret); stored as an SSM SecureString.
-    Required when ``auth_enabled``. Default none."""
+    """Token signing secret, at least 16 characters (keep it a Pulumi secret); stored as an
+    SSM SecureString (``token_secret_parameter``), where backends read it to mint tokens.
+    Default none: with ``auth_enabled`` a random 64-character one is generated
+    (``random.RandomPassword``, encrypted in the stack's state) and kept across updates."""
     token_max_lifetime_seconds: int = 86_400
     """Longest a token may still have to live when presented, 60 to 2,592,000 s; the
     authorizer refuses tokens that expire further ahead. Default 86,400 (one day)."""
@@ -167,12 +170,6 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
 
     if not isinstance(args.stage_name, str) or not _STAGE_NAME.match(args.stage_name):
         fail("stage_name", "must be 1-128 letters, digits, '-' or '_'")
-    if args.auth_enabled and (args.token_secret is None or args.token_secret == ""):
-        fail(
-            "token_secret",
-            "is required when auth_enabled is true (set it from a Pulumi secret, e.g."
-            " `pulumi config set --secret tokenSecret ...`)",
-        )
     bounded("connection_ttl_seconds", args.connection_ttl_seconds, 60, 7 * 24 * 3600)
     bounded("token_max_lifetime_seconds", args.token_max_lifetime_seconds, 60, 30 * 24 * 3600)
     if args.log_retention_days not in LOG_RETENTION_DAYS or not _is_int(args.log_retention_days):
@@ -220,6 +217,7 @@ class RealtimeChannel(pulumi.ComponentResource):
     functions: dict[str, aws.lambda_.Function]
     event_source_mappings: dict[str, aws.lambda_.EventSourceMapping]
     token_secret_parameter: aws.ssm.Parameter | None
+    token_secret_password: random.RandomPassword | None
     api_gateway_account: aws.apigateway.Account | None
 
     def __init__(
@@ -404,12 +402,21 @@ class RealtimeChannel(pulumi.ComponentResource):
 
     def _create_token_secret(self) -> None:
         self.token_secret_parameter = None
+        self.token_secret_password = None
         if not self._args.auth_enabled:
             return
+        secret = self._args.token_secret
+        if secret is None or secret == "":
+            # Generated once, then kept: RandomPassword's result lives (encrypted) in state
+            # and changes only if this resource is replaced.
+            self.token_secret_password = random.RandomPassword(
+                self._n("token-secret-value"), length=64, special=False, opts=self._child()
+            )
+            secret = self.token_secret_password.result
         self.token_secret_parameter = aws.ssm.Parameter(
             self._n("token-secret"),
             type="SecureString",
-            value=pulumi.Output.secret(self._args.token_secret).apply(self._require_secret),
+            value=pulumi.Output.secret(secret).apply(self._require_secret),
             description=f"realtime-channel {self._channel}: connection token signing secret",
             tags=self._tags(),
             opts=self._child(additional_secret_outputs=["value"]),

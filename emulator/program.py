@@ -18,6 +18,8 @@ import asyncio
 import gc
 import hashlib
 import runpy
+import secrets
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +150,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out["name"] = physical
             out["arn"] = f"arn:aws:sns:{region}:{account}:{physical}"
             return str(out["arn"])
+        if typ == "random:index/randomPassword:RandomPassword":
+            # a fresh secret of the requested length, as the provider would make
+            alphabet = string.ascii_letters + string.digits
+            out["result"] = "".join(
+                secrets.choice(alphabet) for _ in range(int(inputs.get("length") or 16))
+            )
+            return f"{logical}-id"
         if typ == "aws:lambda/eventSourceMapping:EventSourceMapping":
             out["uuid"] = f"{_suffix(logical)}-uuid"
             out["arn"] = f"arn:aws:lambda:{region}:{account}:event-source-mapping:{out['uuid']}"

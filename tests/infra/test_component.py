@@ -205,9 +205,32 @@ def test_short_token_secret_is_rejected() -> None:
         run(short)
 
 
-def test_auth_without_a_secret_is_rejected_naming_the_argument() -> None:
-    with pytest.raises(ValueError, match=r"RealtimeChannel 'chat': token_secret is required"):
-        run(lambda: RealtimeChannel("chat", RealtimeChannelArgs()))
+PASSWORD = "random:index/randomPassword:RandomPassword"
+
+
+def test_auth_without_a_secret_generates_one_into_the_parameter() -> None:
+    mocks = run(lambda: RealtimeChannel("chat", RealtimeChannelArgs()))
+    password = mocks.one(PASSWORD, "chat-token-secret-value")
+    assert (password.inputs["length"], password.inputs["special"]) == (64, False)
+    generated = password.outputs["result"]
+    assert len(generated) == 64
+    assert mocks.one("aws:ssm/parameter:Parameter").inputs["value"] == {
+        rpc._special_sig_key: rpc._special_secret_sig,
+        "value": generated,
+    }
+    others = [r for r in mocks.resources if r.type not in (PASSWORD, "aws:ssm/parameter:Parameter")]
+    assert generated not in json.dumps([(r.inputs, r.outputs) for r in others], default=str)
+
+
+def test_auth_without_a_secret_previews() -> None:
+    mocks = run(lambda: RealtimeChannel("chat", RealtimeChannelArgs()), preview=True)
+    assert mocks.one(PASSWORD).name == "chat-token-secret-value"
+    assert mocks.one("aws:ssm/parameter:Parameter").inputs["type"] == "SecureString"
+
+
+def test_a_given_secret_wins_over_generating_one(declared: RecordingMocks) -> None:
+    assert declared.of_type(PASSWORD) == []
+    assert run(channel_program(auth_enabled=False)).of_type(PASSWORD) == []
 
 
 # -- stage -----------------------------------------------------------------------------------------

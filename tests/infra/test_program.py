@@ -266,7 +266,17 @@ def test_exports_the_documented_names(exports: dict[str, Any]) -> None:
         "deadLetterQueueUrl",
         "functionNames",
         "sourceTableName",
+        "tokenSecretParameter",
     ]
+
+
+def test_exported_token_secret_parameter_is_the_authorizers_parameter(
+    exports: dict[str, Any],
+) -> None:
+    mocks = _stack_run("dev", False)
+    assert exports["tokenSecretParameter"] == mocks.one(PARAMETER).outputs["name"]
+    authorizer = mocks.one(FUNCTION, "realtime-authorizer").inputs["environment"]["variables"]
+    assert authorizer["TOKEN_SECRET_PARAMETER"] == exports["tokenSecretParameter"]
 
 
 def test_exported_url_is_a_websocket_url(exports: dict[str, Any]) -> None:
@@ -318,11 +328,27 @@ def test_bad_config_value_raises_config_error_naming_the_key(key: str, value: st
         run_main("dev", overrides={key: value})
 
 
-def test_auth_without_token_secret_raises_config_error_naming_token_secret() -> None:
-    config = stack_file_config("dev", {"authEnabled": "true"})
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "up"])
+def test_a_new_stack_without_token_secret_runs_on_a_generated_one(
+    stack: str, preview: bool
+) -> None:
+    # what a first `pulumi preview` / `pulumi up` of a new stack sees: no tokenSecret set
+    config = stack_file_config(stack, STACK_OVERRIDES[stack])
     assert not any(key.endswith(":tokenSecret") for key in config)
-    with pytest.raises(stack_config.ConfigError, match=re.escape(f"{PROJECT}:tokenSecret:")):
-        run(_main_program, config=config)
+    mocks = run(_main_program, config=config, preview=preview)
+    password = mocks.one("random:index/randomPassword:RandomPassword")
+    assert password.name == "realtime-token-secret-value"
+    parameter = mocks.one(PARAMETER).inputs["value"]
+    if not preview:
+        assert parameter == {
+            _special_sig_key: _special_secret_sig,
+            "value": password.outputs["result"],
+        }
+
+
+def test_a_set_token_secret_wins() -> None:
+    assert _stack_run("dev", False).of_type("random:index/randomPassword:RandomPassword") == []
 
 
 def test_short_token_secret_fails_at_run_time_naming_token_secret() -> None:
