@@ -92,14 +92,14 @@ def table_of(event_source_arn: Any) -> str:
     raise MalformedRecord(f"eventSourceARN is not a DynamoDB stream ARN: {event_source_arn!r:.120}")
 
 
-def source_label(table_name: str, sources: Mapping[str, str]) -> str:
+def source_label(table_name: str, sources: Mapping[str, config.Source]) -> str:
     """The label (``SOURCES``) of the source whose physical table is ``table_name``."""
-    for label, table in sources.items():
-        if table == table_name:
+    for label, source in sources.items():
+        if source.table == table_name:
             return label
     raise MalformedRecord(
         f"record from table {table_name!r:.120}, which is not in SOURCES"
-        f" ({', '.join(sorted(sources.values()))[:200]})"
+        f" ({', '.join(sorted(s.table for s in sources.values()))[:200]})"
     )
 
 
@@ -118,7 +118,7 @@ def timestamp_of(approximate_creation: Any, fallback: float) -> str:
 
 
 def envelope(
-    record: dict[str, Any], *, include_old: bool, now: float, sources: Mapping[str, str]
+    record: dict[str, Any], *, include_old: bool, now: float, sources: Mapping[str, config.Source]
 ) -> dict[str, Any]:
     """The message for one stream record (pure). Raises ``MalformedRecord``.
 

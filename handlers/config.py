@@ -11,8 +11,11 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from handlers.access import InvalidRule, Rule, parse_rules
 from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
+from handlers.topics import KEY_TYPES
 
 DEFAULT_CONNECTION_TTL_SECONDS = 7200  # API Gateway's 2-hour connection maximum
 DEFAULT_USER_INDEX = "byUser"
@@ -60,41 +63,100 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"environment variable {name}={raw!r} is not a boolean (true/false)")
 
 
-def _sources(env: Mapping[str, str], name: str) -> dict[str, str]:
-    """``{"<label>": {"table": "<physical name>", ...}, ...}`` -> label -> table name.
+@dataclass(frozen=True)
+class Source:
+    """One stream source of the channel, as the component describes it in ``SOURCES``."""
 
-    Fields other than ``table`` are ignored (room for per-source settings).
+    label: str
+    """The source's name in the program: what messages carry in ``table``."""
+    table: str
+    """The physical table name (what a stream record's ARN names)."""
+    keys: tuple[tuple[str, str], ...]
+    """(attribute, type S|N|B) of the partition key, then the sort key if any."""
+    old_image: bool
+    """Whether the stream carries old images (NEW_AND_OLD_IMAGES)."""
+    access: tuple[Rule, ...]
+    """Access rules; none: no subscription is accepted (default deny)."""
+
+
+_SOURCES_EXAMPLE = (
+    '{"events": {"table": "events-862417b", "keys": [["PK", "S"], ["SK", "S"]],'
+    ' "oldImage": true, "access": [{"table": true}]}}'
+)
+
+
+def _source(name: str, label: Any, fields: Any) -> Source:
+    where = f"environment variable {name}: source {label!r}"
+    table = fields.get("table") if isinstance(fields, dict) else None
+    if not isinstance(label, str) or not label.strip() or not isinstance(table, str):
+        raise ConfigError(
+            f'{where} must be an object with a non-empty string "table", such as {_SOURCES_EXAMPLE}'
+        )
+    if not table.strip():
+        raise ConfigError(f'{where} must be an object with a non-empty string "table"')
+    raw_keys = fields.get("keys", [])
+    if (
+        not isinstance(raw_keys, list)
+        or len(raw_keys) > 2
+        or not all(
+            isinstance(k, list)
+            and len(k) == 2
+            and isinstance(k[0], str)
+            and k[0]
+            and k[1] in KEY_TYPES
+            for k in raw_keys
+        )
+    ):
+        raise ConfigError(
+            f'{where}: "keys" must list [attribute, "S"|"N"|"B"] for the partition key'
+            " and the optional sort key"
+        )
+    old_image = fields.get("oldImage", False)
+    if not isinstance(old_image, bool):
+        raise ConfigError(f'{where}: "oldImage" must be true or false')
+    try:
+        access = parse_rules(fields.get("access"), [k[0] for k in raw_keys] or None)
+    except InvalidRule as bad:
+        raise ConfigError(f"{where}: {bad}") from None
+    return Source(
+        label=label,
+        table=table.strip(),
+        keys=tuple((k[0], k[1]) for k in raw_keys),
+        old_image=old_image,
+        access=access,
+    )
+
+
+def _sources(env: Mapping[str, str], name: str) -> dict[str, Source]:
+    """``{"<label>": {"table": ..., "keys": ..., "oldImage": ..., "access": [...]}}``.
+
+    Only ``table`` is required; unknown fields are ignored (room for more settings).
+    An empty object is a channel with no source yet.
     """
-    example = '{"events": {"table": "events-862417b"}}'
-    raw = _required(env, name, f"the stream sources as JSON, e.g. {example}")
+    raw = _required(env, name, f"the stream sources as JSON, e.g. {_SOURCES_EXAMPLE}")
     try:
         parsed = json.loads(raw)
     except ValueError:
         raise ConfigError(
-            f"environment variable {name} is not JSON: expected an object such as {example}"
+            f"environment variable {name} is not JSON: expected an object such as"
+            f" {_SOURCES_EXAMPLE}"
         ) from None
-    if not isinstance(parsed, dict) or not parsed:
+    if not isinstance(parsed, dict):
         raise ConfigError(
-            f"environment variable {name} must be a non-empty JSON object of"
-            f' label -> {{"table": name}}, such as {example}'
+            f"environment variable {name} must be a JSON object of label -> source,"
+            f" such as {_SOURCES_EXAMPLE}"
         )
-    sources: dict[str, str] = {}
+    sources: dict[str, Source] = {}
     labels_by_table: dict[str, str] = {}
     for label, fields in parsed.items():
-        table = fields.get("table") if isinstance(fields, dict) else None
-        if not label.strip() or not isinstance(table, str) or not table.strip():
+        source = _source(name, label, fields)
+        if source.table in labels_by_table:
             raise ConfigError(
-                f"environment variable {name}: source {label!r} must be an object"
-                f' with a non-empty string "table", such as {example}'
+                f"environment variable {name}: table {source.table!r} is named by both"
+                f" {labels_by_table[source.table]!r} and {label!r}; a record could not say which"
             )
-        table = table.strip()
-        if table in labels_by_table:
-            raise ConfigError(
-                f"environment variable {name}: table {table!r} is named by both"
-                f" {labels_by_table[table]!r} and {label!r}; a record could not say which"
-            )
-        labels_by_table[table] = label
-        sources[label] = table
+        labels_by_table[source.table] = label
+        sources[label] = source
     return sources
 
 
@@ -133,8 +195,8 @@ class BroadcasterConfig:
     include_old_image: bool
     send_concurrency: int
     send_max_attempts: int
-    sources: Mapping[str, str]
-    """Source label (the name messages carry in ``table``) -> physical table name."""
+    sources: Mapping[str, Source]
+    """Source label (the name messages carry in ``table``) -> the source."""
 
 
 def authorizer_config(env: Mapping[str, str] = os.environ) -> AuthorizerConfig:

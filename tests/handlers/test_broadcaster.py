@@ -13,7 +13,7 @@ import handlers.broadcaster as broadcaster_module
 from bench.management_api import FakeManagementApi
 from handlers import aws
 from handlers.broadcaster import MAX_MESSAGE_BYTES, Broadcaster, encode, envelope, handler
-from handlers.config import broadcaster_config
+from handlers.config import Source, broadcaster_config
 from handlers.connections import (
     FIRST_PAGE_ITEMS,
     all_connection_ids,
@@ -25,7 +25,7 @@ from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
 from tests.helpers import FakeContext, connection_ids, load_event, put_connection
 
 SEQ = ["111100000000000000000001", "111100000000000000000002", "111100000000000000000003"]
-SOURCES = {SOURCE_LABEL: SOURCE_TABLE}
+SOURCES = {SOURCE_LABEL: Source(SOURCE_LABEL, SOURCE_TABLE, (("PK", "S"), ("SK", "S")), True, ())}
 
 
 def settings(endpoint: str, **changes: Any):
@@ -342,7 +342,10 @@ def test_message_names_its_source_by_label_not_by_physical_table(
 ) -> None:
     record = load_event("stream_batch")["Records"][0]
     assert f":table/{SOURCE_TABLE}/stream/" in record["eventSourceARN"]
-    sources = {"audit": "audit-1", "orders": SOURCE_TABLE}
+    sources = {
+        label: dataclasses.replace(SOURCES[SOURCE_LABEL], label=label, table=table)
+        for label, table in (("audit", "audit-1"), ("orders", SOURCE_TABLE))
+    }
     failures, _ = run(make(management_api, dynamodb, sources=sources), [record])
     assert failures == []
     (message,) = management_api.messages("A=")

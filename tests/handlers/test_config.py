@@ -1,5 +1,6 @@
 """Configuration: a missing variable fails the cold start by name; the loaders' defaults."""
 
+import json
 import os
 import subprocess
 import sys
@@ -139,7 +140,7 @@ def test_broadcaster_config_defaults() -> None:
         include_old_image=False,
         send_concurrency=64,
         send_max_attempts=5,
-        sources={"events": "events-862417b"},
+        sources={"events": config.Source("events", "events-862417b", (), False, ())},
     )
 
 
@@ -163,7 +164,7 @@ def test_broadcaster_config_reads_every_setting() -> None:
         include_old_image=True,
         send_concurrency=8,
         send_max_attempts=2,
-        sources={"events": "events-862417b"},
+        sources={"events": config.Source("events", "events-862417b", (), False, ())},
     )
 
 
@@ -218,7 +219,31 @@ def test_sources_map_each_label_to_its_table_ignoring_unknown_fields() -> None:
 
     loaded = config.broadcaster_config({**BROADCASTER_ENV, "SOURCES": raw})
 
-    assert loaded.sources == {"events": "events-862417b", "orders": "orders-prod"}
+    assert {label: source.table for label, source in loaded.sources.items()} == {
+        "events": "events-862417b",
+        "orders": "orders-prod",
+    }
+
+
+def test_sources_carry_key_schema_stream_images_and_access_rules() -> None:
+    raw = json.dumps(
+        {
+            "orders": {
+                "table": "orders-1",
+                "keys": [["PK", "S"], ["SK", "N"]],
+                "oldImage": True,
+                "access": [{"key": {"PK": "USER#{sub}"}, "fields": ["status"]}],
+            }
+        }
+    )
+    (source,) = config.broadcaster_config({**BROADCASTER_ENV, "SOURCES": raw}).sources.values()
+    assert source.keys == (("PK", "S"), ("SK", "N"))
+    assert source.old_image is True
+    assert source.access[0].to_json() == {"key": {"PK": "USER#{sub}"}, "fields": ["status"]}
+
+
+def test_no_source_yet_is_an_empty_object() -> None:
+    assert config.broadcaster_config({**BROADCASTER_ENV, "SOURCES": "{}"}).sources == {}
 
 
 @pytest.mark.parametrize(
@@ -226,9 +251,13 @@ def test_sources_map_each_label_to_its_table_ignoring_unknown_fields() -> None:
     [
         ("events-862417b", "is not JSON"),
         ('{"events": {"table": "t"}', "is not JSON"),
-        ("[]", "non-empty JSON object"),
-        ("{}", "non-empty JSON object"),
-        ('"events"', "non-empty JSON object"),
+        ("[]", "must be a JSON object"),
+        ('"events"', "must be a JSON object"),
+        ('{"e": {"table": "t", "keys": [["PK", "X"]]}}', '"keys" must list'),
+        ('{"e": {"table": "t", "keys": [["PK", "S"], ["SK", "S"], ["Z", "S"]]}}', '"keys"'),
+        ('{"e": {"table": "t", "oldImage": "yes"}}', '"oldImage" must be'),
+        ('{"e": {"table": "t", "keys": [["PK", "S"]], "access": [{}]}}', "access[0]"),
+        ('{"e": {"table": "t", "keys": [["PK", "S"]], "access": [{"key": {"SK": "x"}}]}}', "'PK'"),
         ('{"events": "events-862417b"}', "source 'events' must be an object"),
         ('{"events": {}}', "source 'events' must be an object"),
         ('{"events": {"table": ""}}', "source 'events' must be an object"),
