@@ -19,9 +19,10 @@ install: $(STAMP) ## create venv/ (the virtualenv Pulumi.yaml names) and install
 
 STACK ?= dev
 PORT ?= 8080
+ARGS ?=
 
-dev: $(STAMP) ## run the stack locally (emulator); STACK=dev PORT=8080; Ctrl-C stops it
-	$(PY) -m emulator --stack $(STACK) --port $(PORT)
+dev: $(STAMP) ## run the stack locally (emulator); STACK=dev PORT=8080 ARGS="--config KEY=VALUE ..."
+	$(PY) -m emulator --stack $(STACK) --port $(PORT) $(ARGS)
 
 lint: $(STAMP) lint-workflows ## ruff (lint + format check), mypy and the workflow checks
 	$(PY) -m ruff check .

@@ -1,13 +1,17 @@
 """``python -m emulator``: run the stack locally, write items, mint tokens.
 
     python -m emulator [serve] [--stack dev] [--port 8080] [--config KEY=VALUE ...]
-    python -m emulator put TABLE '{"PK": "EVENT#1", "SK": "METADATA", "title": "hello"}'
-    python -m emulator delete TABLE '{"PK": "EVENT#1", "SK": "METADATA"}'
-    python -m emulator token USER [--ttl SECONDS]
+    python -m emulator put [--stack dev] TABLE '{"PK": "EVENT#1", "SK": "METADATA", "title": "hi"}'
+    python -m emulator delete [--stack dev] TABLE '{"PK": "EVENT#1", "SK": "METADATA"}'
+    python -m emulator token [--stack dev] USER [--ttl SECONDS]
 
 ``put``, ``delete`` and ``token`` talk to the emulator already running for the
 stack (they read ``.emulator/<stack>.json``, which it writes on start). TABLE
 is the table's name in the program (``events``) or its physical name.
+
+Every error is one line on stderr: exit status 2 for a bad argument (argparse's
+``usage`` and ``error:``), 1 for anything else (port taken, no emulator running,
+a config value the stack refuses, a write DynamoDB rejects).
 """
 
 from __future__ import annotations
@@ -15,27 +19,135 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
+import os
+import re
+import shlex
 import signal
 import sys
 from decimal import Decimal
 from typing import Any
 
-from emulator.local import STATE_DIR, Emulator, EmulatorOptions
+import yaml
+
+from emulator.local import (
+    STATE_DIR,
+    AlreadyRunning,
+    Emulator,
+    EmulatorOptions,
+    PortTaken,
+    StackRefused,
+    running_state,
+)
+from emulator.program import PROJECT, ROOT
+
+PROG = "python -m emulator"
+DEFAULT_STACK = "dev"
+BANNER_TOKEN_SECONDS = 12 * 3600
+"""How long the banner's token lives, unless the stack's tokenMaxLifetimeSeconds is shorter."""
 
 
-def _config(pairs: list[str]) -> dict[str, str]:
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--config takes KEY=VALUE, got {pair!r}")
-        values[key] = value
-    return values
+class CliError(Exception):
+    """A failure the user can act on: printed as one line, exit status 1."""
+
+
+# -- argument types: each refuses bad input with a one-line argparse error ------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 ... 65535; 0 picks a free one)")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return seconds
+
+
+def _ttl(text: str) -> int:
+    try:
+        ttl = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if ttl <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {ttl}")
+    return ttl
+
+
+def _user(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the user id must not be empty")
+    return text
+
+
+def _stack(text: str) -> str:
+    stacks = sorted(
+        path.name[len("Pulumi.") : -len(".yaml")] for path in ROOT.glob("Pulumi.*.yaml")
+    )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text) or text not in stacks:
+        raise argparse.ArgumentTypeError(
+            f"no stack {text!r} here (no Pulumi.{text}.yaml); stacks: {', '.join(stacks)}"
+        )
+    return text
+
+
+def _config_keys() -> list[str]:
+    document = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    return sorted(document.get("config") or {})
+
+
+def _config_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {text!r}")
+    name = key.removeprefix(f"{PROJECT}:")
+    known = _config_keys()
+    if ":" not in name and name not in known:  # other namespaces (aws:region) pass through
+        raise argparse.ArgumentTypeError(f"unknown config key {key!r}; known: {', '.join(known)}")
+    return key, value
+
+
+# -- the banner -----------------------------------------------------------------------------------
+
+
+def interpreter() -> str:
+    """The Python running this, as a user would type it here (``venv/bin/python`` in the repo)."""
+    if not sys.executable:
+        return "python3"
+    executable = os.path.abspath(sys.executable)
+    inside = os.path.relpath(executable, os.getcwd())
+    return shlex.quote(executable if inside.startswith("..") else inside)
+
+
+def command(stack: str, subcommand: str) -> str:
+    """A ``python -m emulator`` command line that reaches the emulator running for ``stack``."""
+    where = "" if stack == DEFAULT_STACK else f" --stack {shlex.quote(stack)}"
+    return f"{interpreter()} -m emulator {subcommand}{where}"
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def banner(emulator: Emulator) -> str:
-    token = emulator.token("dev-user", 12 * 3600)
+    stack = emulator.options.stack
+    lifetime = min(BANNER_TOKEN_SECONDS, emulator.token_max_lifetime())
+    token = emulator.token("dev-user", lifetime)
     tables = ", ".join(f"{logical} ({name})" for logical, name in emulator.table_names().items())
     source = next(iter(m.table for m in emulator.model.mappings), None) if emulator.model else None
     source_logical = next(
@@ -43,20 +155,24 @@ def banner(emulator: Emulator) -> str:
     )
     return "\n".join(
         [
-            f"realtime-channel emulator: stack {emulator.options.stack!r} is up",
+            f"realtime-channel emulator: stack {stack!r} is up",
             f"  WebSocket     {emulator.url}?token={token}",
-            "                (user 'dev-user', valid 12 h; more: python -m emulator token USER)",
+            f"                (user 'dev-user', valid {_duration(lifetime)};"
+            f" more: {command(stack, 'token')} USER)",
             f"  @connections  {emulator.management_endpoint}/@connections/{{connectionId}}",
             f"  DynamoDB      {emulator.aws.endpoint}   tables: {tables}",
             "",
             "Try it:",
             f"  npx wscat -c '{emulator.url}?token={token}'",
-            f"  venv/bin/python -m emulator put {source_logical} "
+            f"  {command(stack, 'put')} {source_logical} "
             '\'{"PK": "EVENT#1", "SK": "METADATA", "title": "hello"}\'',
             "",
             "Ctrl-C stops everything.",
         ]
     )
+
+
+# -- commands -------------------------------------------------------------------------------------
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -65,7 +181,7 @@ async def serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         secret=args.secret,
-        overrides=_config(args.config),
+        overrides=dict(args.config),
         idle_timeout=args.idle_timeout,
         max_connection=args.max_connection,
     )
@@ -75,7 +191,10 @@ async def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await emulator.start()
+        try:
+            await emulator.start()
+        except (PortTaken, AlreadyRunning, StackRefused) as refused:
+            raise CliError(str(refused)) from None
         print(banner(emulator), flush=True)
         await stop.wait()
         print("stopping...", flush=True)
@@ -86,10 +205,15 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def _state(stack: str) -> dict[str, Any]:
-    path = STATE_DIR / f"{stack}.json"
-    if not path.exists():
-        raise SystemExit(f"no emulator is running for stack {stack!r} (start it with `make dev`)")
-    return dict(json.loads(path.read_text()))
+    state = running_state(stack)
+    if state is None:
+        hint = "make dev" if stack == DEFAULT_STACK else f"make dev STACK={stack}"
+        leftover = STATE_DIR / f"{stack}.json"
+        stale = f"; {leftover} is left from one that has exited" if leftover.exists() else ""
+        raise CliError(
+            f"no emulator is running for stack {stack!r} (start it with `{hint}`){stale}"
+        )
+    return state
 
 
 def _table(state: dict[str, Any], table: str) -> str:
@@ -98,31 +222,34 @@ def _table(state: dict[str, Any], table: str) -> str:
         return tables[table]
     if table in tables.values():
         return table
-    raise SystemExit(f"unknown table {table!r}; known: {', '.join(tables)}")
+    raise CliError(f"unknown table {table!r}; known: {', '.join(tables)}")
 
 
 def _item(text: str) -> dict[str, Any]:
     try:
         item = json.loads(text, parse_float=Decimal)
     except ValueError as bad:
-        raise SystemExit(f"not JSON: {bad}") from None
+        raise CliError(f"not JSON: {bad}") from None
     if not isinstance(item, dict) or not item:
-        raise SystemExit("the item must be a non-empty JSON object")
+        raise CliError("the item must be a non-empty JSON object")
     from boto3.dynamodb.types import TypeSerializer
 
     serializer = TypeSerializer()
     try:
         return {key: serializer.serialize(value) for key, value in item.items()}
     except TypeError as bad:
-        raise SystemExit(f"cannot store that item: {bad}") from None
+        raise CliError(f"cannot store that item: {bad}") from None
 
 
 def write(args: argparse.Namespace) -> int:
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
     from emulator.services import FAKE_CREDENTIALS
 
     state = _state(args.stack)
+    table = _table(state, args.table)
+    item = _item(args.item)
     client = boto3.client(
         "dynamodb",
         endpoint_url=state["dynamodb"],
@@ -130,56 +257,96 @@ def write(args: argparse.Namespace) -> int:
         aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
-    table = _table(state, args.table)
-    item = _item(args.item)
     try:
         if args.command == "put":
             client.put_item(TableName=table, Item=item)
         else:
             client.delete_item(TableName=table, Key=item)
-    except client.exceptions.ClientError as bad:
-        raise SystemExit(f"{args.command} failed: {bad}") from None
+    except (ClientError, BotoCoreError) as bad:
+        raise CliError(f"{args.command} failed: {bad}") from None
     print(f"{args.command}: {table}", flush=True)
     return 0
 
 
 def token(args: argparse.Namespace) -> int:
-    from handlers.tokens import mint_token
+    from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS, mint_token
 
     state = _state(args.stack)
-    print(mint_token(args.user, state["secret"], args.ttl))
+    longest = int(state.get("tokenMaxLifetimeSeconds") or DEFAULT_MAX_LIFETIME_SECONDS)
+    if args.ttl > longest:
+        raise CliError(
+            f"--ttl {args.ttl} is more than stack {args.stack!r} accepts"
+            f" (tokenMaxLifetimeSeconds {longest}): its authorizer would refuse the token"
+        )
+    try:
+        print(mint_token(args.user, state["secret"], args.ttl, max_lifetime=longest))
+    except ValueError as bad:
+        raise CliError(str(bad)) from None
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", default="dev", help="stack whose config to use (default dev)")
-    commands = parser.add_subparsers(dest="command")
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0].replace("``", ""),
+        epilog='Durations are in seconds. `make dev ARGS="..."` passes options through make.',
+    )
+    stack_help = "stack: which Pulumi.<stack>.yaml (default dev)"
+    main_parser.add_argument("--stack", type=_stack, default=DEFAULT_STACK, help=stack_help)
+    commands = main_parser.add_subparsers(dest="command", metavar="{serve,put,delete,token}")
     run = commands.add_parser("serve", help="run the stack locally (the default)")
-    for target in (parser, run):
-        target.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
-        target.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
-        target.add_argument("--secret", default=None, help="token secret (default: random)")
-        target.add_argument(
-            "--config", action="append", default=[], metavar="KEY=VALUE",
-            help="override a config value, e.g. --config targetAttribute=owner",
-        )  # fmt: skip
-        target.add_argument("--idle-timeout", type=float, default=600.0, help="seconds (600)")
-        target.add_argument("--max-connection", type=float, default=7200.0, help="seconds (7200)")
-    for name in ("put", "delete"):
-        sub = commands.add_parser(name, help=f"{name} an item (plain JSON) in a table")
-        sub.add_argument("table")
-        sub.add_argument("item", help="plain JSON; for delete, the key attributes")
+    put = commands.add_parser("put", help="put an item (plain JSON) in a table")
+    delete = commands.add_parser("delete", help="delete an item (its key, plain JSON)")
     mint = commands.add_parser("token", help="mint a token for a user")
-    mint.add_argument("user")
-    mint.add_argument("--ttl", type=int, default=3600)
-    args = parser.parse_args(argv)
-    if args.command in ("put", "delete"):
-        return write(args)
-    if args.command == "token":
-        return token(args)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(serve(args))
+    for sub in (run, put, delete, mint):  # --stack also after the command; SUPPRESS: no override
+        sub.add_argument("--stack", type=_stack, default=argparse.SUPPRESS, help=stack_help)
+    # `serve` is the default command: its options work before or after it; the defaults live
+    # on the main parser only, so `--port 9000 serve` keeps 9000
+    main_parser.set_defaults(
+        host="127.0.0.1", port=8080, secret=None, config=[], idle_timeout=600.0,
+        max_connection=7200.0,
+    )  # fmt: skip
+    for target in (main_parser, run):
+        add = functools.partial(target.add_argument, default=argparse.SUPPRESS)
+        add("--host", help=argparse.SUPPRESS)
+        add("--port", type=_port, help="gateway port (default 8080; 0: any free one)")
+        add("--secret", help="token secret (default: a random one per run)")
+        add(
+            "--config", type=_config_pair, action="append", metavar="KEY=VALUE",
+            help="override a stack config value (a key of Pulumi.yaml), e.g. targetAttribute=owner",
+        )  # fmt: skip
+        add(
+            "--idle-timeout", type=_seconds, metavar="SECONDS",
+            help="close a connection idle this long, in seconds (default 600, API Gateway's)",
+        )  # fmt: skip
+        add(
+            "--max-connection", type=_seconds, metavar="SECONDS",
+            help="close any connection after this long, in seconds (default 7200, API Gateway's)",
+        )  # fmt: skip
+    for sub in (put, delete):
+        sub.add_argument("table", help="the table's name in the program (events) or physical name")
+        sub.add_argument("item", help="plain JSON; for delete, the key attributes")
+    mint.add_argument("user", type=_user, help="user id (the token's sub)")
+    mint.add_argument(
+        "--ttl", type=_ttl, default=3600, metavar="SECONDS",
+        help="how long the token is valid, in seconds (default 3600; at most the stack's"
+        " tokenMaxLifetimeSeconds, 86400 unless set)",
+    )  # fmt: skip
+    return main_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command in ("put", "delete"):
+            return write(args)
+        if args.command == "token":
+            return token(args)
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(serve(args))
+    except CliError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

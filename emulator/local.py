@@ -11,6 +11,7 @@ source mapping as a stream poller.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import json
 import os
@@ -43,6 +44,64 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """The gateway's port is in use: nothing was started and no state file was touched."""
+
+    def __init__(self, host: str, port: int, stack: str, holder: str) -> None:
+        self.host, self.port = host, port
+        other = port + 1 if port < 65535 else 8080
+        make = "make dev" if stack == "dev" else f"make dev STACK={stack}"
+        super().__init__(
+            f"port {port} on {host} is already in use ({holder});"
+            f" choose another: {make} PORT={other}, or python -m emulator --port {other}"
+        )
+
+
+class StackRefused(RuntimeError):
+    """The stack's program refused its configuration (a ``ValueError`` naming the key)."""
+
+
+class AlreadyRunning(RuntimeError):
+    """An emulator for the same stack is running: its state file is left alone."""
+
+    def __init__(self, stack: str, state: Mapping[str, Any]) -> None:
+        self.stack, self.state = stack, state
+        super().__init__(
+            f"an emulator for stack {stack!r} is already running"
+            f" (pid {state.get('pid')}, {state.get('url')}); stop it first (Ctrl-C in its"
+            " terminal), or run another stack with --stack"
+        )
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def running_state(stack: str) -> dict[str, Any] | None:
+    """The state file of the emulator running for ``stack``, or None when none is running.
+
+    A file left by a process that has exited (killed without cleanup) counts as none.
+    """
+    path = STATE_DIR / f"{stack}.json"
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # half-written or damaged: not a running emulator's
+        return None
+    if not isinstance(document, dict) or not _alive(document.get("pid")):
+        return None
+    return document
+
+
 @dataclass
 class EmulatorOptions:
     stack: str = "dev"
@@ -70,7 +129,8 @@ class Emulator:
 
     def __init__(self, options: EmulatorOptions | None = None) -> None:
         self.options = options or EmulatorOptions()
-        self.port = self.options.port or free_port(self.options.host)
+        self.port = self.options.port
+        """The gateway's port; with ``options.port`` 0, the one ``start`` bound."""
         self.secret = self.options.secret or secrets.token_hex(32)
         self.aws = LocalAws(self.options.host)
         self.model: Model | None = None
@@ -80,6 +140,9 @@ class Emulator:
         self._runner: web.AppRunner | None = None
         self._code_dir: Path | None = None
         self._app: web.Application | None = None
+        self._listener: socket.socket | None = None
+        self._run_id = secrets.token_hex(8)
+        self._state_written = False
 
     # -- addresses --------------------------------------------------------------------------
 
@@ -113,10 +176,21 @@ class Emulator:
                 return function.environment["CONNECTIONS_TABLE"]
         raise LookupError("no function declares CONNECTIONS_TABLE")
 
+    def token_max_lifetime(self) -> int:
+        """The longest token the stack's authorizer accepts (its TOKEN_MAX_LIFETIME_SECONDS)."""
+        from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
+
+        assert self.model is not None
+        for function in self.model.functions.values():
+            value = function.environment.get("TOKEN_MAX_LIFETIME_SECONDS")
+            if value is not None:
+                return int(value)
+        return DEFAULT_MAX_LIFETIME_SECONDS
+
     def token(self, user_id: str, ttl_seconds: int = 3600) -> str:
         from handlers.tokens import mint_token
 
-        return mint_token(user_id, self.secret, ttl_seconds)
+        return mint_token(user_id, self.secret, ttl_seconds, max_lifetime=self.token_max_lifetime())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,21 +201,33 @@ class Emulator:
                 "an emulator is already running in this process; moto's state is"
                 " process-wide, so run one at a time (stop the other first)"
             )
+        # Bind before building anything: a taken port fails in milliseconds, and a run that
+        # never bound never writes (or removes) a state file.
+        self._listener = self._listen()
+        if options.write_state:
+            other = running_state(options.stack)
+            if other is not None:  # on another port: its put/delete/token would find this one
+                self._listener.close()
+                self._listener = None
+                raise AlreadyRunning(options.stack, other)
         Emulator._running = self
         self.aws.start()
         await asyncio.to_thread(self.aws.reset)  # a clean slate, whatever ran here before
         mocks = RecordingMocks(
             gateway=(options.host, self.port), lookup_table=self.aws.describe_table
         )
-        self.declared = await asyncio.to_thread(
-            run_main,
-            options.stack,
-            secret=self.secret,
-            overrides=options.overrides,
-            mocks=mocks,
-            with_defaults=True,
-            root=options.root,
-        )
+        try:
+            self.declared = await asyncio.to_thread(
+                run_main,
+                options.stack,
+                secret=self.secret,
+                overrides=options.overrides,
+                mocks=mocks,
+                with_defaults=True,
+                root=options.root,
+            )
+        except ValueError as refused:  # ConfigError, SourceError, the component's checks
+            raise StackRefused(f"stack {options.stack!r}: {refused}") from refused
         self.model = model_module.build(self.declared.resources)
         await asyncio.to_thread(provision, self.aws, self.model)
         self._code_dir = Path(tempfile.mkdtemp(prefix="realtime-emulator-code-"))
@@ -170,7 +256,7 @@ class Emulator:
         self._app = create_app(self.model, self.invoke, settings, options.log)
         self._runner = web.AppRunner(self._app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, options.host, self.port).start()
+        await web.SockSite(self._runner, self._listener).start()
         for mapping in self.model.mappings:
             if not mapping.enabled:
                 continue
@@ -191,6 +277,34 @@ class Emulator:
         gc.collect()
         gc.freeze()
         return self
+
+    def _listen(self) -> socket.socket:
+        """The gateway's listening socket (port 0: any free one), or ``PortTaken``."""
+        host = self.options.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            # as asyncio's create_server does: a port in TIME_WAIT is free, a listener is not
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, self.port))
+            listener.listen(128)
+        except OSError as bad:
+            listener.close()
+            if bad.errno == errno.EADDRINUSE:
+                raise PortTaken(host, self.port, self.options.stack, self._holder()) from None
+            raise
+        listener.setblocking(False)
+        self.port = int(listener.getsockname()[1])
+        return listener
+
+    def _holder(self) -> str:
+        """Who holds our port, when it is the emulator of this stack."""
+        state = running_state(self.options.stack)
+        if state is not None and str(state.get("url", "")).startswith(
+            f"ws://{self.options.host}:{self.port}/"
+        ):
+            return f"by the emulator for stack {self.options.stack!r}, pid {state.get('pid')}"
+        return "another emulator?"
 
     def _materialise(self, function: FunctionModel) -> Path:
         """Extract the function's archive (the same one Lambda would get) into a directory."""
@@ -215,6 +329,9 @@ class Emulator:
             if self._runner is not None:
                 await self._runner.cleanup()
         finally:
+            if self._listener is not None:
+                self._listener.close()  # already closed when the gateway served on it
+                self._listener = None
             try:
                 await asyncio.gather(
                     *(pool.close() for pool in self.pools.values()), return_exceptions=True
@@ -224,8 +341,7 @@ class Emulator:
                     self.aws.stop()
                 if self._code_dir is not None:
                     shutil.rmtree(self._code_dir, ignore_errors=True)
-                if self.options.write_state:
-                    self.state_file().unlink(missing_ok=True)
+                self._remove_state()
                 if Emulator._running is self:
                     Emulator._running = None
 
@@ -235,6 +351,7 @@ class Emulator:
         return STATE_DIR / f"{self.options.stack}.json"
 
     def _write_state(self) -> None:
+        """Write the state file atomically (a reader never sees half of it), mode 0600."""
         path = self.state_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {
@@ -244,8 +361,26 @@ class Emulator:
             "dynamodb": self.aws.endpoint,
             "tables": self.table_names(),
             "secret": self.secret,
+            "tokenMaxLifetimeSeconds": self.token_max_lifetime(),
             "pid": os.getpid(),
+            "runId": self._run_id,
         }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        partial = path.with_name(f".{path.name}.{self._run_id}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(document, handle, indent=2)
+        os.replace(partial, path)
+        self._state_written = True
+
+    def _remove_state(self) -> None:
+        """Remove the state file only if this run wrote it and it is still this run's."""
+        if not self._state_written:
+            return
+        self._state_written = False
+        path = self.state_file()
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(document, dict) and document.get("runId") == self._run_id:
+            path.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -86,14 +87,14 @@ def test_banner_names_every_address_and_the_recipe(cli: Cli) -> None:
         r"DynamoDB\s+http://127\.0\.0\.1:\d+\s+tables: events \(events-", cli.line("DynamoDB")
     )
     assert cli.line("npx wscat -c").endswith(f"'{cli.url}'")
-    assert cli.line("venv/bin/python -m emulator put events")
+    assert cli.line(f"{printed_python()} -m emulator put events")
 
 
 def test_printed_recipe_works_write_an_item_and_watch_it_arrive(cli: Cli) -> None:
     with connect(cli.url, open_timeout=20) as client:
         client.send(json.dumps({"action": "ping"}))
         assert receive_json(client) == {"type": "pong"}
-        recipe = cli.line("venv/bin/python -m emulator put events")
+        recipe = cli.line(f"{printed_python()} -m emulator put events")
         item = recipe.split("put events ", 1)[1].strip().strip("'")
         written = cli.run("put", "events", item)
         assert written.returncode == 0, written.stderr
@@ -153,6 +154,223 @@ def test_wscat_connects_and_receives_an_update(cli: Cli, tmp_path: Path) -> None
             wscat.kill()
     assert '"type":"pong"' in output.replace(" ", "")
     assert "EVENT#wscat" in output and "event_update" in output
+
+
+# -- the banner's commands work as printed, for any stack (item 20) ------------------------------
+
+
+def printed_python() -> str:
+    """How the banner names this interpreter: relative to the directory it runs in."""
+    inside = os.path.relpath(sys.executable, ROOT)
+    return shlex.quote(sys.executable if inside.startswith("..") else inside)
+
+
+def test_banner_names_the_interpreter_that_runs_it(cli: Cli) -> None:
+    recipe = cli.line(f"{printed_python()} -m emulator put events")
+    assert "--stack" not in recipe  # dev is the default stack
+    assert f"more: {printed_python()} -m emulator token USER)" in cli.line("(user 'dev-user'")
+    assert (ROOT / shlex.split(recipe)[0]).exists()
+
+
+def as_typed(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a printed command line the way a user pastes it into a shell in the repository."""
+    return subprocess.run(
+        ["/bin/sh", "-c", line], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _normalised(banner: str) -> str:
+    """What differs between runs and machines: tokens, ports, how this interpreter is named."""
+    banner = re.sub(r"token=[^\s']+", "token=TOKEN", banner)
+    banner = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", banner)
+    return banner.replace(f"{printed_python()} -m emulator", "venv/bin/python -m emulator")
+
+
+def test_readme_shows_the_banner_as_printed(cli: Cli) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Running locally") :]
+    shown = re.search(r"^```\n(realtime-channel emulator: .*?)^```$", section, re.M | re.S)
+    assert shown, "no banner in the README's Running locally section"
+    assert _normalised(shown.group(1).rstrip("\n")) == _normalised("\n".join(cli.banner))
+
+
+@pytest.fixture
+def prod(cli: Cli) -> Iterator[Cli]:
+    """The prod stack (alarms need a destination: an e-mail address), beside dev's."""
+    command = [sys.executable, "-m", "emulator", "--stack", "prod", "--port", "0",
+               "--config", "alarmEmail=oncall@example.com"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        banner = _read_until(process.stdout, BANNER_END, timeout=90)
+        yield Cli(process, banner, cli.env)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_printed_commands_work_as_printed_for_another_stack(prod: Cli) -> None:
+    assert "stack 'prod' is up" in prod.banner[0]
+    assert "/prod?token=" in prod.url
+    recipe = prod.line(f"{printed_python()} -m emulator put --stack prod events")
+    hint = prod.line("(user 'dev-user'")
+    token_command = hint.split("more: ", 1)[1].rstrip(")").replace("USER", "carol")
+    assert token_command == f"{printed_python()} -m emulator token --stack prod carol"
+    minted = as_typed(token_command, prod.env)
+    assert minted.returncode == 0, minted.stderr
+    base = prod.url.split("?", 1)[0]
+    with connect(f"{base}?token={minted.stdout.strip()}", open_timeout=20) as client:
+        client.send(json.dumps({"action": "ping"}))
+        assert receive_json(client) == {"type": "pong"}
+        written = as_typed(recipe.strip(), prod.env)
+        assert written.returncode == 0, written.stderr
+        message = receive_json(client, timeout=20)
+        assert (message["action"], message["data"]["title"]) == ("created", "hello")
+
+
+# -- a second emulator (issue 7, item 19) --------------------------------------------------------
+
+
+def _port_of(url: str) -> int:
+    match = re.match(r"ws://127\.0\.0\.1:(\d+)/", url)
+    assert match, url
+    return int(match.group(1))
+
+
+def _one_line_error(answer: subprocess.CompletedProcess[str]) -> str:
+    """The error a CLI run printed: one line on stderr, no traceback, a non-zero exit."""
+    assert answer.returncode in (1, 2), (answer.returncode, answer.stdout, answer.stderr)
+    assert "Traceback" not in answer.stderr + answer.stdout, answer.stderr
+    lines = answer.stderr.strip().splitlines()
+    assert lines, "nothing on stderr"
+    if answer.returncode == 2:  # argparse: its usage, then one error line
+        assert lines[0].startswith("usage: python -m emulator"), lines
+        lines = [line for line in lines if not line.startswith(" ") and "usage:" not in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("python -m emulator") and ": error: " in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_second_emulator_on_the_same_port_says_so_and_leaves_the_first_alone(cli: Cli) -> None:
+    state = Path(cli.env["REALTIME_EMULATOR_STATE_DIR"]) / "dev.json"
+    before = state.read_text()
+    port = _port_of(cli.url)
+    started = time.monotonic()
+    second = cli.run("--stack", "dev", "--port", str(port))
+    error = _one_line_error(second)
+    assert second.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in error
+    assert "by the emulator for stack 'dev'" in error
+    assert f"PORT={port + 1}" in error and f"--port {port + 1}" in error
+    assert time.monotonic() - started < 30  # refused before running the program
+    assert state.read_text() == before  # the first emulator's state file is untouched
+    minted = cli.run("token", "after-the-second")
+    assert minted.returncode == 0, minted.stderr
+
+
+def test_a_second_emulator_for_the_same_stack_on_another_port_is_refused(cli: Cli) -> None:
+    state = Path(cli.env["REALTIME_EMULATOR_STATE_DIR"]) / "dev.json"
+    before = state.read_text()
+    second = cli.run("--stack", "dev", "--port", "0")
+    error = _one_line_error(second)
+    assert "an emulator for stack 'dev' is already running" in error
+    assert cli.url.split("?", 1)[0] in error
+    assert state.read_text() == before
+
+
+def test_a_state_file_left_by_a_dead_emulator_is_not_a_running_one(tmp_path: Path) -> None:
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    (tmp_path / "dev.json").write_text(
+        json.dumps({"pid": int(exited.stdout), "runId": "gone", "tables": {}, "secret": "x" * 32})
+    )
+    env = dict(os.environ, REALTIME_EMULATOR_STATE_DIR=str(tmp_path))
+    answer = subprocess.run(
+        [sys.executable, "-m", "emulator", "token", "alice"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    error = _one_line_error(answer)
+    assert "no emulator is running for stack 'dev'" in error and "has exited" in error
+
+
+# -- bad input: one line, never a traceback (item 21) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["token", "alice", "--ttl", "0"], "--ttl: must be a positive number of seconds"),
+        (["token", "alice", "--ttl", "-5"], "--ttl: must be a positive number of seconds"),
+        (["token", "alice", "--ttl", "1.5"], "--ttl: not a whole number of seconds"),
+        (["token", ""], "the user id must not be empty"),
+        (["token", "alice", "--ttl", "999999"], "tokenMaxLifetimeSeconds 86400"),
+        (["--port", "99999"], "99999 is not a port"),
+        (["serve", "--idle-timeout", "0"], "--idle-timeout: must be a positive number of seconds"),
+        (["--max-connection", "nan"], "--max-connection: must be a positive number of seconds"),
+        (["--config", "targetAttribute"], "--config: takes KEY=VALUE"),
+        (["--config", "targetAtribute=owner"], "unknown config key 'targetAtribute'"),
+        (["--stack", "nosuch"], "no stack 'nosuch' here (no Pulumi.nosuch.yaml)"),
+        (["put", "--stack", "nosuch", "events", "{}"], "no stack 'nosuch'"),
+        (["put", "events", "[1, 2]"], "the item must be a non-empty JSON object"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_no_traceback(
+    cli: Cli, args: list[str], expected: str
+) -> None:
+    error = _one_line_error(cli.run(*args))
+    assert expected in error
+
+
+def test_a_config_value_the_stack_refuses_is_one_line(cli: Cli) -> None:
+    answer = cli.run("--port", "0", "--stack", "prod", "--config", "memorySize=abc")
+    error = _one_line_error(answer)
+    assert answer.returncode == 1
+    assert "stack 'prod': realtime-channel:memorySize" in error and "'abc'" in error
+
+
+def test_help_gives_the_unit_of_every_duration(cli: Cli) -> None:
+    main_help = cli.run("--help").stdout
+    token_help = cli.run("token", "--help").stdout
+    for text, option in [
+        (main_help, "--idle-timeout"),
+        (main_help, "--max-connection"),
+        (token_help, "--ttl"),
+    ]:
+        found = re.search(rf"^  {option} SECONDS\s+(.+?)(?=^  -|\Z)", text, re.M | re.S)
+        assert found, text
+        assert "in seconds" in found.group(1), found.group(1)
+
+
+# -- make (item 22) --------------------------------------------------------------------------------
+
+MAKE = shutil.which("make")
+needs_make = pytest.mark.skipif(MAKE is None, reason="make is not installed")
+STAMP = "venv/.installed-stamp"  # -o: never (re)install from a test
+
+
+@needs_make
+def test_make_dev_passes_args_to_the_emulator(cli: Cli) -> None:
+    assert MAKE is not None
+    dry = subprocess.run(
+        [MAKE, "-o", STAMP, "-n", "dev", "ARGS=--config targetAttribute=owner --idle-timeout 60"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    args = "--config targetAttribute=owner --idle-timeout 60"
+    assert f"-m emulator --stack dev --port 8080 {args}" in dry.stdout
+    # and for real: the emulator gets them (this one refuses the key, so nothing starts)
+    real = subprocess.run(
+        [MAKE, "-o", STAMP, "dev", f"PORT={_port_of(cli.url)}", "ARGS=--config nosuch=1"],
+        cwd=ROOT, env=cli.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert real.returncode != 0
+    assert "unknown config key 'nosuch'" in real.stderr and "Traceback" not in real.stderr
 
 
 def test_ctrl_c_stops_everything_cleanly(cli: Cli) -> None:
