@@ -347,7 +347,7 @@ def test_help_gives_the_unit_of_every_duration(cli: Cli) -> None:
         assert "in seconds" in found.group(1), found.group(1)
 
 
-# -- make (item 22) --------------------------------------------------------------------------------
+# -- make (items 22, 24) ---------------------------------------------------------------------------
 
 MAKE = shutil.which("make")
 needs_make = pytest.mark.skipif(MAKE is None, reason="make is not installed")
@@ -371,6 +371,42 @@ def test_make_dev_passes_args_to_the_emulator(cli: Cli) -> None:
     )  # fmt: skip
     assert real.returncode != 0
     assert "unknown config key 'nosuch'" in real.stderr and "Traceback" not in real.stderr
+
+
+@needs_make
+def test_make_bench_runs_every_benchmark_and_fails_at_the_end(tmp_path: Path) -> None:
+    assert MAKE is not None
+    (tmp_path / "missed_target.py").write_text(
+        "import sys\nprint('FAIL: median 900 ms is 4.00x the baseline')\nsys.exit(1)\n"
+    )
+    (tmp_path / "met_target.py").write_text("print('OK: within target')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    answer = subprocess.run(
+        [MAKE, "-o", STAMP, "bench", f"PY={sys.executable}",
+         "BENCHMARKS=missed_target met_target"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert answer.returncode != 0
+    out = answer.stdout
+    assert "OK: within target" in out  # the second ran after the first missed
+    summary = out[out.index("make bench: every benchmark ran") :]
+    assert re.search(r"missed_target\s+MISSED \(exit 1\)", summary)
+    assert re.search(r"met_target\s+met its target", summary)
+    assert "FAIL: median 900 ms is 4.00x the baseline" in summary
+    assert "1 of 2 missed: missed_target" in summary
+
+
+def test_coldstart_is_judged_as_a_ratio_to_a_baseline_in_the_same_run() -> None:
+    answer = subprocess.run(
+        [sys.executable, "-m", "bench.coldstart", "--runs", "1", "--max-ratio", "0.01"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert answer.returncode == 1, answer.stdout + answer.stderr
+    assert re.search(r"^baseline\s+\d+\s+1\.00x", answer.stdout, re.M), answer.stdout
+    for name in ("authorizer", "connect", "disconnect", "default", "broadcaster"):
+        assert re.search(
+            rf"^FAIL: {name}: median \d+ ms is [\d.]+x the baseline", answer.stdout, re.M
+        )
 
 
 def test_ctrl_c_stops_everything_cleanly(cli: Cli) -> None:
