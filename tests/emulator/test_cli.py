@@ -396,6 +396,26 @@ def test_make_bench_runs_every_benchmark_and_fails_at_the_end(tmp_path: Path) ->
     assert "1 of 2 missed: missed_target" in summary
 
 
+def test_quick_start_leads_with_two_commands_that_install_what_they_need() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick_start = readme[readme.index("## Quick start") :]
+    block = re.search(r"^```sh\n(.*?)^```$", quick_start, re.M | re.S)
+    assert block
+    commands = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["make dev", "make test"]
+    if MAKE is None:
+        return
+    for target, runs in (("dev", "-m emulator"), ("test", "-m pytest")):
+        # -W: as if the requirements had just changed (a fresh checkout); -n: print, run nothing
+        dry = subprocess.run(
+            [MAKE, "-n", "-W", "requirements.txt", target],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert dry.returncode == 0, dry.stderr
+        install = dry.stdout.find("-m pip install")
+        assert 0 <= install < dry.stdout.find(runs), dry.stdout
+
+
 def test_coldstart_is_judged_as_a_ratio_to_a_baseline_in_the_same_run() -> None:
     answer = subprocess.run(
         [sys.executable, "-m", "bench.coldstart", "--runs", "1", "--max-ratio", "0.01"],
