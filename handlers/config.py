@@ -22,6 +22,8 @@ DEFAULT_USER_INDEX = "byUser"
 DEFAULT_SEND_CONCURRENCY = 64
 DEFAULT_SEND_MAX_ATTEMPTS = 5
 DEFAULT_MAX_INPUT_BYTES = 32 * 1024  # one API Gateway WebSocket frame
+DEFAULT_MAX_SUBSCRIPTIONS = 20
+DEFAULT_TABLE_TOPIC_BUCKETS = 4
 MIN_TOKEN_LIFETIME_SECONDS = 60
 MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
 
@@ -166,6 +168,8 @@ class AuthorizerConfig:
     """SSM SecureString parameter holding the token signing secret."""
     token_max_lifetime: int
     """Seconds a presented token may still have to live; further ahead is refused."""
+    identity_claims: tuple[str, ...]
+    """Token claims (besides ``sub``) passed on to the connection: those access rules read."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class ConnectConfig:
 @dataclass(frozen=True)
 class DisconnectConfig:
     connections_table: str
+    subscriptions_table: str
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,13 @@ class DefaultConfig:
     management_endpoint: str | None
     """Explicit @connections endpoint; None derives it from the request."""
     max_input_bytes: int
+    connections_table: str
+    subscriptions_table: str
+    sources: Mapping[str, Source]
+    max_subscriptions: int
+    """Subscriptions one connection may hold."""
+    table_buckets: int
+    """Partitions each table-wide topic is spread over."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,21 @@ class BroadcasterConfig:
     send_max_attempts: int
     sources: Mapping[str, Source]
     """Source label (the name messages carry in ``table``) -> the source."""
+    subscriptions_table: str
+    table_buckets: int
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of names (empty parts ignored)."""
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _subscriptions_table(env: Mapping[str, str]) -> str:
+    return _required(env, "SUBSCRIPTIONS_TABLE", "the subscriptions (topic index) table")
+
+
+def _table_buckets(env: Mapping[str, str]) -> int:
+    return _int(env, "TABLE_TOPIC_BUCKETS", DEFAULT_TABLE_TOPIC_BUCKETS, 1, 64)
 
 
 def authorizer_config(env: Mapping[str, str] = os.environ) -> AuthorizerConfig:
@@ -211,6 +238,7 @@ def authorizer_config(env: Mapping[str, str] = os.environ) -> AuthorizerConfig:
             MIN_TOKEN_LIFETIME_SECONDS,
             MAX_TOKEN_LIFETIME_SECONDS,
         ),
+        identity_claims=_names(env, "IDENTITY_CLAIMS"),
     )
 
 
@@ -225,7 +253,8 @@ def connect_config(env: Mapping[str, str] = os.environ) -> ConnectConfig:
 
 def disconnect_config(env: Mapping[str, str] = os.environ) -> DisconnectConfig:
     return DisconnectConfig(
-        connections_table=_required(env, "CONNECTIONS_TABLE", "the connections table")
+        connections_table=_required(env, "CONNECTIONS_TABLE", "the connections table"),
+        subscriptions_table=_subscriptions_table(env),
     )
 
 
@@ -233,6 +262,11 @@ def default_config(env: Mapping[str, str] = os.environ) -> DefaultConfig:
     return DefaultConfig(
         management_endpoint=env.get("MANAGEMENT_ENDPOINT", "").strip() or None,
         max_input_bytes=_int(env, "MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES, 1, 128 * 1024),
+        connections_table=_required(env, "CONNECTIONS_TABLE", "the connections table"),
+        subscriptions_table=_subscriptions_table(env),
+        sources=_sources(env, "SOURCES"),
+        max_subscriptions=_int(env, "MAX_SUBSCRIPTIONS", DEFAULT_MAX_SUBSCRIPTIONS, 1, 100),
+        table_buckets=_table_buckets(env),
     )
 
 
@@ -248,4 +282,6 @@ def broadcaster_config(env: Mapping[str, str] = os.environ) -> BroadcasterConfig
         send_concurrency=_int(env, "SEND_CONCURRENCY", DEFAULT_SEND_CONCURRENCY, 1, 256),
         send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", DEFAULT_SEND_MAX_ATTEMPTS, 1, 10),
         sources=_sources(env, "SOURCES"),
+        subscriptions_table=_subscriptions_table(env),
+        table_buckets=_table_buckets(env),
     )

@@ -15,7 +15,17 @@ from tests.helpers import SECRET, FakeContext, create_connections_table
 # The broadcaster's sources, set before any test module imports handlers.broadcaster: the
 # sample stream events come from the table "events-862417b", whose label is "events".
 SOURCE_LABEL, SOURCE_TABLE = "events", "events-862417b"
-os.environ["SOURCES"] = json.dumps({SOURCE_LABEL: {"table": SOURCE_TABLE}})
+os.environ["SOURCES"] = json.dumps(
+    {
+        SOURCE_LABEL: {
+            "table": SOURCE_TABLE,
+            "keys": [["PK", "S"], ["SK", "S"]],
+            "oldImage": True,
+            "access": [{"table": True}],
+        }
+    }
+)
+os.environ["SUBSCRIPTIONS_TABLE"] = "subscriptions-test"
 
 TABLE = os.environ["CONNECTIONS_TABLE"]
 SECRET_PARAMETER = os.environ["TOKEN_SECRET_PARAMETER"]

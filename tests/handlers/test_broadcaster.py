@@ -33,6 +33,7 @@ def settings(endpoint: str, **changes: Any):
         "CONNECTIONS_TABLE": "connections-test",
         "MANAGEMENT_ENDPOINT": endpoint,
         "SOURCES": json.dumps({SOURCE_LABEL: {"table": SOURCE_TABLE}}),
+        "SUBSCRIPTIONS_TABLE": "subscriptions-test",
     }
     return dataclasses.replace(broadcaster_config(env), **changes)
 

@@ -17,6 +17,12 @@ BROADCASTER_ENV = {
     "CONNECTIONS_TABLE": "conns",
     "MANAGEMENT_ENDPOINT": "https://x.example/dev",
     "SOURCES": '{"events": {"table": "events-862417b"}}',
+    "SUBSCRIPTIONS_TABLE": "subs",
+}
+DEFAULT_ENV = {
+    "CONNECTIONS_TABLE": "conns",
+    "SUBSCRIPTIONS_TABLE": "subs",
+    "SOURCES": '{"events": {"table": "events-862417b"}}',
 }
 
 
@@ -33,7 +39,9 @@ def import_without(module: str, *missing: str) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.mark.parametrize("module", ["authorizer", "connect", "disconnect", "broadcaster"])
+@pytest.mark.parametrize(
+    "module", ["authorizer", "connect", "disconnect", "default", "broadcaster"]
+)
 def test_handler_imports_with_its_environment_set(module: str) -> None:
     imported = import_without(module)
 
@@ -46,6 +54,11 @@ def test_handler_imports_with_its_environment_set(module: str) -> None:
         ("authorizer", "TOKEN_SECRET_PARAMETER"),
         ("connect", "CONNECTIONS_TABLE"),
         ("disconnect", "CONNECTIONS_TABLE"),
+        ("disconnect", "SUBSCRIPTIONS_TABLE"),
+        ("default", "CONNECTIONS_TABLE"),
+        ("default", "SUBSCRIPTIONS_TABLE"),
+        ("default", "SOURCES"),
+        ("broadcaster", "SUBSCRIPTIONS_TABLE"),
         ("broadcaster", "CONNECTIONS_TABLE"),
         ("broadcaster", "MANAGEMENT_ENDPOINT"),
         ("broadcaster", "SOURCES"),
@@ -100,8 +113,9 @@ def test_authorizer_config_without_a_secret_parameter_names_it(env: dict[str, st
         config.authorizer_config(env)
 
 
-def test_disconnect_config_reads_the_table() -> None:
-    assert config.disconnect_config({"CONNECTIONS_TABLE": "conns"}).connections_table == "conns"
+def test_disconnect_config_reads_the_tables() -> None:
+    loaded = config.disconnect_config({"CONNECTIONS_TABLE": "conns", "SUBSCRIPTIONS_TABLE": "s"})
+    assert (loaded.connections_table, loaded.subscriptions_table) == ("conns", "s")
 
 
 def test_disconnect_config_without_a_table_names_it() -> None:
@@ -110,23 +124,60 @@ def test_disconnect_config_without_a_table_names_it() -> None:
 
 
 def test_default_config_defaults() -> None:
-    loaded = config.default_config({})
+    loaded = config.default_config(DEFAULT_ENV)
 
-    assert loaded == config.DefaultConfig(management_endpoint=None, max_input_bytes=32 * 1024)
+    assert loaded == config.DefaultConfig(
+        management_endpoint=None,
+        max_input_bytes=32 * 1024,
+        connections_table="conns",
+        subscriptions_table="subs",
+        sources={"events": config.Source("events", "events-862417b", (), False, ())},
+        max_subscriptions=20,
+        table_buckets=4,
+    )
 
 
 def test_default_config_reads_endpoint_and_input_limit() -> None:
     loaded = config.default_config(
-        {"MANAGEMENT_ENDPOINT": "https://x.example/dev", "MAX_INPUT_BYTES": "1024"}
+        {
+            **DEFAULT_ENV,
+            "MANAGEMENT_ENDPOINT": "https://x.example/dev",
+            "MAX_INPUT_BYTES": "1024",
+            "MAX_SUBSCRIPTIONS": "5",
+            "TABLE_TOPIC_BUCKETS": "1",
+        }
     )
 
-    assert loaded == config.DefaultConfig("https://x.example/dev", 1024)
+    assert (loaded.management_endpoint, loaded.max_input_bytes) == ("https://x.example/dev", 1024)
+    assert (loaded.max_subscriptions, loaded.table_buckets) == (5, 1)
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("MAX_SUBSCRIPTIONS", "0"),
+        ("MAX_SUBSCRIPTIONS", "101"),
+        ("TABLE_TOPIC_BUCKETS", "0"),
+        ("TABLE_TOPIC_BUCKETS", "65"),
+    ],
+)
+def test_default_config_bad_subscription_limits_name_them(variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        config.default_config({**DEFAULT_ENV, variable: raw})
+
+
+def test_authorizer_reads_the_claims_to_pass_on() -> None:
+    loaded = config.authorizer_config(
+        {"TOKEN_SECRET_PARAMETER": "/p", "IDENTITY_CLAIMS": "tenant, cognito:groups,,"}
+    )
+    assert loaded.identity_claims == ("tenant", "cognito:groups")
+    assert config.authorizer_config({"TOKEN_SECRET_PARAMETER": "/p"}).identity_claims == ()
 
 
 @pytest.mark.parametrize("raw", ["0", "131073", "big"])
 def test_default_config_bad_input_limit_names_it(raw: str) -> None:
     with pytest.raises(ConfigError, match="MAX_INPUT_BYTES"):
-        config.default_config({"MAX_INPUT_BYTES": raw})
+        config.default_config({**DEFAULT_ENV, "MAX_INPUT_BYTES": raw})
 
 
 def test_broadcaster_config_defaults() -> None:
@@ -141,6 +192,8 @@ def test_broadcaster_config_defaults() -> None:
         send_concurrency=64,
         send_max_attempts=5,
         sources={"events": config.Source("events", "events-862417b", (), False, ())},
+        subscriptions_table="subs",
+        table_buckets=4,
     )
 
 
@@ -165,6 +218,8 @@ def test_broadcaster_config_reads_every_setting() -> None:
         send_concurrency=8,
         send_max_attempts=2,
         sources={"events": config.Source("events", "events-862417b", (), False, ())},
+        subscriptions_table="subs",
+        table_buckets=4,
     )
 
 
