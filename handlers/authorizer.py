@@ -2,16 +2,22 @@
 
 A valid token (see ``handlers.tokens``) gets an Allow policy for the route's
 ``methodArn`` with ``principalId`` = the token's ``sub`` and context
-``{"userId": sub}``. Anything else gets Deny, including a token whose expiry
-lies more than ``TOKEN_MAX_LIFETIME_SECONDS`` ahead; the reason goes to the log
-and never to the client. The signing secret is an SSM SecureString read once per
-container.
+``{"userId": sub, "claims": "<JSON text>", "expiresAt": exp}``: ``claims`` holds
+only the claims named in ``IDENTITY_CLAIMS`` whose values are strings or lists
+of strings (what access rules read; ``"{}"`` when none), as JSON text because
+an authorizer's context takes only strings, numbers and booleans.
+
+Anything else gets Deny, including a token whose expiry lies more than
+``TOKEN_MAX_LIFETIME_SECONDS`` ahead; the reason goes to the log and never to
+the client. The signing secret is an SSM SecureString read once per container.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from handlers import aws, config, logs
@@ -27,7 +33,7 @@ _secret: str | None = None
 
 
 def policy(
-    principal_id: str, effect: str, resource: str, context: dict[str, str] | None = None
+    principal_id: str, effect: str, resource: str, context: Mapping[str, str | int] | None = None
 ) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "principalId": principal_id,
@@ -37,8 +43,28 @@ def policy(
         },
     }
     if context:
-        answer["context"] = context
+        answer["context"] = dict(context)
     return answer
+
+
+def _claim_value(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    )
+
+
+def identity_claims(payload: dict[str, Any], names: Sequence[str]) -> str:
+    """The allow-listed claims of a verified payload, as compact JSON text (pure).
+
+    Only the claims in ``names`` are kept, and only when a string or a list of
+    strings (what access rules compare); ``sub`` and ``exp`` travel separately.
+    """
+    kept = {
+        name: payload[name]
+        for name in names
+        if name not in ("sub", "exp") and name in payload and _claim_value(payload[name])
+    }
+    return json.dumps(kept, separators=(",", ":"), sort_keys=True)
 
 
 def decide(
@@ -47,6 +73,7 @@ def decide(
     now: float,
     *,
     max_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS,
+    claim_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Allow or Deny for one authorizer request (pure)."""
     resource = str(event.get("methodArn") or "*")
@@ -65,7 +92,12 @@ def decide(
         )
         return policy("unauthorized", "Deny", resource)
     user_id = claims["sub"]
-    return policy(user_id, "Allow", resource, {"userId": user_id})
+    context: dict[str, str | int] = {
+        "userId": user_id,
+        "claims": identity_claims(claims, claim_names),
+        "expiresAt": int(claims["exp"]),
+    }
+    return policy(user_id, "Allow", resource, context)
 
 
 def load_secret(ssm: Any, name: str) -> str:
@@ -96,4 +128,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "could not read the token secret", extra={"parameter": CONFIG.secret_parameter}
         )
         return policy("unauthorized", "Deny", str(event.get("methodArn") or "*"))
-    return decide(event, key, time.time(), max_lifetime=CONFIG.token_max_lifetime)
+    return decide(
+        event,
+        key,
+        time.time(),
+        max_lifetime=CONFIG.token_max_lifetime,
+        claim_names=CONFIG.identity_claims,
+    )

@@ -1,17 +1,25 @@
-"""``$connect``: store the connection's record. 200 accepts the connection; 500 refuses it."""
+"""``$connect``: store the connection's record. 200 accepts the connection; 500 refuses it.
+
+The record carries the identity ``$default`` checks access rules against: the
+authorizer's ``userId``, its ``claims`` (JSON text of the allow-listed token
+claims) and ``expiresAt`` (the token's expiry), plus an empty ``subs`` map.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Any
 
-from handlers import aws, config, logs
+from handlers import aws, config, logs, strict_json
 from handlers.connections import connection_item, put_connection
 
 CONFIG = config.connect_config()
 log = logs.logger(__name__)
 
 MAX_USER_ID_LENGTH = 256
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 def user_id_of(event: dict[str, Any]) -> str | None:
@@ -32,6 +40,46 @@ def user_id_of(event: dict[str, Any]) -> str | None:
     return user_id
 
 
+def claims_of(event: dict[str, Any]) -> str | None:
+    """The authorizer's ``claims`` JSON text when it is a non-empty JSON object, else None.
+
+    Claims only ever widen what access rules allow, so a missing or malformed
+    value is dropped (fewer rules match), never guessed. Without an authorizer,
+    there are none: the query string is not a verified identity.
+    """
+    raw = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims")
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        parsed = strict_json.loads(raw)
+    except strict_json.InvalidJson:
+        parsed = None
+    if not isinstance(parsed, dict):
+        log.warning("authorizer claims are not a JSON object; stored none")
+        return None
+    if not parsed:
+        return None
+    # Re-encoded as ASCII JSON: DynamoDB refuses text that is not valid UTF-8.
+    return json.dumps(parsed, separators=(",", ":"), sort_keys=True)
+
+
+def expires_at_of(event: dict[str, Any]) -> int | None:
+    """The authorizer's ``expiresAt`` (epoch seconds) as an integer, else None.
+
+    API Gateway may hand context numbers on as strings; both are accepted.
+    """
+    raw = ((event.get("requestContext") or {}).get("authorizer") or {}).get("expiresAt")
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and _DIGITS.fullmatch(raw.strip()):
+        return int(raw.strip())
+    return None
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_context = event.get("requestContext") or {}
     connection_id = request_context.get("connectionId")
@@ -49,6 +97,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         now=time.time(),
         ttl_seconds=CONFIG.ttl_seconds,
         source_ip=(request_context.get("identity") or {}).get("sourceIp"),
+        claims=claims_of(event),
+        expires_at=expires_at_of(event),
     )
     try:
         put_connection(aws.client("dynamodb"), CONFIG.connections_table, item)

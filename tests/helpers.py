@@ -54,6 +54,22 @@ def create_connections_table(client: Any, name: str) -> None:
     )
 
 
+def create_subscriptions_table(client: Any, name: str) -> None:
+    """The subscriptions (topic index) table as the component declares it: ``topic`` + ``sk``."""
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "topic", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "topic", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+    )
+
+
 def put_connection(client: Any, table: str, connection_id: str, user_id: str | None = None) -> None:
     item = {"connectionId": {"S": connection_id}, "ttl": {"N": "4102444800"}}
     if user_id:

@@ -90,14 +90,93 @@ def test_allowed_principal_is_the_token_subject(
     assert answer["principalId"] == USER
 
 
-def test_allowed_context_carries_only_the_user_id(
+def test_allowed_context_carries_the_user_id_expiry_and_no_claim_unless_listed(
     secret_parameter: str, lambda_context: FakeContext
 ) -> None:
-    token = mint_token(USER, SECRET, claims={"role": "viewer"})
+    assert handlers.authorizer.CONFIG.identity_claims == ()
+    token = mint_token(USER, SECRET, claims={"role": "viewer"}, now=time.time())
+    exp = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["exp"]
 
     answer = handler(event_with(token), lambda_context)
 
-    assert answer["context"] == {"userId": USER}
+    assert answer["context"] == {"userId": USER, "claims": "{}", "expiresAt": exp}
+    assert isinstance(answer["context"]["expiresAt"], int)
+
+
+def test_handler_passes_the_claims_named_in_identity_claims(
+    secret_parameter: str, lambda_context: FakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = dataclasses.replace(handlers.authorizer.CONFIG, identity_claims=("tenant", "groups"))
+    monkeypatch.setattr(handlers.authorizer, "CONFIG", listed)
+    token = mint_token(
+        USER, SECRET, claims={"tenant": "acme", "groups": ["a", "b"], "role": "admin"}
+    )
+
+    answer = handler(event_with(token), lambda_context)
+
+    assert json.loads(answer["context"]["claims"]) == {"tenant": "acme", "groups": ["a", "b"]}
+
+
+CLAIM_VALUES = {
+    "string": ("acme", True),
+    "empty_string": ("", True),
+    "list_of_strings": (["a", "b"], True),
+    "empty_list": ([], True),
+    "number": (7, False),
+    "boolean": (True, False),
+    "null": (None, False),
+    "object": ({"x": "y"}, False),
+    "mixed_list": (["a", 1], False),
+    "nested_list": ([["a"]], False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLAIM_VALUES))
+def test_only_string_or_string_list_claims_are_passed(case: str) -> None:
+    value, kept = CLAIM_VALUES[case]
+    token = mint_token(USER, SECRET, claims={"tenant": value}, now=1_000)
+
+    answer = handlers.authorizer.decide(
+        event_with(token), SECRET, now=1_000, claim_names=["tenant"]
+    )
+
+    expected = {"tenant": value} if kept else {}
+    assert json.loads(answer["context"]["claims"]) == expected
+
+
+def test_claims_not_in_the_allow_list_never_reach_the_context() -> None:
+    token = mint_token(USER, SECRET, claims={"email": "a@example.com", "tenant": "t"}, now=1_000)
+
+    answer = handlers.authorizer.decide(
+        event_with(token), SECRET, now=1_000, claim_names=["tenant"]
+    )
+
+    assert "a@example.com" not in json.dumps(answer)
+    assert json.loads(answer["context"]["claims"]) == {"tenant": "t"}
+
+
+def test_sub_and_exp_are_not_duplicated_into_the_claims() -> None:
+    token = mint_token(USER, SECRET, now=1_000)
+
+    answer = handlers.authorizer.decide(
+        event_with(token), SECRET, now=1_000, claim_names=["sub", "exp"]
+    )
+
+    assert answer["context"]["claims"] == "{}"
+    assert answer["context"]["expiresAt"] == 1_000 + 3600
+
+
+def test_claims_text_is_ascii_json_even_for_unpaired_surrogates() -> None:
+    """The connect handler stores this text in DynamoDB, which takes only valid UTF-8."""
+    token = _signed(json.dumps({"sub": USER, "exp": 2_000, "tenant": "\ud800x"}).encode())
+
+    answer = handlers.authorizer.decide(
+        event_with(token), SECRET, now=1_000, claim_names=["tenant"]
+    )
+
+    text = answer["context"]["claims"]
+    text.encode("ascii")
+    assert json.loads(text) == {"tenant": "\ud800x"}
 
 
 # --- Deny ---------------------------------------------------------------------------------

@@ -140,7 +140,103 @@ def test_record_holds_exactly_the_documented_attributes(
         "connectedAt",
         "ttl",
         "sourceIp",
+        "claims",
+        "expiresAt",
+        "subs",
     }
+
+
+# --- identity for access rules: claims, expiresAt, subs -----------------------------------
+
+
+def test_record_holds_the_authorizer_claims_as_json_text(
+    dynamodb: Any, connections_table: str, lambda_context: FakeContext
+) -> None:
+    handler(load_event("connect"), lambda_context)
+
+    claims = stored(dynamodb, connections_table, CONNECTION_ID)["claims"]
+    assert set(claims) == {"S"}
+    assert json.loads(claims["S"]) == {"tenant": "acme"}
+
+
+def test_record_holds_the_token_expiry_as_a_number(
+    dynamodb: Any, connections_table: str, lambda_context: FakeContext
+) -> None:
+    handler(load_event("connect"), lambda_context)
+
+    assert stored(dynamodb, connections_table, CONNECTION_ID)["expiresAt"] == {"N": "1795003600"}
+
+
+def test_expiry_given_as_a_string_is_stored_as_a_number(
+    dynamodb: Any, connections_table: str, lambda_context: FakeContext
+) -> None:
+    """API Gateway may pass an authorizer's context numbers on as strings."""
+    event = load_event("connect")
+    event["requestContext"]["authorizer"]["expiresAt"] = "1795003600"
+
+    handler(event, lambda_context)
+
+    assert stored(dynamodb, connections_table, CONNECTION_ID)["expiresAt"] == {"N": "1795003600"}
+
+
+@pytest.mark.parametrize("bad", ["soon", "", "1.5e9", "١٢٣", "-5", True, None, [1], 1.5, "9" * 21])
+def test_unusable_expiry_is_not_stored_and_the_connection_is_accepted(
+    dynamodb: Any, connections_table: str, lambda_context: FakeContext, bad: Any
+) -> None:
+    event = load_event("connect")
+    event["requestContext"]["authorizer"]["expiresAt"] = bad
+
+    assert handler(event, lambda_context)["statusCode"] == 200
+
+    assert "expiresAt" not in stored(dynamodb, connections_table, CONNECTION_ID)
+
+
+def test_record_always_holds_an_empty_subscriptions_map(
+    dynamodb: Any, connections_table: str, lambda_context: FakeContext
+) -> None:
+    """The subscribe transaction conditions on size(subs): the map must exist from the start."""
+    handler(load_event("connect_without_authorizer"), lambda_context)
+
+    assert stored(dynamodb, connections_table, ANONYMOUS_CONNECTION_ID)["subs"] == {"M": {}}
+
+
+@pytest.mark.parametrize("claims", ["{}", "", "not json", "[1]", '"tenant"', "{'a': 1}", 7, None])
+def test_empty_or_malformed_claims_are_not_stored_and_the_connection_is_accepted(
+    dynamodb: Any, connections_table: str, lambda_context: FakeContext, claims: Any
+) -> None:
+    """Claims only widen what rules allow: a bad value is dropped, never guessed at."""
+    event = load_event("connect")
+    event["requestContext"]["authorizer"]["claims"] = claims
+
+    assert handler(event, lambda_context)["statusCode"] == 200
+
+    record = stored(dynamodb, connections_table, CONNECTION_ID)
+    assert "claims" not in record
+    assert record["userId"] == {"S": "user-1"}
+
+
+def test_without_authorizer_no_claims_or_expiry_are_stored_even_if_the_query_names_them(
+    dynamodb: Any, connections_table: str, lambda_context: FakeContext
+) -> None:
+    event = load_event("connect_without_authorizer")
+    event["queryStringParameters"].update(claims='{"role":"admin"}', expiresAt="1795003600")
+
+    assert handler(event, lambda_context)["statusCode"] == 200
+
+    record = stored(dynamodb, connections_table, ANONYMOUS_CONNECTION_ID)
+    assert "claims" not in record and "expiresAt" not in record
+
+
+def test_claims_with_unpaired_surrogates_are_stored_as_ascii_json(
+    dynamodb: Any, connections_table: str, lambda_context: FakeContext
+) -> None:
+    event = load_event("connect")
+    event["requestContext"]["authorizer"]["claims"] = '{"tenant": "\ud800"}'
+
+    assert handler(event, lambda_context)["statusCode"] == 200
+
+    text = stored(dynamodb, connections_table, CONNECTION_ID)["claims"]["S"]
+    assert json.loads(text) == {"tenant": "\ud800"}
 
 
 def test_record_does_not_store_the_query_string_token(

@@ -8,24 +8,10 @@ import pytest
 
 from handlers import subscriptions as store
 from handlers.subscriptions import Connection, ConnectionGone, TooManySubscriptions
+from tests.helpers import create_subscriptions_table
 
 CONNECTIONS = "connections-test"
 SUBSCRIPTIONS = "subscriptions-test"
-
-
-def create_subscriptions_table(client: Any, name: str) -> None:
-    client.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "topic", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "topic", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
 
 
 @pytest.fixture
