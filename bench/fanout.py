@@ -11,10 +11,13 @@ measured here.
 * contender: ``handlers.broadcaster.Broadcaster(...).run(records, deadline)``
   with one synthetic INSERT stream record, fanned out to all N connections
   through ``handlers.management.ManagementApi`` (the handler's own wiring).
-  The connections table is a moto table holding N connection records; its
-  scan is timed separately (moto costs ~0.5 ms per item, which says nothing
-  about DynamoDB) and the broadcaster reads the scan's pages from memory
-  ("recipients pre-loaded"), so ``BatchStats.fanoutMs`` is the fan-out itself.
+  Every connection holds one table-wide subscription: the subscriptions table
+  is a moto table holding N subscriptions spread over the table-wide topic's
+  buckets; its topic queries are timed separately (moto costs ~0.5 ms per
+  item, which says nothing about DynamoDB) and the broadcaster reads the
+  queries' pages from memory ("recipients pre-loaded"), so
+  ``BatchStats.fanoutMs`` is essentially the fan-out itself (plus planning one
+  message per connection, which it includes).
 
 The server's ``/_control/stats`` must show every post arrived and was SigV4
 signed, or the run fails. Exit status 1 when a check fails or the ratio
@@ -44,10 +47,21 @@ from handlers.config import DEFAULT_SEND_CONCURRENCY
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = "bench-connections"
+SUBSCRIPTIONS_TABLE = "bench-subscriptions"
+BUCKETS = 4
 REGION = "us-east-1"
 FAKE_CREDENTIAL = "testing"
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-26T12:00:00.000"
-SOURCES_VARIABLE = json.dumps({"orders": {"table": "orders"}})
+SOURCES_VARIABLE = json.dumps(
+    {
+        "orders": {
+            "table": "orders",
+            "keys": [["pk", "S"], ["sk", "S"]],
+            "oldImage": False,
+            "access": [{"table": True}],
+        }
+    }
+)
 """The broadcaster's SOURCES for ``stream_record()``: label "orders" -> the table in STREAM_ARN."""
 SERVER_START_TIMEOUT = 15.0
 RUN_DEADLINE_SECONDS = 60.0
@@ -188,25 +202,26 @@ class ManagementServer:
 
 
 class PreloadedTable:
-    """Stands in for the DynamoDB client: ``scan`` replays pages read beforehand.
+    """Stands in for the DynamoDB client: ``query`` replays topic pages read beforehand.
 
     ``delete_item`` (a 410 Gone clean-up) is recorded, not sent: the benchmark
     registers every id, so any call is a failure it reports.
     """
 
-    def __init__(self, pages: list[dict[str, Any]]) -> None:
+    def __init__(self, pages: dict[str, list[dict[str, Any]]]) -> None:
         self._pages = pages
-        self.scans = 0
+        self.queries = 0
         self.deleted: list[str] = []
 
-    def scan(self, **kwargs: Any) -> dict[str, Any]:
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        pages = self._pages.get(kwargs["ExpressionAttributeValues"][":topic"]["S"], [{}])
         start = kwargs.get("ExclusiveStartKey")
-        self.scans += 1
+        self.queries += 1
         if start is None:
-            return self._pages[0]
-        for number, page in enumerate(self._pages[:-1]):
+            return pages[0]
+        for number, page in enumerate(pages[:-1]):
             if page.get("LastEvaluatedKey") == start:
-                return self._pages[number + 1]
+                return pages[number + 1]
         raise KeyError(f"no page after {start!r}")
 
     def delete_item(self, **kwargs: Any) -> dict[str, Any]:
@@ -214,49 +229,64 @@ class PreloadedTable:
         return {}
 
 
-def moto_scan_pages(ids: list[str]) -> tuple[list[dict[str, Any]], float, float]:
-    """Write N connection records to a moto table; return its scan pages and timings (s)."""
+def moto_topic_pages(ids: list[str]) -> tuple[dict[str, list[dict[str, Any]]], float, float]:
+    """Write one table-wide subscription per connection to a moto subscriptions table; return
+    each table-wide topic's query pages (as the broadcaster asks for them) and timings (s)."""
     import boto3
     from moto import mock_aws
 
-    from handlers.connections import connection_item
+    from handlers import subscriptions as store
+    from handlers.topics import bucket_of, table_topic
 
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
         client.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[{"AttributeName": "connectionId", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "connectionId", "KeyType": "HASH"}],
+            TableName=SUBSCRIPTIONS_TABLE,
+            AttributeDefinitions=[
+                {"AttributeName": "topic", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "topic", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
             BillingMode="PAY_PER_REQUEST",
         )
         started = time.perf_counter()
-        now = time.time()
+        ttl = int(time.time()) + 7200
         for first in range(0, len(ids), 25):
-            items = [
-                connection_item(
-                    connection_id,
-                    user_id=f"user-{number % 500}",
-                    now=now,
-                    ttl_seconds=7200,
-                    source_ip="203.0.113.9",
-                )
-                for number, connection_id in enumerate(ids[first : first + 25], first)
-            ]
+            items = []
+            for number, connection_id in enumerate(ids[first : first + 25], first):
+                connection = store.Connection(connection_id, f"user-{number % 500}", None, ttl, {})
+                topic = table_topic("orders", bucket_of(connection_id, BUCKETS))
+                items.append(store.subscription_item(connection, "s1", topic, "orders", None, None))
             client.batch_write_item(
-                RequestItems={TABLE: [{"PutRequest": {"Item": item}} for item in items]}
+                RequestItems={
+                    SUBSCRIPTIONS_TABLE: [{"PutRequest": {"Item": item}} for item in items]
+                }
             )
         load_seconds = time.perf_counter() - started
-        pages: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": TABLE, "ProjectionExpression": "connectionId"}
+        pages: dict[str, list[dict[str, Any]]] = {}
         started = time.perf_counter()
-        while True:
-            page = client.scan(**kwargs)
-            pages.append({key: page[key] for key in ("Items", "LastEvaluatedKey") if key in page})
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        scan_seconds = time.perf_counter() - started
-    return pages, load_seconds, scan_seconds
+        for bucket in range(BUCKETS):
+            topic = table_topic("orders", bucket)
+            kwargs: dict[str, Any] = {
+                "TableName": SUBSCRIPTIONS_TABLE,
+                "KeyConditionExpression": "topic = :topic",
+                "ExpressionAttributeValues": {":topic": {"S": topic}},
+                "ExpressionAttributeNames": {"#filter": "filter", "#fields": "fields"},
+                "ProjectionExpression": store.PROJECTION,
+                "ConsistentRead": True,
+            }
+            while True:
+                page = client.query(**kwargs)
+                kept = {key: page[key] for key in ("Items", "LastEvaluatedKey") if key in page}
+                pages.setdefault(topic, []).append(kept)
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        query_seconds = time.perf_counter() - started
+    return pages, load_seconds, query_seconds
 
 
 def run_baseline(endpoint: str, ids: list[str], data: bytes) -> tuple[float, float]:
@@ -307,27 +337,37 @@ def main(argv: list[str] | None = None) -> int:
     sample = ids[: min(args.baseline_sample, len(ids))]
     record = stream_record()
 
-    pages, load_seconds, scan_seconds = moto_scan_pages(ids)
+    pages, load_seconds, query_seconds = moto_topic_pages(ids)
     server = ManagementServer(args.latency_ms)
     try:
         os.environ["CONNECTIONS_TABLE"] = TABLE
         os.environ["MANAGEMENT_ENDPOINT"] = server.endpoint
         os.environ["SOURCES"] = SOURCES_VARIABLE
+        os.environ["SUBSCRIPTIONS_TABLE"] = SUBSCRIPTIONS_TABLE
+        os.environ["TABLE_TOPIC_BUCKETS"] = str(BUCKETS)
         from handlers import aws, config
-        from handlers.broadcaster import Broadcaster, prepare
+        from handlers.broadcaster import Broadcaster, encode, read_record
         from handlers.management import ManagementApi, frozen_credentials
+        from handlers.recipients import Subscription, plan
 
         settings = replace(config.broadcaster_config(), send_concurrency=args.concurrency)
-        data = prepare(record, settings, time.time()).data
+        read = read_record(
+            record, now=time.time(), sources=settings.sources, buckets=settings.table_buckets
+        )
+        subscriber = Subscription(ids[0], "s1", (), None, None)  # table-wide, every field
+        message = plan(read.change, [subscriber], key_names=read.key_names,
+                       target_attribute=None, include_old=False)[ids[0]]  # fmt: skip
+        data = encode(message)[0]  # what each connection receives
         failures.check(server.register(ids) == len(ids), "the server did not register every id")
         print(
             f"fake Management API: {server.endpoint} (own process, pid {server.process.pid}),"
             f" latency {args.latency_ms:g} ms, {len(ids)} connections registered"
         )
-        print(f"message: {len(data)} bytes (envelope of one INSERT record)")
+        print(f"message: {len(data)} bytes (one INSERT record, as a table-wide subscriber gets it)")
         print(
-            f"moto connections table: {len(ids)} records written in {load_seconds:.2f} s;"
-            f" scan of {len(pages)} page(s) took {scan_seconds * 1000:.0f} ms"
+            f"moto subscriptions table: {len(ids)} table-wide subscriptions written in"
+            f" {load_seconds:.2f} s; {sum(map(len, pages.values()))} query page(s) over"
+            f" {len(pages)} topic(s) took {query_seconds * 1000:.0f} ms"
             " (timed separately, moto in-process; not part of the fan-out figure)"
         )
 
@@ -390,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(
             f"contender: fanoutMs {stats.fanoutMs:.1f} (recipients pre-loaded), wall around"
-            f" run() {wall * 1000:.1f} ms, delivered {stats.delivered}, {table.scans} scan page(s)"
+            f" run() {wall * 1000:.1f} ms, delivered {stats.delivered},"
+            f" {table.queries} query page(s)"
         )
         print(
             f"server stats: requests {after['requests']}, posts {after['posts']},"

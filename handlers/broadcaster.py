@@ -1,14 +1,24 @@
-"""DynamoDB Streams -> WebSocket clients.
+"""DynamoDB Streams -> WebSocket clients, through the subscription index.
 
-For each stream record (INSERT, MODIFY, REMOVE), in stream order: build the
-envelope of the message contract (``table`` is the source's label from
-``SOURCES``, never the physical table name), find the recipients (every
-connection, or only the target user's connections), post it to them
-concurrently, and remove connections that answer 410 Gone. With a target
-attribute configured, a record whose item names no user reaches no one (fail
-closed) and is counted as ``untargeted``. The first record that cannot be
-delivered is reported in ``batchItemFailures`` and nothing after it is
-attempted, so Lambda retries from that record and stream order is kept.
+For each stream record (INSERT, MODIFY, REMOVE), in stream order:
+
+1. read it into a ``recipients.Change`` (its source by physical table name in
+   ``SOURCES``; messages name the source by its label);
+2. find the subscriptions on the topics it touches (its item, its partition,
+   each bucket of its table-wide topic): one paginated, strongly consistent
+   Query per topic, read once per batch;
+3. ``recipients.plan`` decides, per connection, one ``event_update`` with
+   ``matches`` and the fields its subscriptions were granted (filters,
+   ``targetAttribute`` as row-level control, owner changes);
+4. encode each distinct message once (truncated past 128 KB, after trimming)
+   and post every connection its own payload concurrently; a connection that
+   answers 410 Gone loses its record and its subscriptions.
+
+With a target attribute configured, a record whose item names no user in
+either image reaches no one (fail closed), is counted as ``untargeted`` and
+costs no Query. The first record that cannot be delivered is reported in
+``batchItemFailures`` and nothing after it is attempted, so Lambda retries from
+that record and stream order is kept.
 """
 
 from __future__ import annotations
@@ -16,27 +26,28 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from handlers import aws, config, logs
-from handlers.connections import (
-    all_connection_ids,
-    delete_stale_connection,
-    iso_utc,
-    user_connection_ids,
-)
+from handlers import subscriptions as store
+from handlers.connections import iso_utc
 from handlers.delivery import Poster, fan_out
-from handlers.dynamo_json import MalformedAttribute, image_to_plain, to_plain
+from handlers.dynamo_json import MalformedAttribute, image_to_plain
 from handlers.management import ManagementApi, frozen_credentials
+from handlers.recipients import Change, Subscription, owner_of, plan, subscription_of
+from handlers.topics import InvalidKey, record_topics, table_topic
 
 MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway WebSocket message limit
 ACTIONS = {"INSERT": "created", "MODIFY": "updated", "REMOVE": "deleted"}
 DEADLINE_MARGIN_SECONDS = 2.0
 STALE_GRACE_SECONDS = 30.0
 """A 410 for a record younger than this may be a client still in $connect: keep it."""
+QUERY_CONCURRENCY = 8
+"""Topics of one record queried at the same time (a record touches 2 + buckets topics)."""
 METRICS_NAMESPACE = "RealtimeChannel"
 
 CONFIG = config.broadcaster_config()
@@ -47,38 +58,46 @@ class MalformedRecord(ValueError):
     """A stream record that cannot become a message; it is reported, never skipped."""
 
 
-class NoTarget(ValueError):
-    """A target attribute is configured but the item names no user: the record goes to no one."""
-
-
 @dataclass(frozen=True)
-class Outgoing:
-    sequence: str
-    data: bytes
-    target: str | None
-    """The user whose connections receive it; None: every connection."""
-    truncated: bool
-    untargeted: str | None = None
-    """Why nobody receives it (fail closed: the item names no user); None: it is sent."""
+class Read:
+    """One stream record, read (pure): what ``plan`` needs and where to look for recipients."""
+
+    source: config.Source
+    change: Change
+    key_names: tuple[str, ...]
+    topics: list[str]
 
 
 @dataclass
 class BatchStats:
     records: int = 0
+    recipients: int = 0
+    """Connections a message was addressed to (delivered, stale or failed)."""
     delivered: int = 0
     staleRemoved: int = 0
     """Connections that answered 410 and whose record was deleted."""
     staleKept: int = 0
     """Connections that answered 410 and whose record was kept: younger than
-    ``STALE_GRACE_SECONDS`` (still in ``$connect``), or the delete failed (logged)."""
+    ``STALE_GRACE_SECONDS`` (still in ``$connect``), or the clean-up failed (logged)."""
+    subscriptionsRemoved: int = 0
+    """Subscriptions deleted with the stale connections."""
     untargeted: int = 0
-    """Records sent to no one: the target attribute is missing, empty or not S/N."""
+    """Records sent to no one: a target attribute is configured and neither image names a
+    user in it (missing, empty or not S/N)."""
+    unheard: int = 0
+    """Records no subscription matched (nobody subscribed, filters, owners): not an error."""
+    topicsQueried: int = 0
+    """Topics read from the subscription index (each once per batch)."""
+    subscriptionsRead: int = 0
+    """Subscription items those queries returned."""
+    skippedSubscriptions: int = 0
+    """Stored subscriptions that could not be read (logged at ERROR); they receive nothing."""
     retried: int = 0
     failed: int = 0
     recordsFailed: int = 0
     malformed: int = 0
     truncated: int = 0
-    recipients: int = 0
+    """Messages sent without ``data``/``old`` because they passed 128 KB."""
     fanoutMs: float = 0.0
     failedCodes: dict[str, int] = field(default_factory=dict)
 
@@ -92,15 +111,20 @@ def table_of(event_source_arn: Any) -> str:
     raise MalformedRecord(f"eventSourceARN is not a DynamoDB stream ARN: {event_source_arn!r:.120}")
 
 
-def source_label(table_name: str, sources: Mapping[str, config.Source]) -> str:
-    """The label (``SOURCES``) of the source whose physical table is ``table_name``."""
-    for label, source in sources.items():
+def source_of(table_name: str, sources: Mapping[str, config.Source]) -> config.Source:
+    """The source (``SOURCES``) whose physical table is ``table_name``."""
+    for source in sources.values():
         if source.table == table_name:
-            return label
+            return source
     raise MalformedRecord(
         f"record from table {table_name!r:.120}, which is not in SOURCES"
         f" ({', '.join(sorted(s.table for s in sources.values()))[:200]})"
     )
+
+
+def source_label(table_name: str, sources: Mapping[str, config.Source]) -> str:
+    """The label (``SOURCES``) of the source whose physical table is ``table_name``."""
+    return source_of(table_name, sources).label
 
 
 def timestamp_of(approximate_creation: Any, fallback: float) -> str:
@@ -117,50 +141,77 @@ def timestamp_of(approximate_creation: Any, fallback: float) -> str:
     return iso_utc(fallback)
 
 
-def envelope(
-    record: dict[str, Any], *, include_old: bool, now: float, sources: Mapping[str, config.Source]
-) -> dict[str, Any]:
-    """The message for one stream record (pure). Raises ``MalformedRecord``.
+def _image(stream: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    image = stream.get(name)
+    if image is None:
+        return None
+    if not isinstance(image, dict):
+        raise MalformedRecord(f"dynamodb.{name} is not an object")
+    return image
 
-    ``sources`` maps each source's label to its physical table name; the message
-    names the record's source by its label.
+
+def read_record(
+    record: Any, *, now: float, sources: Mapping[str, config.Source], buckets: int
+) -> Read:
+    """A stream record as a ``Change`` and its topics (pure). Raises ``MalformedRecord``.
+
+    The envelope every message of the record shares: type, action, table (the
+    source's label), keys, id, sequence, timestamp. Images are checked here,
+    whoever receives them, so a record that cannot become a message is always
+    reported.
     """
     if not isinstance(record, dict):
         raise MalformedRecord("record is not an object")
-    action = ACTIONS.get(record.get("eventName"))  # type: ignore[arg-type]
-    if action is None:
-        raise MalformedRecord(f"unknown eventName {record.get('eventName')!r:.40}")
+    event_name = record.get("eventName")
+    action = ACTIONS.get(event_name) if isinstance(event_name, str) else None
+    if action is None or not isinstance(event_name, str):
+        raise MalformedRecord(f"unknown eventName {event_name!r:.40}")
     stream = record.get("dynamodb")
     if not isinstance(stream, dict) or not isinstance(stream.get("Keys"), dict):
         raise MalformedRecord("record has no dynamodb.Keys")
     sequence = stream.get("SequenceNumber")
     if not isinstance(sequence, str) or not sequence:
         raise MalformedRecord("record has no dynamodb.SequenceNumber")
+    source = source_of(table_of(record.get("eventSourceARN")), sources)
+    keys: dict[str, Any] = stream["Keys"]
+    new = _image(stream, "NewImage") if action != "deleted" else None
+    if action != "deleted" and new is None:
+        raise MalformedRecord(
+            "record has no NewImage: set the stream view type to NEW_IMAGE or NEW_AND_OLD_IMAGES"
+        )
+    old = _image(stream, "OldImage")
     try:
-        message: dict[str, Any] = {
-            "type": "event_update",
-            "action": action,
-            "table": source_label(table_of(record.get("eventSourceARN")), sources),
-            "keys": image_to_plain(stream["Keys"]),
-        }
-        if action != "deleted":
-            if "NewImage" not in stream:
-                raise MalformedRecord(
-                    "record has no NewImage: set the stream view type to"
-                    " NEW_IMAGE or NEW_AND_OLD_IMAGES"
-                )
-            message["data"] = image_to_plain(stream["NewImage"])
-        if include_old and "OldImage" in stream:
-            message["old"] = image_to_plain(stream["OldImage"])
+        plain_keys = image_to_plain(keys)
+        for image in (new, old):
+            if image is not None:
+                image_to_plain(image)
     except MalformedAttribute as bad:
         raise MalformedRecord(f"bad attribute value: {bad}") from None
-    message["id"] = str(record.get("eventID") or sequence)
-    message["sequence"] = sequence
-    message["timestamp"] = timestamp_of(stream.get("ApproximateCreationDateTime"), now)
-    return message
+    try:
+        if source.keys:
+            topics = record_topics(source.label, source.keys, keys, buckets)
+        else:  # no key schema in SOURCES: no keyed subscription can exist
+            topics = [table_topic(source.label, bucket) for bucket in range(max(buckets, 1))]
+    except InvalidKey as bad:
+        raise MalformedRecord(f"keys do not fit the key schema in SOURCES: {bad}") from None
+    envelope = {
+        "type": "event_update",
+        "action": action,
+        "table": source.label,
+        "keys": plain_keys,
+        "id": str(record.get("eventID") or sequence),
+        "sequence": sequence,
+        "timestamp": timestamp_of(stream.get("ApproximateCreationDateTime"), now),
+    }
+    return Read(
+        source=source,
+        change=Change(event_name=event_name, keys=keys, old=old, new=new, envelope=envelope),
+        key_names=tuple(name for name, _ in source.keys) or tuple(keys),
+        topics=topics,
+    )
 
 
-def encode(message: dict[str, Any], limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, bool]:
+def encode(message: Mapping[str, Any], limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, bool]:
     """UTF-8 JSON of the message; over ``limit`` it drops ``data``/``old``, adds ``truncated``."""
     data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     if len(data) <= limit:
@@ -170,43 +221,50 @@ def encode(message: dict[str, Any], limit: int = MAX_MESSAGE_BYTES) -> tuple[byt
     return json.dumps(slim, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), True
 
 
-def target_of(record: dict[str, Any], attribute: str | None) -> str | None:
-    """The user a record is for (pure); None when no ``attribute`` is configured (everyone).
+def _shape(message: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes two messages of one record differ: their matches and trimmed fields.
 
-    The user is ``attribute`` in the image the message carries: the new image,
-    or for a delete (no new image) the old one. It must be a non-empty S or an
-    N; anything else (missing, empty, another type) raises ``NoTarget``: such a
-    record goes to no one rather than to everyone (fail closed).
+    ``data``/``old`` are the record's images trimmed to a set of top-level
+    attributes, so their attribute names determine them.
     """
+    data, old = message.get("data"), message.get("old")
+    return (
+        tuple(message["matches"].items()),
+        None if data is None else tuple(data),
+        None if old is None else tuple(old),
+    )
+
+
+def payloads(
+    messages: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[tuple[str, bytes]], int]:
+    """(connection id, encoded message) for each connection, encoding each distinct message
+    once; and how many connections get a truncated one."""
+    encoded: dict[tuple[Any, ...], tuple[bytes, bool]] = {}
+    deliveries: list[tuple[str, bytes]] = []
+    truncated = 0
+    for connection_id, message in messages.items():
+        shape = _shape(message)
+        if shape not in encoded:
+            encoded[shape] = encode(message)
+        data, cut = encoded[shape]
+        truncated += cut
+        deliveries.append((connection_id, data))
+    return deliveries, truncated
+
+
+def untargeted_reason(change: Change, attribute: str | None) -> str | None:
+    """Why no one may see this change (fail closed), or None. With ``attribute`` set, an item
+    reaches only the users its images name there; naming none, it reaches no one."""
     if not attribute:
         return None
-    stream = record.get("dynamodb") or {}
-    image_name = "NewImage" if "NewImage" in stream else "OldImage"
-    image = stream.get(image_name)
-    value = image.get(attribute) if isinstance(image, dict) else None
-    if value is None:
-        raise NoTarget(f"{image_name} has no {attribute!r}")
-    if not isinstance(value, dict) or not ("S" in value or "N" in value):
-        kind = next(iter(value), "?") if isinstance(value, dict) else type(value).__name__
-        raise NoTarget(f"{image_name}.{attribute} is of type {kind!s:.20}, not S or N")
-    plain = to_plain(value)
-    if plain == "":
-        raise NoTarget(f"{image_name}.{attribute} is empty")
-    return str(plain)
-
-
-def prepare(record: dict[str, Any], settings: config.BroadcasterConfig, now: float) -> Outgoing:
-    message = envelope(
-        record, include_old=settings.include_old_image, now=now, sources=settings.sources
+    if owner_of(change.new, attribute) is not None or owner_of(change.old, attribute) is not None:
+        return None
+    images = [name for name, image in (("new", change.new), ("old", change.old)) if image]
+    return (
+        f"no image names a user in {attribute!r} (a non-empty S or an N);"
+        f" images: {', '.join(images) or 'none'}"
     )
-    try:
-        target = target_of(record, settings.target_attribute)
-    except MalformedAttribute as bad:
-        raise MalformedRecord(f"bad target attribute: {bad}") from None
-    except NoTarget as nobody:
-        return Outgoing(message["sequence"], b"", None, False, untargeted=str(nobody))
-    data, truncated = encode(message)
-    return Outgoing(message["sequence"], data, target, truncated)
 
 
 def _sequence_of(record: Any) -> str:
@@ -216,6 +274,37 @@ def _sequence_of(record: Any) -> str:
             return str(stream["SequenceNumber"])
     # Lambda treats an empty identifier as "the whole batch failed": still nothing lost.
     return ""
+
+
+_query_lock = threading.Lock()
+_query_pool: ThreadPoolExecutor | None = None
+
+
+def query_pool() -> ThreadPoolExecutor:
+    global _query_pool
+    with _query_lock:
+        if _query_pool is None:
+            _query_pool = ThreadPoolExecutor(QUERY_CONCURRENCY, thread_name_prefix="topics")
+        return _query_pool
+
+
+class _Batch:
+    """What one batch remembers: subscriptions per topic, connections gone, stale clean-ups."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[Subscription]] = {}
+        self.gone: set[str] = set()
+        self.by_connection: dict[str, list[tuple[str, str]]] = {}
+        """connection id -> (subscription id, topic) of its subscriptions seen in this batch."""
+        self.lock = threading.Lock()
+        self.subscriptions_removed = 0
+
+    def add(self, topic: str, found: list[Subscription]) -> None:
+        self.topics[topic] = found
+        for subscription in found:
+            self.by_connection.setdefault(subscription.connection_id, []).append(
+                (subscription.sub_id, topic)
+            )
 
 
 class Broadcaster:
@@ -236,108 +325,167 @@ class Broadcaster:
         self.clock = clock
         self.sleep = sleep
 
-    def _remove_stale(self, connection_id: str) -> bool:
-        """Delete the record of a connection that answered 410; whether it was deleted."""
+    def _remove_stale(self, connection_id: str, batch: _Batch) -> bool:
+        """Delete the record and subscriptions of a connection that answered 410; whether
+        the record was deleted."""
         try:
-            return delete_stale_connection(
+            removal = store.remove_stale_connection(
                 self.dynamodb,
-                self.settings.connections_table,
-                connection_id,
+                connections_table=self.settings.connections_table,
+                subscriptions_table=self.settings.subscriptions_table,
+                connection_id=connection_id,
                 connected_before=iso_utc(time.time() - STALE_GRACE_SECONDS),
+                known=batch.by_connection.get(connection_id, ()),
             )
-        except Exception:  # the record's ttl removes it later
+        except Exception:  # the record's and the subscriptions' ttl remove them later
             log.warning(
                 "could not remove a stale connection",
                 exc_info=True,
                 extra={"connectionId": connection_id},
             )
             return False
+        with batch.lock:
+            batch.subscriptions_removed += removal.subscriptions_removed
+        if removal.subscriptions_left:
+            log.warning(
+                "some subscriptions of a stale connection were not deleted; their ttl will",
+                extra={"connectionId": connection_id, "left": removal.subscriptions_left},
+            )
+        return removal.record_removed
 
-    def _recipients(self, target: str | None, cache: dict[str | None, list[str]]) -> Iterator[str]:
-        """The ids a message goes to, read lazily the first time in a batch, then cached."""
-        if target in cache:
-            yield from cache[target]
-            return
-        table = self.settings.connections_table
-        if target is None:
-            found = all_connection_ids(self.dynamodb, table)
+    def _read_topic(self, topic: str) -> tuple[list[Subscription], int, int]:
+        """(subscriptions on one topic, items read, items skipped as unreadable)."""
+        found: list[Subscription] = []
+        read = skipped = 0
+        for item in store.topic_subscriptions(
+            self.dynamodb, self.settings.subscriptions_table, topic
+        ):
+            read += 1
+            try:
+                found.append(subscription_of(item))
+            except Exception as bad:  # written by $default only; never block the shard on one
+                skipped += 1
+                log.error(
+                    "unreadable subscription item; it receives nothing",
+                    extra={"topic": topic, "sk": str(item.get("sk"))[:200], "reason": str(bad)},
+                )
+        return found, read, skipped
+
+    def _subscriptions(
+        self, topics: Iterable[str], batch: _Batch, stats: BatchStats
+    ) -> list[Subscription]:
+        """The subscriptions on these topics, each topic read once per batch, unread ones
+        concurrently; without connections that answered 410 in this batch."""
+        missing = [topic for topic in dict.fromkeys(topics) if topic not in batch.topics]
+        if len(missing) == 1:
+            results = [self._read_topic(missing[0])]
         else:
-            found = user_connection_ids(self.dynamodb, table, self.settings.user_index, target)
-        seen: list[str] = []
-        for connection_id in found:
-            seen.append(connection_id)
-            yield connection_id
-        cache[target] = seen
+            results = list(query_pool().map(self._read_topic, missing))
+        for topic, (found, read, skipped) in zip(missing, results, strict=True):
+            batch.add(topic, found)
+            stats.topicsQueried += 1
+            stats.subscriptionsRead += read
+            stats.skippedSubscriptions += skipped
+        return [
+            subscription
+            for topic in topics
+            for subscription in batch.topics[topic]
+            if subscription.connection_id not in batch.gone
+        ]
 
     def run(self, records: list[Any], deadline: float) -> tuple[list[dict[str, str]], BatchStats]:
         stats = BatchStats(records=len(records))
-        cache: dict[str | None, list[str]] = {}
-        gone: set[str] = set()
+        batch = _Batch()
         started = self.clock()
-        for record in records:
-            sequence = _sequence_of(record)
-            if self.clock() >= deadline:
-                log.warning(
-                    "out of time; the rest of the batch is retried", extra={"sequence": sequence}
-                )
-                stats.recordsFailed += 1
-                return self._finish([sequence], stats, started)
-            try:
-                outgoing = prepare(record, self.settings, time.time())
-            except Exception as bad:  # MalformedRecord, or input shaped beyond what it checks
-                stats.malformed += 1
-                stats.recordsFailed += 1
-                log.error(
-                    "malformed stream record; reported as a batch item failure",
-                    extra={"reason": str(bad), "sequence": sequence, "record": record},
-                )
-                return self._finish([sequence], stats, started)
-            if outgoing.untargeted is not None:
-                stats.untargeted += 1
-                log.warning(
-                    "record names no recipient; sent to no one",
-                    extra={
-                        "sequence": sequence,
-                        "reason": outgoing.untargeted,
-                        "targetAttribute": self.settings.target_attribute,
-                    },
-                )
-                continue
-            stats.truncated += outgoing.truncated
-            try:
-                recipients = (c for c in self._recipients(outgoing.target, cache) if c not in gone)
-                report = fan_out(
-                    self.api,
-                    recipients,
-                    outgoing.data,
-                    concurrency=self.settings.send_concurrency,
-                    max_attempts=self.settings.send_max_attempts,
-                    deadline=deadline,
-                    on_stale=self._remove_stale,
-                    sleep=self.sleep,
-                    clock=self.clock,
-                )
-            except Exception:
-                stats.recordsFailed += 1
-                log.exception("could not deliver a record", extra={"sequence": sequence})
-                return self._finish([sequence], stats, started)
-            gone.update(report.stale)
-            stats.recipients += report.delivered + len(report.stale) + len(report.failed)
-            stats.delivered += report.delivered
-            stats.staleRemoved += report.stale_removed
-            stats.staleKept += len(report.stale) - report.stale_removed
-            stats.retried += report.retried
-            stats.failed += len(report.failed)
-            for code in report.failed.values():
-                stats.failedCodes[code] = stats.failedCodes.get(code, 0) + 1
-            if report.failed:
-                stats.recordsFailed += 1
-                log.warning(
-                    "record not delivered to every recipient; it will be retried",
-                    extra={"sequence": sequence, "failed": dict(list(report.failed.items())[:10])},
-                )
-                return self._finish([sequence], stats, started)
-        return self._finish([], stats, started)
+        try:
+            for record in records:
+                if not self._one(record, deadline, batch, stats):
+                    return self._finish([_sequence_of(record)], stats, started)
+            return self._finish([], stats, started)
+        finally:
+            stats.subscriptionsRemoved = batch.subscriptions_removed
+
+    def _one(self, record: Any, deadline: float, batch: _Batch, stats: BatchStats) -> bool:
+        """Deliver one record; False when it must be reported (and the batch stops)."""
+        sequence = _sequence_of(record)
+        if self.clock() >= deadline:
+            log.warning(
+                "out of time; the rest of the batch is retried", extra={"sequence": sequence}
+            )
+            stats.recordsFailed += 1
+            return False
+        try:
+            read = read_record(
+                record,
+                now=time.time(),
+                sources=self.settings.sources,
+                buckets=self.settings.table_buckets,
+            )
+        except Exception as bad:  # MalformedRecord, or input shaped beyond what it checks
+            stats.malformed += 1
+            stats.recordsFailed += 1
+            log.error(
+                "malformed stream record; reported as a batch item failure",
+                extra={"reason": str(bad), "sequence": sequence, "record": record},
+            )
+            return False
+        nobody = untargeted_reason(read.change, self.settings.target_attribute)
+        if nobody is not None:
+            stats.untargeted += 1
+            log.warning(
+                "record names no recipient; sent to no one",
+                extra={
+                    "sequence": sequence,
+                    "reason": nobody,
+                    "targetAttribute": self.settings.target_attribute,
+                },
+            )
+            return True
+        try:
+            found = self._subscriptions(read.topics, batch, stats)
+            messages = plan(
+                read.change,
+                found,
+                key_names=read.key_names,
+                target_attribute=self.settings.target_attribute,
+                include_old=self.settings.include_old_image,
+            )
+            deliveries, truncated = payloads(messages)
+            if not deliveries:
+                stats.unheard += 1
+                return True
+            stats.truncated += truncated
+            report = fan_out(
+                self.api,
+                deliveries,
+                concurrency=self.settings.send_concurrency,
+                max_attempts=self.settings.send_max_attempts,
+                deadline=deadline,
+                on_stale=lambda connection_id: self._remove_stale(connection_id, batch),
+                sleep=self.sleep,
+                clock=self.clock,
+            )
+        except Exception:
+            stats.recordsFailed += 1
+            log.exception("could not deliver a record", extra={"sequence": sequence})
+            return False
+        batch.gone.update(report.stale)
+        stats.recipients += report.delivered + len(report.stale) + len(report.failed)
+        stats.delivered += report.delivered
+        stats.staleRemoved += report.stale_removed
+        stats.staleKept += len(report.stale) - report.stale_removed
+        stats.retried += report.retried
+        stats.failed += len(report.failed)
+        for code in report.failed.values():
+            stats.failedCodes[code] = stats.failedCodes.get(code, 0) + 1
+        if report.failed:
+            stats.recordsFailed += 1
+            log.warning(
+                "record not delivered to every recipient; it will be retried",
+                extra={"sequence": sequence, "failed": dict(list(report.failed.items())[:10])},
+            )
+            return False
+        return True
 
     def _finish(
         self, failed: list[str], stats: BatchStats, started: float
@@ -355,9 +503,15 @@ def record_batch(stats: BatchStats, function_name: str) -> None:
             {"FunctionName": function_name},
             {
                 "Delivered": stats.delivered,
+                "Recipients": stats.recipients,
                 "StaleRemoved": stats.staleRemoved,
                 "StaleKept": stats.staleKept,
+                "SubscriptionsRemoved": stats.subscriptionsRemoved,
                 "Untargeted": stats.untargeted,
+                "Unheard": stats.unheard,
+                "TopicsQueried": stats.topicsQueried,
+                "SubscriptionsRead": stats.subscriptionsRead,
+                "SkippedSubscriptions": stats.skippedSubscriptions,
                 "Retried": stats.retried,
                 "Failed": stats.failed,
                 "RecordsFailed": stats.recordsFailed,

@@ -1,4 +1,8 @@
-"""Concurrent fan-out of one message to many connections, with bounded retries.
+"""Concurrent fan-out of messages to many connections, with bounded retries.
+
+Each connection gets its own payload (connections whose subscriptions saw a
+change differently, or were granted other fields, get different messages);
+connections with the same message share one ``bytes`` object.
 
 Outcome per connection:
 * 2xx: delivered;
@@ -65,8 +69,7 @@ def shared_executor(workers: int) -> ThreadPoolExecutor:
 
 def fan_out(
     api: Poster,
-    connection_ids: Iterable[str],
-    data: bytes,
+    deliveries: Iterable[tuple[str, bytes]],
     *,
     concurrency: int,
     max_attempts: int,
@@ -75,14 +78,14 @@ def fan_out(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> FanoutReport:
-    """Post ``data`` to every connection; ``deadline`` is a ``clock()`` value.
+    """Post each (connection id, payload) pair; ``deadline`` is a ``clock()`` value.
 
-    ``connection_ids`` may be lazy (a paginated scan): it is consumed as posts go out.
+    ``deliveries`` may be lazy: it is consumed as posts go out.
     """
     report = FanoutReport()
     lock = threading.Lock()
 
-    def deliver(connection_id: str) -> None:
+    def deliver(connection_id: str, data: bytes) -> None:
         attempt = 1
         while True:
             remaining = deadline - clock()
@@ -115,13 +118,11 @@ def fan_out(
             report.failed[connection_id] = code
 
     if concurrency <= 1:
-        for connection_id in connection_ids:
-            deliver(connection_id)
+        for connection_id, data in deliveries:
+            deliver(connection_id, data)
         return report
-    # Posts start as soon as the first ids arrive: when ``connection_ids`` is a lazy scan,
-    # the next page is read while the first ones are being posted.
     pool = shared_executor(concurrency)
-    pending = [pool.submit(deliver, connection_id) for connection_id in connection_ids]
+    pending = [pool.submit(deliver, connection_id, data) for connection_id, data in deliveries]
     for task in pending:
         task.result()  # waits for every post; re-raises the first unexpected exception
     return report

@@ -25,7 +25,7 @@ GSI, so a change recorded after a subscribe returns always sees it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,3 +288,59 @@ def topic_subscriptions(client: Any, table: str, topic: str) -> Iterator[dict[st
         if not last:
             return
         request["ExclusiveStartKey"] = last
+
+
+@dataclass(frozen=True)
+class StaleRemoval:
+    """What ``remove_stale_connection`` did."""
+
+    record_removed: bool
+    """False: the record is younger than the cutoff (a client still in ``$connect``): kept,
+    with its subscriptions."""
+    subscriptions_removed: int
+    subscriptions_left: int
+    """Subscriptions that could not be deleted now (TTL removes them later)."""
+
+
+def remove_stale_connection(
+    client: Any,
+    *,
+    connections_table: str,
+    subscriptions_table: str,
+    connection_id: str,
+    connected_before: str,
+    known: Iterable[tuple[str, str]] = (),
+) -> StaleRemoval:
+    """Clean up after a connection API Gateway no longer knows (it answered 410).
+
+    The record goes only when it is older than ``connected_before`` (ISO-8601
+    UTC) or has no ``connectedAt``: a client whose ``$connect`` stored its
+    record but whose socket is not open yet also answers 410 and must keep it.
+    Then every subscription goes: those the deleted record listed, and those in
+    ``known`` ((subscription id, topic) pairs, as the caller found them on topics),
+    which covers a record already deleted by a ``$disconnect`` that crashed
+    before deleting the subscriptions. Idempotent.
+    """
+    try:
+        old = client.delete_item(
+            TableName=connections_table,
+            Key={"connectionId": {"S": connection_id}},
+            ConditionExpression="attribute_not_exists(connectedAt) OR connectedAt < :cutoff",
+            ExpressionAttributeValues={":cutoff": {"S": connected_before}},
+            ReturnValues="ALL_OLD",
+        ).get("Attributes")
+    except client.exceptions.ConditionalCheckFailedException:
+        return StaleRemoval(record_removed=False, subscriptions_removed=0, subscriptions_left=0)
+    subs = {
+        name: value["S"] for name, value in ((old or {}).get("subs") or {}).get("M", {}).items()
+    }
+    keyed = {(sub_id, topic) for sub_id, topic in subs.items()}
+    keyed.update(known)
+    keys = [
+        {"topic": {"S": topic}, "sk": {"S": sort_key(connection_id, sub_id)}}
+        for sub_id, topic in sorted(keyed)
+    ]
+    left = delete_items(client, subscriptions_table, keys) if keys else 0
+    return StaleRemoval(
+        record_removed=True, subscriptions_removed=len(keys) - left, subscriptions_left=left
+    )

@@ -1,5 +1,12 @@
+"""The broadcaster with moto (connections and subscriptions tables) and the local Management API.
+
+Recipients come only from the subscription index: the subscriptions on the
+topics a record touches (its item, its partition, each table-wide bucket).
+"""
+
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -7,33 +14,52 @@ import time
 from typing import Any
 
 import pytest
-from botocore.stub import Stubber
 
 import handlers.broadcaster as broadcaster_module
 from bench.management_api import FakeManagementApi
 from handlers import aws
-from handlers.broadcaster import MAX_MESSAGE_BYTES, Broadcaster, encode, envelope, handler
-from handlers.config import Source, broadcaster_config
-from handlers.connections import (
-    FIRST_PAGE_ITEMS,
-    all_connection_ids,
-    connection_item,
-    user_connection_ids,
+from handlers import subscriptions as store
+from handlers.broadcaster import (
+    MAX_MESSAGE_BYTES,
+    Broadcaster,
+    MalformedRecord,
+    encode,
+    handler,
+    payloads,
+    read_record,
 )
+from handlers.config import Source, broadcaster_config
+from handlers.connections import iso_utc
 from handlers.management import ManagementApi, frozen_credentials
+from handlers.topics import bucket_of, key_topic, subscription_key, table_topic
 from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
-from tests.helpers import FakeContext, connection_ids, load_event, put_connection
+from tests.helpers import FakeContext, connection_ids, load_event
 
 SEQ = ["111100000000000000000001", "111100000000000000000002", "111100000000000000000003"]
-SOURCES = {SOURCE_LABEL: Source(SOURCE_LABEL, SOURCE_TABLE, (("PK", "S"), ("SK", "S")), True, ())}
+KEYS = (("PK", "S"), ("SK", "S"))
+SOURCES = {SOURCE_LABEL: Source(SOURCE_LABEL, SOURCE_TABLE, KEYS, True, ())}
+SUBSCRIPTIONS = "subscriptions-test"
+BUCKETS = 4
+ITEM = {"PK": "EVENT#123", "SK": "METADATA"}
+ARN = f"arn:aws:dynamodb:us-east-1:123456789012:table/{SOURCE_TABLE}/stream/2026-11-01T00:00:00.000"
 
 
 def settings(endpoint: str, **changes: Any):
     env = {
         "CONNECTIONS_TABLE": "connections-test",
         "MANAGEMENT_ENDPOINT": endpoint,
-        "SOURCES": json.dumps({SOURCE_LABEL: {"table": SOURCE_TABLE}}),
-        "SUBSCRIPTIONS_TABLE": "subscriptions-test",
+        "SOURCES": json.dumps(
+            {
+                SOURCE_LABEL: {
+                    "table": SOURCE_TABLE,
+                    "keys": [list(k) for k in KEYS],
+                    "oldImage": True,
+                    "access": [{"table": True}],
+                }
+            }
+        ),
+        "SUBSCRIPTIONS_TABLE": SUBSCRIPTIONS,
+        "TABLE_TOPIC_BUCKETS": str(BUCKETS),
     }
     return dataclasses.replace(broadcaster_config(env), **changes)
 
@@ -47,40 +73,160 @@ def make(server: FakeManagementApi, dynamodb: Any, **changes: Any) -> Broadcaste
     )
 
 
-def connect(
-    server: FakeManagementApi, dynamodb: Any, table: str, cid: str, user: str | None = None
-):
-    put_connection(dynamodb, table, cid, user)
-    server.connect(cid)
-
-
-@pytest.fixture
-def two_clients(management_api: FakeManagementApi, dynamodb: Any, connections_table: str):
-    for cid, user in (("A=", "user-1"), ("B=", "user-2")):
-        connect(management_api, dynamodb, connections_table, cid, user)
-    return ["A=", "B="]
-
-
 def run(b: Broadcaster, records: list[Any]):
     return b.run(records, deadline=b.clock() + 60)
 
 
-def test_insert_update_delete_reach_every_client_in_order(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+def create_subscriptions_table(client: Any, name: str = SUBSCRIPTIONS) -> None:
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "topic", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "topic", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+    )
+
+
+@pytest.fixture
+def tables(dynamodb: Any, connections_table: str) -> Any:
+    create_subscriptions_table(dynamodb)
+    return dynamodb
+
+
+def add_connection(
+    client: Any, cid: str, user: str | None = None, *, age: float = 3600.0, table: str = ""
 ) -> None:
-    failures, stats = run(make(management_api, dynamodb), load_event("stream_batch")["Records"])
+    """A connection record as the connect handler stores it (``subs`` always present)."""
+    now = time.time() - age
+    item: dict[str, Any] = {
+        "connectionId": {"S": cid},
+        "connectedAt": {"S": iso_utc(now)},
+        "ttl": {"N": str(int(now) + 7200)},
+        "subs": {"M": {}},
+    }
+    if user:
+        item["userId"] = {"S": user}
+    client.put_item(TableName=table or "connections-test", Item=item)
+
+
+def topic_for(cid: str, key: dict[str, Any] | None, label: str = SOURCE_LABEL) -> str:
+    if key is None:
+        return table_topic(label, bucket_of(cid, BUCKETS))
+    return key_topic(label, subscription_key(KEYS, key)[1])
+
+
+def subscribe(
+    client: Any,
+    cid: str,
+    sub_id: str,
+    *,
+    key: dict[str, Any] | None = None,
+    filter: list[Any] | None = None,
+    fields: list[str] | None = None,
+    label: str = SOURCE_LABEL,
+) -> str:
+    """Store a subscription the way $default does (one transaction with the record's map)."""
+    topic = topic_for(cid, key, label)
+
+    def build(connection: store.Connection) -> tuple[str, dict[str, Any]]:
+        filter_json = None if filter is None else json.dumps(filter)
+        item = store.subscription_item(connection, sub_id, topic, label, filter_json, fields)
+        return topic, item
+
+    store.put_subscription(
+        client,
+        connections_table="connections-test",
+        subscriptions_table=SUBSCRIPTIONS,
+        connection_id=cid,
+        sub_id=sub_id,
+        build=build,
+        limit=20,
+    )
+    return topic
+
+
+def client_on(
+    server: FakeManagementApi, client: Any, cid: str, user: str | None = None, **sub: Any
+) -> None:
+    """A connected client with one subscription ``s1`` (table-wide unless ``key`` is given)."""
+    add_connection(client, cid, user)
+    subscribe(client, cid, "s1", **sub)
+    server.connect(cid)
+
+
+def stored_subscriptions(client: Any) -> list[str]:
+    return sorted(i["sk"]["S"] for i in client.scan(TableName=SUBSCRIPTIONS)["Items"])
+
+
+def stream(
+    event_name: str,
+    sequence: str,
+    *,
+    new: dict[str, Any] | None = None,
+    old: dict[str, Any] | None = None,
+    key: tuple[str, str] = ("EVENT#123", "METADATA"),
+) -> dict[str, Any]:
+    """A stream record of the sample table; images as plain ``{name: str|int}``."""
+
+    def typed(image: dict[str, Any]) -> dict[str, Any]:
+        return {
+            name: {"N": str(value)} if isinstance(value, int) else {"S": value}
+            for name, value in {"PK": key[0], "SK": key[1], **image}.items()
+        }
+
+    body: dict[str, Any] = {
+        "Keys": {"PK": {"S": key[0]}, "SK": {"S": key[1]}},
+        "SequenceNumber": sequence,
+        "ApproximateCreationDateTime": 1795000000,
+    }
+    if new is not None:
+        body["NewImage"] = typed(new)
+    if old is not None:
+        body["OldImage"] = typed(old)
+    return {
+        "eventID": f"evt-{sequence}",
+        "eventName": event_name,
+        "eventSourceARN": ARN,
+        "dynamodb": body,
+    }
+
+
+@pytest.fixture
+def two_clients(management_api: FakeManagementApi, tables: Any) -> list[str]:
+    for cid, user in (("A=", "user-1"), ("B=", "user-2")):
+        client_on(management_api, tables, cid, user)
+    return ["A=", "B="]
+
+
+# --- recipients come from the topics a record touches -------------------------------------
+
+
+def test_insert_update_delete_reach_table_subscribers_in_order(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"])
     assert failures == []
     assert (stats.delivered, stats.recordsFailed) == (6, 0)
     for cid in two_clients:
         received = management_api.messages(cid)
         assert [m["action"] for m in received] == ["created", "updated", "deleted"]
         assert [m["sequence"] for m in received] == SEQ
+        assert [m["matches"] for m in received] == [
+            {"s1": "added"},
+            {"s1": "modified"},
+            {"s1": "removed"},
+        ]
 
 
 def test_envelope_follows_the_contract(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
 ) -> None:
-    run(make(management_api, dynamodb), load_event("stream_batch")["Records"])
+    run(make(management_api, tables), load_event("stream_batch")["Records"])
     created, updated, deleted = management_api.messages("A=")
     assert created["type"] == "event_update"
     assert created["table"] == "events"
@@ -94,145 +240,204 @@ def test_envelope_follows_the_contract(
 
 
 def test_old_image_is_included_when_configured(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
 ) -> None:
-    run(
-        make(management_api, dynamodb, include_old_image=True),
-        load_event("stream_batch")["Records"],
-    )
+    run(make(management_api, tables, include_old_image=True), load_event("stream_batch")["Records"])
     created, updated, deleted = management_api.messages("B=")
     assert "old" not in created
-    assert updated["old"] == {
-        "PK": "EVENT#123",
-        "SK": "METADATA",
-        "title": "Draft",
-        "owner": "user-1",
-    }
+    assert updated["old"] == {"PK": "EVENT#123", "SK": "METADATA", "title": "Draft",
+                              "owner": "user-1"}  # fmt: skip
     assert deleted["old"]["count"] == 43
 
 
-def test_target_attribute_sends_only_to_that_users_connections(
-    management_api: FakeManagementApi, dynamodb: Any, connections_table: str
+def test_only_subscriptions_on_the_touched_topics_receive(
+    management_api: FakeManagementApi, tables: Any, connections_table: str
 ) -> None:
-    for cid, user in (("u1-a", "user-1"), ("u1-b", "user-1"), ("u2", "user-2"), ("anon", None)):
-        connect(management_api, dynamodb, connections_table, cid, user)
-    records = load_event("stream_batch")["Records"][:1]  # owner = user-1
-    failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), records)
-    assert failures == [] and stats.delivered == 2
-    assert len(management_api.messages("u1-a")) == len(management_api.messages("u1-b")) == 1
-    assert management_api.messages("u2") == management_api.messages("anon") == []
+    client_on(management_api, tables, "table=")
+    client_on(management_api, tables, "partition=", key={"PK": "EVENT#123"})
+    client_on(management_api, tables, "item=", key=ITEM)
+    client_on(management_api, tables, "other-partition=", key={"PK": "EVENT#999"})
+    client_on(management_api, tables, "other-item=", key={"PK": "EVENT#123", "SK": "OTHER"})
+    client_on(management_api, tables, "other-source=", label="audit")
+    add_connection(tables, "unsubscribed=")  # connected, no subscription: receives nothing
+    management_api.connect("unsubscribed=")
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"][:1])
+    assert failures == []
+    received = {cid for cid in connection_ids(tables, connections_table)
+                if management_api.messages(cid)}  # fmt: skip
+    assert received == {"table=", "partition=", "item="}
+    assert stats.topicsQueried == 2 + BUCKETS  # item, partition, every table bucket
+    assert stats.subscriptionsRead == 3 and stats.recipients == 3
+    assert management_api.state.requests == 3
 
 
-@pytest.mark.parametrize(
-    "owner",
-    [None, {"S": ""}, {"BOOL": True}, {"NULL": True}, {"M": {"id": {"S": "user-1"}}},
-     {"SS": ["user-1"]}, {"L": [{"S": "user-1"}]}],
-    ids=["missing", "empty", "bool", "null", "map", "string-set", "list"],
-)  # fmt: skip
-def test_record_whose_item_names_no_user_reaches_no_one_and_is_counted(
-    management_api: FakeManagementApi,
-    dynamodb: Any,
-    two_clients: list[str],
-    owner: dict[str, Any] | None,
-    caplog: pytest.LogCaptureFixture,
+def test_every_table_wide_bucket_is_read(management_api: FakeManagementApi, tables: Any) -> None:
+    """Table-wide subscriptions are spread over buckets by connection id; all are read."""
+    by_bucket: dict[int, str] = {}
+    for n in range(200):
+        by_bucket.setdefault(bucket_of(f"c{n}=", BUCKETS), f"c{n}=")
+        if len(by_bucket) == BUCKETS:
+            break
+    assert len(by_bucket) == BUCKETS
+    for cid in by_bucket.values():
+        client_on(management_api, tables, cid)
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"][:1])
+    assert failures == [] and stats.delivered == BUCKETS
+    assert all(len(management_api.messages(cid)) == 1 for cid in by_bucket.values())
+
+
+def test_subscription_on_a_hash_key_only_source_is_found_by_partition(
+    management_api: FakeManagementApi, tables: Any
 ) -> None:
-    """Fail closed: with a target attribute, an item without a usable owner is private."""
-    records = load_event("stream_batch")["Records"]
-    image = records[0]["dynamodb"]["NewImage"]
-    if owner is None:
-        del image["owner"]
-    else:
-        image["owner"] = owner
-    with caplog.at_level(logging.WARNING):
-        failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), records)
-    assert failures == [] and stats.untargeted == 1
-    assert [m["sequence"] for m in management_api.messages("A=")] == SEQ[1:]  # owner user-1
-    assert management_api.messages("B=") == []
-    (logged,) = [r for r in caplog.records if "no recipient" in r.getMessage()]
-    assert logged.sequence == SEQ[0] and "owner" in logged.reason  # type: ignore[attr-defined]
+    sources = {SOURCE_LABEL: dataclasses.replace(SOURCES[SOURCE_LABEL], keys=(("PK", "S"),))}
+    add_connection(tables, "p=")
+    topic = key_topic(SOURCE_LABEL, subscription_key((("PK", "S"),), {"PK": "EVENT#123"})[1])
+
+    def build(connection: store.Connection) -> tuple[str, dict[str, Any]]:
+        return topic, store.subscription_item(connection, "s1", topic, SOURCE_LABEL, None, None)
+
+    store.put_subscription(tables, connections_table="connections-test",
+                           subscriptions_table=SUBSCRIPTIONS, connection_id="p=", sub_id="s1",
+                           build=build, limit=20)  # fmt: skip
+    management_api.connect("p=")
+    record = stream("INSERT", SEQ[0], new={"n": 1})
+    del record["dynamodb"]["Keys"]["SK"]
+    failures, stats = run(make(management_api, tables, sources=sources), [record])
+    assert failures == [] and stats.topicsQueried == 1 + BUCKETS  # no separate item topic
+    assert [m["matches"] for m in management_api.messages("p=")] == [{"s1": "added"}]
 
 
-def test_update_whose_new_image_lost_its_owner_does_not_go_to_the_old_owner(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+def test_topic_queries_follow_every_page(management_api: FakeManagementApi, tables: Any) -> None:
+    ids = [f"p{n:02d}=" for n in range(7)]
+    for cid in ids:
+        client_on(management_api, tables, cid, key={"PK": "EVENT#123"})
+    pages: list[int] = []
+
+    def small_pages(params: dict[str, Any], **_: Any) -> None:
+        params["Limit"] = 2
+        pages.append(1)
+
+    tables.meta.events.register("provide-client-params.dynamodb.Query", small_pages)
+    try:
+        failures, stats = run(
+            make(management_api, tables), load_event("stream_batch")["Records"][:1]
+        )
+    finally:
+        tables.meta.events.unregister("provide-client-params.dynamodb.Query", small_pages)
+    assert failures == [] and stats.delivered == len(ids) == stats.subscriptionsRead
+    assert len(pages) == 4 + 1 + BUCKETS  # the partition topic alone took four pages
+    assert all(len(management_api.messages(cid)) == 1 for cid in ids)
+
+
+def test_each_topic_is_read_once_per_batch(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
 ) -> None:
-    """The owner is read from the image the message carries: the new one."""
-    record = load_event("stream_batch")["Records"][1]
-    assert record["dynamodb"]["OldImage"]["owner"] == {"S": "user-1"}
-    del record["dynamodb"]["NewImage"]["owner"]
-    failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), [record])
-    assert failures == [] and stats.untargeted == 1 and stats.delivered == 0
-    assert management_api.state.requests == 0
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"])
+    assert failures == [] and stats.records == 3
+    assert stats.topicsQueried == 2 + BUCKETS  # three records on one item: one read each
 
 
-def test_delete_goes_to_the_owner_in_the_old_image(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+# --- what each connection receives ---------------------------------------------------------
+
+
+def test_one_message_per_connection_with_every_matching_subscription(
+    management_api: FakeManagementApi, tables: Any
 ) -> None:
-    record = load_event("stream_batch")["Records"][2]
-    assert "NewImage" not in record["dynamodb"]
-    failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), [record])
-    assert failures == [] and (stats.delivered, stats.untargeted) == (1, 0)
-    assert [m["action"] for m in management_api.messages("A=")] == ["deleted"]
-    assert management_api.messages("B=") == []
-
-
-def test_numeric_owner_targets_that_user(
-    management_api: FakeManagementApi, dynamodb: Any, connections_table: str
-) -> None:
-    connect(management_api, dynamodb, connections_table, "n=", "42")
-    connect(management_api, dynamodb, connections_table, "other=", "user-1")
-    record = load_event("stream_batch")["Records"][0]
-    record["dynamodb"]["NewImage"]["owner"] = {"N": "42"}
-    failures, stats = run(make(management_api, dynamodb, target_attribute="owner"), [record])
+    client_on(management_api, tables, "A=")  # s1: table-wide
+    subscribe(tables, "A=", "s2", key={"PK": "EVENT#123"})
+    subscribe(tables, "A=", "s3", key=ITEM, filter=[{"count": {"gt": 100}}])  # does not match
+    subscribe(tables, "A=", "s4", key=ITEM)
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"][:1])
     assert failures == [] and stats.delivered == 1
-    assert len(management_api.messages("n=")) == 1 and management_api.messages("other=") == []
+    (message,) = management_api.messages("A=")
+    assert message["matches"] == {"s1": "added", "s2": "added", "s4": "added"}
+    assert message["data"]["count"] == 42
 
 
-def test_stale_connection_is_removed_and_others_still_receive(
-    management_api: FakeManagementApi, dynamodb: Any, connections_table: str, two_clients: list[str]
+def test_filters_give_added_modified_removed_as_items_enter_and_leave(
+    management_api: FakeManagementApi, tables: Any
 ) -> None:
-    put_connection(dynamodb, connections_table, "stale=", "user-1")  # record, but no socket
-    failures, stats = run(make(management_api, dynamodb), load_event("stream_batch")["Records"])
-    assert failures == [] and (stats.staleRemoved, stats.staleKept) == (1, 0)
-    assert connection_ids(dynamodb, connections_table) == {"A=", "B="}
-    assert all(len(management_api.messages(cid)) == 3 for cid in two_clients)
-    assert management_api.state.requests == 6 + 1  # the stale one is not tried again in the batch
+    client_on(management_api, tables, "F=", filter=[{"status": "open", "n": {"ge": 10}}])
+    client_on(management_api, tables, "all=")
+    records = [
+        stream("INSERT", "1", new={"status": "open", "n": 5}),  # F: not yet
+        stream("MODIFY", "2", old={"status": "open", "n": 5}, new={"status": "open", "n": 10}),
+        stream("MODIFY", "3", old={"status": "open", "n": 10}, new={"status": "open", "n": 11}),
+        stream("MODIFY", "4", old={"status": "open", "n": 11}, new={"status": "done", "n": 11}),
+        stream("MODIFY", "5", old={"status": "done", "n": 11}, new={"status": "done", "n": 12}),
+        stream("INSERT", "6", new={"status": "open", "n": 99}, key=("EVENT#9", "X")),
+        stream("REMOVE", "7", old={"status": "open", "n": 99}, key=("EVENT#9", "X")),
+    ]
+    failures, stats = run(make(management_api, tables), records)
+    assert failures == []
+    seen = [(m["sequence"], m["matches"]["s1"]) for m in management_api.messages("F=")]
+    assert seen == [("2", "added"), ("3", "modified"), ("4", "removed"), ("6", "added"),
+                    ("7", "removed")]  # fmt: skip
+    left = management_api.messages("F=")[2]
+    assert "data" not in left and left["keys"] == ITEM  # leaving a filter: keys only
+    assert len(management_api.messages("all=")) == 7
+    assert stats.unheard == 0
 
 
-def test_throttled_posts_are_retried_and_delivered(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+def test_granted_fields_trim_data_and_old_and_unite_per_connection(
+    management_api: FakeManagementApi, tables: Any
 ) -> None:
-    management_api.script("A=", 429, 500)
-    failures, stats = run(make(management_api, dynamodb), load_event("stream_batch")["Records"][:1])
-    assert failures == [] and stats.retried == 2 and stats.delivered == 2
+    client_on(management_api, tables, "T=", fields=["title"])
+    client_on(management_api, tables, "U=", fields=["title"])
+    subscribe(tables, "U=", "s2", key={"PK": "EVENT#123"}, fields=["count"])
+    client_on(management_api, tables, "all=")
+    records = load_event("stream_batch")["Records"][:2]
+    failures, _ = run(make(management_api, tables, include_old_image=True), records)
+    assert failures == []
+    created, updated = management_api.messages("T=")
+    assert created["data"] == {"PK": "EVENT#123", "SK": "METADATA", "title": "Launch été 🚀"}
+    assert updated["old"] == {"PK": "EVENT#123", "SK": "METADATA", "title": "Draft"}
+    raw = b"".join(management_api.state.received["T="])
+    assert b"owner" not in raw and b"count" not in raw  # a trimmed field is never sent
+    created, _ = management_api.messages("U=")
+    assert sorted(created["data"]) == ["PK", "SK", "count", "title"]
+    assert created["matches"] == {"s1": "added", "s2": "added"}
+    created, _ = management_api.messages("all=")
+    assert "owner" in created["data"] and "labels" in created["data"]
 
 
-def test_undeliverable_record_is_reported_and_nothing_after_it_is_sent(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+def test_identical_messages_are_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    real = broadcaster_module.encode
+
+    def counting(message: Any, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, bool]:
+        calls.append(message)
+        return real(message, limit)
+
+    monkeypatch.setattr(broadcaster_module, "encode", counting)
+    base = {"type": "event_update", "keys": {"PK": "a"}}
+    messages = {f"c{n}": {**base, "matches": {"s1": "added"}, "data": {"PK": "a", "x": 1}}
+                for n in range(50)}  # fmt: skip
+    messages["other"] = {**base, "matches": {"s2": "added"}, "data": {"PK": "a", "x": 1}}
+    messages["trimmed"] = {**base, "matches": {"s1": "added"}, "data": {"PK": "a"}}
+    deliveries, truncated = payloads(messages)
+    assert len(calls) == 3 and truncated == 0 and len(deliveries) == 52
+    by_connection = dict(deliveries)
+    assert by_connection["c0"] is by_connection["c49"]  # one bytes object shared
+    assert json.loads(by_connection["trimmed"])["data"] == {"PK": "a"}
+    assert json.loads(by_connection["other"])["matches"] == {"s2": "added"}
+
+
+def test_oversized_message_is_sent_truncated_without_data_after_trimming(
+    management_api: FakeManagementApi, tables: Any
 ) -> None:
-    b = make(management_api, dynamodb, send_max_attempts=2)
-    records = load_event("stream_batch")["Records"]
-    management_api.state.scripted["A="] = []  # first record delivers normally
-    first_failures, _ = run(b, records[:1])
-    assert first_failures == []
-    management_api.script("A=", 500, 500)  # the next record fails for A= on both tries
-    failures, stats = run(b, records[1:])
-    assert failures == [{"itemIdentifier": SEQ[1]}]
-    assert stats.recordsFailed == 1 and stats.failedCodes == {"InternalServerErrorException": 1}
-    assert [m["action"] for m in management_api.messages("B=")] == ["created", "updated"]
-    assert [m["action"] for m in management_api.messages("A=")] == ["created"]
-
-
-def test_oversized_message_is_sent_truncated_without_data(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
-) -> None:
+    client_on(management_api, tables, "full=")
+    client_on(management_api, tables, "slim=", fields=["title"])  # the big field is not granted
     record = load_event("stream_batch")["Records"][0]
     record["dynamodb"]["NewImage"]["body"] = {"S": "x" * (MAX_MESSAGE_BYTES + 10)}
-    failures, stats = run(make(management_api, dynamodb), [record])
+    failures, stats = run(make(management_api, tables), [record])
     assert failures == [] and stats.truncated == 1
-    (message,) = management_api.messages("A=")
+    (message,) = management_api.messages("full=")
     assert message["truncated"] is True and "data" not in message
-    assert message["keys"] == {"PK": "EVENT#123", "SK": "METADATA"}
+    assert message["keys"] == ITEM and message["matches"] == {"s1": "added"}
     assert message["action"] == "created" and message["sequence"] == SEQ[0]
+    (slim,) = management_api.messages("slim=")
+    assert "truncated" not in slim and slim["data"]["title"]
 
 
 def test_message_at_the_limit_is_not_truncated() -> None:
@@ -245,16 +450,285 @@ def test_message_at_the_limit_is_not_truncated() -> None:
     assert encode(message)[1] is True
 
 
+# --- targetAttribute: row-level control, fail closed ---------------------------------------
+
+
+def test_target_attribute_sends_only_to_the_owner(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    for cid, user in (("u1-a", "user-1"), ("u1-b", "user-1"), ("u2", "user-2"), ("anon", None)):
+        client_on(management_api, tables, cid, user)
+    records = load_event("stream_batch")["Records"][:1]  # owner = user-1
+    failures, stats = run(make(management_api, tables, target_attribute="owner"), records)
+    assert failures == [] and stats.delivered == 2
+    assert len(management_api.messages("u1-a")) == len(management_api.messages("u1-b")) == 1
+    assert management_api.messages("u2") == management_api.messages("anon") == []
+
+
+def test_change_of_owner_tells_the_previous_owner_removed_and_hides_old_from_the_new(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    client_on(management_api, tables, "one=", "user-1")
+    client_on(management_api, tables, "two=", "user-2")
+    record = stream("MODIFY", "1", old={"owner": "user-1", "secret": "s1"},
+                    new={"owner": "user-2", "secret": "s2"})  # fmt: skip
+    worker = make(management_api, tables, target_attribute="owner", include_old_image=True)
+    failures, _ = run(worker, [record])
+    assert failures == []
+    (previous,) = management_api.messages("one=")
+    assert previous["matches"] == {"s1": "removed"} and "data" not in previous
+    assert "old" not in previous and previous["keys"] == ITEM
+    (new,) = management_api.messages("two=")
+    assert new["matches"] == {"s1": "added"} and new["data"]["secret"] == "s2"
+    assert "old" not in new
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [None, {"S": ""}, {"BOOL": True}, {"NULL": True}, {"M": {"id": {"S": "user-1"}}},
+     {"SS": ["user-1"]}, {"L": [{"S": "user-1"}]}],
+    ids=["missing", "empty", "bool", "null", "map", "string-set", "list"],
+)  # fmt: skip
+def test_record_whose_item_names_no_user_reaches_no_one_costs_no_query_and_is_counted(
+    management_api: FakeManagementApi,
+    tables: Any,
+    two_clients: list[str],
+    owner: dict[str, Any] | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fail closed: with a target attribute, an item without a usable owner is private."""
+    record = load_event("stream_batch")["Records"][0]
+    image = record["dynamodb"]["NewImage"]
+    if owner is None:
+        del image["owner"]
+    else:
+        image["owner"] = owner
+    with caplog.at_level(logging.WARNING):
+        failures, stats = run(make(management_api, tables, target_attribute="owner"), [record])
+    assert failures == [] and stats.untargeted == 1
+    assert stats.topicsQueried == 0 and management_api.state.requests == 0
+    (logged,) = [r for r in caplog.records if "no recipient" in r.getMessage()]
+    assert logged.sequence == SEQ[0] and "owner" in logged.reason  # type: ignore[attr-defined]
+
+
+def test_update_whose_new_image_lost_its_owner_tells_the_old_owner_removed_only(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    record = load_event("stream_batch")["Records"][1]
+    assert record["dynamodb"]["OldImage"]["owner"] == {"S": "user-1"}
+    del record["dynamodb"]["NewImage"]["owner"]
+    failures, stats = run(make(management_api, tables, target_attribute="owner"), [record])
+    assert failures == [] and stats.untargeted == 0 and stats.delivered == 1
+    (message,) = management_api.messages("A=")  # user-1
+    assert message["matches"] == {"s1": "removed"} and "data" not in message
+    assert management_api.messages("B=") == []
+
+
+def test_delete_goes_to_the_owner_in_the_old_image(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    record = load_event("stream_batch")["Records"][2]
+    assert "NewImage" not in record["dynamodb"]
+    failures, stats = run(make(management_api, tables, target_attribute="owner"), [record])
+    assert failures == [] and (stats.delivered, stats.untargeted) == (1, 0)
+    assert [m["action"] for m in management_api.messages("A=")] == ["deleted"]
+    assert management_api.messages("B=") == []
+
+
+def test_numeric_owner_targets_that_user(management_api: FakeManagementApi, tables: Any) -> None:
+    client_on(management_api, tables, "n=", "42")
+    client_on(management_api, tables, "other=", "user-1")
+    record = load_event("stream_batch")["Records"][0]
+    record["dynamodb"]["NewImage"]["owner"] = {"N": "42"}
+    failures, stats = run(make(management_api, tables, target_attribute="owner"), [record])
+    assert failures == [] and stats.delivered == 1
+    assert len(management_api.messages("n=")) == 1 and management_api.messages("other=") == []
+
+
+# --- 410 Gone: the record and the subscriptions go ------------------------------------------
+
+
+def test_stale_connection_loses_its_record_and_subscriptions_and_others_still_receive(
+    management_api: FakeManagementApi, tables: Any, connections_table: str, two_clients: list[str]
+) -> None:
+    add_connection(tables, "stale=", "user-1")  # a record and subscriptions, but no socket
+    subscribe(tables, "stale=", "s1")
+    subscribe(tables, "stale=", "s2", key={"PK": "EVENT#123"})
+    subscribe(tables, "stale=", "s3", key={"PK": "EVENT#999"})  # not touched by the record
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"])
+    assert failures == [] and (stats.staleRemoved, stats.staleKept) == (1, 0)
+    assert stats.subscriptionsRemoved == 3
+    assert connection_ids(tables, connections_table) == {"A=", "B="}
+    assert stored_subscriptions(tables) == ["A= s1", "B= s1"]
+    assert all(len(management_api.messages(cid)) == 3 for cid in two_clients)
+    assert management_api.state.requests == 6 + 1  # the stale one is not tried again in the batch
+
+
+def test_a_410_for_a_connection_that_just_connected_keeps_its_record_and_subscriptions(
+    management_api: FakeManagementApi, tables: Any, connections_table: str, two_clients: list[str]
+) -> None:
+    add_connection(tables, "Young0000000000=", "u", age=0)
+    subscribe(tables, "Young0000000000=", "s1")
+    add_connection(tables, "Old0000000000000=", "u", age=3600)
+    subscribe(tables, "Old0000000000000=", "s1")
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"][:1])
+    assert failures == []
+    remaining = connection_ids(tables, connections_table)
+    assert "Young0000000000=" in remaining and "Old0000000000000=" not in remaining
+    assert stored_subscriptions(tables) == ["A= s1", "B= s1", "Young0000000000= s1"]
+    assert (stats.staleRemoved, stats.staleKept) == (1, 1)  # both answered 410
+
+
+def test_a_410_removes_orphan_subscriptions_whose_record_is_already_gone(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    """A $disconnect that crashed between deleting the record and its subscriptions."""
+    add_connection(tables, "crashed=")
+    subscribe(tables, "crashed=", "s1", key={"PK": "EVENT#123"})
+    tables.delete_item(TableName="connections-test", Key={"connectionId": {"S": "crashed="}})
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"][:1])
+    assert failures == [] and (stats.staleRemoved, stats.subscriptionsRemoved) == (1, 1)
+    assert stored_subscriptions(tables) == ["A= s1", "B= s1"]
+
+
+def test_a_stale_record_that_cannot_be_deleted_is_counted_as_kept(
+    management_api: FakeManagementApi,
+    tables: Any,
+    connections_table: str,
+    two_clients: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    add_connection(tables, "stale=", "user-1")
+    subscribe(tables, "stale=", "s1")
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        raise RuntimeError("DeleteItem unavailable")
+
+    tables.meta.events.register("provide-client-params.dynamodb.DeleteItem", refuse)
+    try:
+        with caplog.at_level(logging.WARNING):
+            failures, stats = run(
+                make(management_api, tables), load_event("stream_batch")["Records"][:1]
+            )
+    finally:
+        tables.meta.events.unregister("provide-client-params.dynamodb.DeleteItem", refuse)
+    assert failures == [] and (stats.staleRemoved, stats.staleKept, stats.delivered) == (0, 1, 2)
+    assert "stale=" in connection_ids(tables, connections_table)  # its ttl removes it later
+    assert any("could not remove" in r.getMessage() for r in caplog.records)
+
+
+def test_remove_stale_connection_deletes_listed_and_known_subscriptions(tables: Any) -> None:
+    add_connection(tables, "c=")
+    subscribe(tables, "c=", "s1")
+    subscribe(tables, "c=", "s2", key={"PK": "EVENT#1"})
+    orphan = topic_for("c=", {"PK": "EVENT#2"})  # on a topic, missing from the record's map
+    tables.put_item(TableName=SUBSCRIPTIONS, Item={"topic": {"S": orphan}, "sk": {"S": "c= s9"}})
+    cutoff = iso_utc(time.time() - 30)
+    removal = store.remove_stale_connection(
+        tables, connections_table="connections-test", subscriptions_table=SUBSCRIPTIONS,
+        connection_id="c=", connected_before=cutoff, known=[("s9", orphan)],
+    )  # fmt: skip
+    assert removal == store.StaleRemoval(True, 3, 0)
+    assert stored_subscriptions(tables) == []
+    again = store.remove_stale_connection(
+        tables, connections_table="connections-test", subscriptions_table=SUBSCRIPTIONS,
+        connection_id="c=", connected_before=cutoff,
+    )  # fmt: skip
+    assert again == store.StaleRemoval(True, 0, 0)  # idempotent
+
+
+def test_remove_stale_connection_keeps_a_young_record_and_its_subscriptions(tables: Any) -> None:
+    add_connection(tables, "young=", age=0)
+    subscribe(tables, "young=", "s1")
+    removal = store.remove_stale_connection(
+        tables, connections_table="connections-test", subscriptions_table=SUBSCRIPTIONS,
+        connection_id="young=", connected_before=iso_utc(time.time() - 30),
+        known=[("s1", topic_for("young=", None))],
+    )  # fmt: skip
+    assert removal == store.StaleRemoval(False, 0, 0)
+    assert stored_subscriptions(tables) == ["young= s1"]
+    assert store.read_connection(tables, "connections-test", "young=").subs
+
+
+# --- retries, failures, order --------------------------------------------------------------
+
+
+def test_throttled_posts_are_retried_and_delivered(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    management_api.script("A=", 429, 500)
+    failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"][:1])
+    assert failures == [] and stats.retried == 2 and stats.delivered == 2
+
+
+def test_undeliverable_record_is_reported_and_nothing_after_it_is_sent(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    b = make(management_api, tables, send_max_attempts=2)
+    records = load_event("stream_batch")["Records"]
+    management_api.state.scripted["A="] = []  # first record delivers normally
+    first_failures, _ = run(b, records[:1])
+    assert first_failures == []
+    management_api.script("A=", 500, 500)  # the next record fails for A= on both tries
+    failures, stats = run(b, records[1:])
+    assert failures == [{"itemIdentifier": SEQ[1]}]
+    assert stats.recordsFailed == 1 and stats.failedCodes == {"InternalServerErrorException": 1}
+    assert [m["action"] for m in management_api.messages("B=")] == ["created", "updated"]
+    assert [m["action"] for m in management_api.messages("A=")] == ["created"]
+
+
+def test_a_failing_topic_query_reports_the_record_and_sends_nothing_after_it(
+    management_api: FakeManagementApi,
+    tables: Any,
+    two_clients: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    records = load_event("stream_batch")["Records"]
+    records[1]["dynamodb"]["Keys"]["PK"] = records[1]["dynamodb"]["NewImage"]["PK"] = {"S": "X"}
+    partition = topic_for("-", {"PK": "X"})
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if params["ExpressionAttributeValues"][":topic"]["S"] == partition:
+            raise RuntimeError("Query unavailable")
+
+    tables.meta.events.register("provide-client-params.dynamodb.Query", refuse)
+    try:
+        with caplog.at_level(logging.ERROR):
+            failures, stats = run(make(management_api, tables), records)
+    finally:
+        tables.meta.events.unregister("provide-client-params.dynamodb.Query", refuse)
+    assert failures == [{"itemIdentifier": SEQ[1]}] and stats.malformed == 0
+    assert [m["action"] for m in management_api.messages("A=")] == ["created"]
+    assert any("could not deliver" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unreadable_subscription_is_skipped_and_logged_others_receive(
+    management_api: FakeManagementApi,
+    tables: Any,
+    two_clients: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = topic_for("A=", None)
+    tables.put_item(TableName=SUBSCRIPTIONS, Item={"topic": {"S": topic}, "sk": {"S": "bad"},
+                                                   "filter": {"S": "{not json"}})  # fmt: skip
+    with caplog.at_level(logging.ERROR):
+        failures, stats = run(
+            make(management_api, tables), load_event("stream_batch")["Records"][:1]
+        )
+    assert failures == [] and stats.delivered == 2 and stats.skippedSubscriptions == 1
+    assert any("unreadable subscription" in r.getMessage() for r in caplog.records)
+
+
 def test_malformed_record_is_reported_logged_and_blocks_nothing_before_it(
     management_api: FakeManagementApi,
-    dynamodb: Any,
+    tables: Any,
     two_clients: list[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     records = load_event("stream_batch")["Records"]
     records[1]["dynamodb"]["NewImage"]["bad"] = {"XX": "?"}
     with caplog.at_level(logging.ERROR):
-        failures, stats = run(make(management_api, dynamodb), records)
+        failures, stats = run(make(management_api, tables), records)
     assert failures == [{"itemIdentifier": SEQ[1]}] and stats.malformed == 1
     assert [m["action"] for m in management_api.messages("A=")] == ["created"]
     (logged,) = [r for r in caplog.records if "malformed" in r.getMessage()]
@@ -268,13 +742,18 @@ def test_malformed_record_is_reported_logged_and_blocks_nothing_before_it(
         lambda r: r.pop("dynamodb"),
         lambda r: r.update(eventSourceARN="arn:aws:sqs:us-east-1:1:queue"),
         lambda r: r["dynamodb"].pop("NewImage"),
+        lambda r: r["dynamodb"]["Keys"].pop("SK"),
+        lambda r: r["dynamodb"]["Keys"].update(PK={"N": "1"}),
+        lambda r: r["dynamodb"].update(OldImage=["not", "an", "image"]),
     ],
-)
-def test_each_kind_of_malformed_record_is_reported(breakage: Any) -> None:
+    ids=["event-name", "no-dynamodb", "not-a-stream", "no-new-image", "key-missing",
+         "key-type", "old-image-not-object"],
+)  # fmt: skip
+def test_each_kind_of_malformed_record_is_refused(breakage: Any) -> None:
     record = load_event("stream_batch")["Records"][0]
     breakage(record)
-    with pytest.raises(broadcaster_module.MalformedRecord):
-        envelope(record, include_old=False, now=0, sources=SOURCES)
+    with pytest.raises(MalformedRecord):
+        read_record(record, now=0, sources=SOURCES, buckets=BUCKETS)
 
 
 @pytest.mark.parametrize(
@@ -287,82 +766,52 @@ def test_each_kind_of_malformed_record_is_reported(breakage: Any) -> None:
     ids=["bad-binary-set", "unhashable-event-name", "absurd-timestamp"],
 )
 def test_any_record_that_cannot_become_a_message_is_reported_not_raised(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str], breakage: Any
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str], breakage: Any
 ) -> None:
     records = load_event("stream_batch")["Records"]
     breakage(records[1])
-    failures, stats = run(make(management_api, dynamodb), records)
+    failures, stats = run(make(management_api, tables), records)
     assert failures == [{"itemIdentifier": SEQ[1]}] and stats.malformed == 1
     assert [m["action"] for m in management_api.messages("A=")] == ["created"]
 
 
-def test_a_410_for_a_connection_that_just_connected_keeps_its_record(
-    management_api: FakeManagementApi, dynamodb: Any, connections_table: str, two_clients: list[str]
+def test_malformed_record_is_reported_even_when_nobody_subscribed(
+    management_api: FakeManagementApi, tables: Any
 ) -> None:
-    """Its $connect stored the record; its socket is not open yet: API Gateway answers 410."""
-    young = connection_item("Young0000000000=", user_id="u", now=time.time(), ttl_seconds=60,
-                            source_ip=None)  # fmt: skip
-    old = connection_item("Old0000000000000=", user_id="u", now=time.time() - 3600,
-                          ttl_seconds=60, source_ip=None)  # fmt: skip
-    dynamodb.put_item(TableName=connections_table, Item=young)
-    dynamodb.put_item(TableName=connections_table, Item=old)
-    failures, stats = run(make(management_api, dynamodb), load_event("stream_batch")["Records"][:1])
-    assert failures == []
-    remaining = connection_ids(dynamodb, connections_table)
-    assert "Young0000000000=" in remaining and "Old0000000000000=" not in remaining
-    assert (stats.staleRemoved, stats.staleKept) == (1, 1)  # both answered 410
-
-
-def test_a_stale_record_that_cannot_be_deleted_is_counted_as_kept(
-    management_api: FakeManagementApi,
-    dynamodb: Any,
-    connections_table: str,
-    two_clients: list[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    put_connection(dynamodb, connections_table, "stale=", "user-1")  # record, but no socket
-
-    def refuse(params: dict[str, Any], **_: Any) -> None:
-        raise RuntimeError("DeleteItem unavailable")
-
-    dynamodb.meta.events.register("provide-client-params.dynamodb.DeleteItem", refuse)
-    try:
-        with caplog.at_level(logging.WARNING):
-            failures, stats = run(
-                make(management_api, dynamodb), load_event("stream_batch")["Records"][:1]
-            )
-    finally:
-        dynamodb.meta.events.unregister("provide-client-params.dynamodb.DeleteItem", refuse)
-    assert failures == [] and (stats.staleRemoved, stats.staleKept, stats.delivered) == (0, 1, 2)
-    assert "stale=" in connection_ids(dynamodb, connections_table)  # its ttl removes it later
-    assert any("could not remove" in r.getMessage() for r in caplog.records)
+    records = load_event("stream_batch")["Records"]
+    records[0]["dynamodb"]["NewImage"]["bad"] = {"XX": "?"}
+    failures, stats = run(make(management_api, tables), records)
+    assert failures == [{"itemIdentifier": SEQ[0]}] and stats.malformed == 1
 
 
 def test_message_names_its_source_by_label_not_by_physical_table(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+    management_api: FakeManagementApi, tables: Any
 ) -> None:
+    client_on(management_api, tables, "orders=", label="orders")
+    client_on(management_api, tables, "audit=", label="audit")
     record = load_event("stream_batch")["Records"][0]
     assert f":table/{SOURCE_TABLE}/stream/" in record["eventSourceARN"]
     sources = {
         label: dataclasses.replace(SOURCES[SOURCE_LABEL], label=label, table=table)
         for label, table in (("audit", "audit-1"), ("orders", SOURCE_TABLE))
     }
-    failures, _ = run(make(management_api, dynamodb, sources=sources), [record])
+    failures, _ = run(make(management_api, tables, sources=sources), [record])
     assert failures == []
-    (message,) = management_api.messages("A=")
+    (message,) = management_api.messages("orders=")
     assert message["table"] == "orders"
+    assert management_api.messages("audit=") == []
 
 
 def test_record_from_a_table_not_in_sources_is_reported_not_delivered(
     management_api: FakeManagementApi,
-    dynamodb: Any,
+    tables: Any,
     two_clients: list[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     records = load_event("stream_batch")["Records"]
     records[1]["eventSourceARN"] = records[1]["eventSourceARN"].replace(SOURCE_TABLE, "stranger-1")
     with caplog.at_level(logging.ERROR):
-        failures, stats = run(make(management_api, dynamodb), records)
+        failures, stats = run(make(management_api, tables), records)
     assert failures == [{"itemIdentifier": SEQ[1]}] and stats.malformed == 1
     assert [m["action"] for m in management_api.messages("A=")] == ["created"]
     (logged,) = [r for r in caplog.records if "malformed" in r.getMessage()]
@@ -370,41 +819,44 @@ def test_record_from_a_table_not_in_sources_is_reported_not_delivered(
 
 
 def test_record_without_sequence_number_fails_the_whole_batch(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
 ) -> None:
-    failures, _ = run(make(management_api, dynamodb), [{"eventName": "INSERT"}])
+    failures, _ = run(make(management_api, tables), [{"eventName": "INSERT"}])
     assert failures == [{"itemIdentifier": ""}]  # Lambda retries the whole batch
 
 
 def test_out_of_time_reports_the_first_unsent_record(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
 ) -> None:
-    b = make(management_api, dynamodb)
+    b = make(management_api, tables)
     failures, _ = b.run(load_event("stream_batch")["Records"], deadline=b.clock() - 1)
     assert failures == [{"itemIdentifier": SEQ[0]}]
     assert management_api.state.requests == 0
 
 
 def test_records_read_from_a_real_moto_stream(
-    management_api: FakeManagementApi, dynamodb: Any, two_clients: list[str]
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
 ) -> None:
     """boto3 hands binary as bytes and times as datetimes: the broadcaster takes both."""
-    dynamodb.create_table(
+    tables.create_table(
         TableName=SOURCE_TABLE,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"},
+                              {"AttributeName": "SK", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"},
+                   {"AttributeName": "SK", "KeyType": "RANGE"}],
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    arn = dynamodb.describe_table(TableName=SOURCE_TABLE)["Table"]["LatestStreamArn"]
-    dynamodb.put_item(TableName=SOURCE_TABLE, Item={"PK": {"S": "k"}, "b": {"B": b"\x01"}})
-    dynamodb.update_item(
+    )  # fmt: skip
+    key = {"PK": {"S": "k"}, "SK": {"S": "s"}}
+    arn = tables.describe_table(TableName=SOURCE_TABLE)["Table"]["LatestStreamArn"]
+    tables.put_item(TableName=SOURCE_TABLE, Item={**key, "b": {"B": b"\x01"}})
+    tables.update_item(
         TableName=SOURCE_TABLE,
-        Key={"PK": {"S": "k"}},
+        Key=key,
         UpdateExpression="SET n = :n",
         ExpressionAttributeValues={":n": {"N": "2"}},
     )
-    dynamodb.delete_item(TableName=SOURCE_TABLE, Key={"PK": {"S": "k"}})
+    tables.delete_item(TableName=SOURCE_TABLE, Key=key)
     streams = aws.client("dynamodbstreams")
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
     iterator = streams.get_shard_iterator(
@@ -413,154 +865,115 @@ def test_records_read_from_a_real_moto_stream(
     records = streams.get_records(ShardIterator=iterator)["Records"]
     for record in records:
         record["eventSourceARN"] = arn
-    failures, _ = run(make(management_api, dynamodb), records)
+    failures, _ = run(make(management_api, tables), records)
     assert failures == []
     messages = management_api.messages("A=")
     assert [m["action"] for m in messages] == ["created", "updated", "deleted"]
-    assert messages[0]["data"] == {"PK": "k", "b": "AQ=="}
-    assert messages[1]["data"] == {"PK": "k", "b": "AQ==", "n": 2}
+    assert messages[0]["data"] == {"PK": "k", "SK": "s", "b": "AQ=="}
+    assert messages[1]["data"] == {"PK": "k", "SK": "s", "b": "AQ==", "n": 2}
+    assert [m["matches"]["s1"] for m in messages] == ["added", "modified", "removed"]
     assert messages[0]["timestamp"].endswith("Z")
     assert {m["table"] for m in messages} == {SOURCE_LABEL}
 
 
-def test_scan_pages_through_the_table_projecting_only_the_key() -> None:
-    client = aws.session().create_client("dynamodb", region_name="us-east-1")
-    with Stubber(client) as stub:
-        first = {"TableName": "t", "ProjectionExpression": "connectionId"}
-        stub.add_response(
-            "scan",
-            {
-                "Items": [{"connectionId": {"S": "a"}}],
-                "LastEvaluatedKey": {"connectionId": {"S": "a"}},
-            },
-            {**first, "Limit": FIRST_PAGE_ITEMS},  # a small first page: posting starts early
-        )
-        stub.add_response(
-            "scan",
-            {"Items": [{"connectionId": {"S": "b"}}]},
-            {**first, "ExclusiveStartKey": {"connectionId": {"S": "a"}}},
-        )
-        assert list(all_connection_ids(client, "t")) == ["a", "b"]
-        stub.assert_no_pending_responses()
-
-
-def test_user_query_pages_through_the_index_projecting_only_the_key() -> None:
-    client = aws.session().create_client("dynamodb", region_name="us-east-1")
-    first = {
-        "TableName": "t",
-        "IndexName": "byUser",
-        "KeyConditionExpression": "userId = :u",
-        "ExpressionAttributeValues": {":u": {"S": "u1"}},
-        "ProjectionExpression": "connectionId",
-    }
-    with Stubber(client) as stub:
-        stub.add_response(
-            "query",
-            {
-                "Items": [{"connectionId": {"S": "a"}}],
-                "LastEvaluatedKey": {"connectionId": {"S": "a"}},
-            },
-            {**first, "Limit": FIRST_PAGE_ITEMS},
-        )
-        stub.add_response(
-            "query",
-            {"Items": [{"connectionId": {"S": "b"}}]},
-            {**first, "ExclusiveStartKey": {"connectionId": {"S": "a"}}},
-        )
-        assert list(user_connection_ids(client, "t", "byUser", "u1")) == ["a", "b"]
-        stub.assert_no_pending_responses()
-
-
-def test_posting_starts_before_the_last_page_of_recipients_is_read(
-    management_api: FakeManagementApi, dynamodb: Any, connections_table: str
-) -> None:
-    ids = [f"c{i:03d}=" for i in range(FIRST_PAGE_ITEMS + 20)]
-    for cid in ids:
-        connect(management_api, dynamodb, connections_table, cid)
-    arrived_when_second_page_was_read: list[int] = []
-
-    def second_page(params: dict[str, Any], **_: Any) -> None:
-        if "ExclusiveStartKey" in params:
-            time.sleep(0.2)  # let the first page's posts get going
-            arrived_when_second_page_was_read.append(management_api.state.arrived)
-
-    dynamodb.meta.events.register("provide-client-params.dynamodb.Scan", second_page)
-    try:
-        failures, stats = run(
-            make(management_api, dynamodb), load_event("stream_batch")["Records"][:1]
-        )
-    finally:
-        dynamodb.meta.events.unregister("provide-client-params.dynamodb.Scan", second_page)
-    assert failures == [] and stats.delivered == stats.recipients == len(ids)
-    (arrived,) = arrived_when_second_page_was_read
-    assert arrived >= FIRST_PAGE_ITEMS // 2  # the first page was being posted meanwhile
+# --- the handler: partial batch response, log line and metrics -----------------------------
 
 
 def test_handler_returns_partial_batch_response_and_logs_counts(
     management_api: FakeManagementApi,
-    dynamodb: Any,
+    tables: Any,
     two_clients: list[str],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(broadcaster_module, "_broadcaster", make(management_api, dynamodb))
+    monkeypatch.setattr(broadcaster_module, "_broadcaster", make(management_api, tables))
     management_api.script("B=", 429)
     with caplog.at_level(logging.INFO):
         answer = handler(load_event("stream_batch"), FakeContext(function_name="bc"))
     assert answer == {"batchItemFailures": []}
     (summary,) = [r for r in caplog.records if r.getMessage() == "batch"]
-    assert (summary.delivered, summary.retried, summary.staleRemoved, summary.failed) == (
-        6,
-        1,
-        0,
-        0,
-    )  # type: ignore[attr-defined]
+    counts = {
+        k: getattr(summary, k)
+        for k in (
+            "delivered",
+            "retried",
+            "staleRemoved",
+            "failed",
+            "recipients",
+            "topicsQueried",
+            "subscriptionsRead",
+        )
+    }
+    assert counts == {
+        "delivered": 6,
+        "retried": 1,
+        "staleRemoved": 0,
+        "failed": 0,
+        "recipients": 6,
+        "topicsQueried": 2 + BUCKETS,
+        "subscriptionsRead": 2,
+    }
     assert summary.fanoutMs > 0  # type: ignore[attr-defined]
     (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     (directive,) = emf["_aws"]["CloudWatchMetrics"]
     assert directive["Dimensions"] == [["FunctionName"]] and emf["FunctionName"] == "bc"
     names = {m["Name"] for m in directive["Metrics"]}
-    assert {"Delivered", "StaleRemoved", "Retried", "Failed", "FanoutTime"} <= names
+    assert {
+        "Delivered",
+        "StaleRemoved",
+        "Retried",
+        "Failed",
+        "FanoutTime",
+        "TopicsQueried",
+        "SubscriptionsRead",
+        "SubscriptionsRemoved",
+        "Unheard",
+    } <= names
     assert (emf["Delivered"], emf["Retried"], emf["Failed"]) == (6, 1, 0)
+    assert (emf["TopicsQueried"], emf["SubscriptionsRead"]) == (2 + BUCKETS, 2)  # fmt: skip
 
 
 def test_handler_reports_failures_from_the_batch(
     management_api: FakeManagementApi,
-    dynamodb: Any,
+    tables: Any,
     two_clients: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(broadcaster_module, "_broadcaster", make(management_api, dynamodb))
+    monkeypatch.setattr(broadcaster_module, "_broadcaster", make(management_api, tables))
     management_api.script("A=", 403)
     answer = handler(load_event("stream_batch"), FakeContext())
     assert answer == {"batchItemFailures": [{"itemIdentifier": SEQ[0]}]}
 
 
-def test_handler_logs_and_emits_stale_and_untargeted_counts(
+def test_handler_logs_and_emits_stale_untargeted_and_unheard_counts(
     management_api: FakeManagementApi,
-    dynamodb: Any,
-    connections_table: str,
+    tables: Any,
     two_clients: list[str],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     for cid, age in (("Young0000000000=", 0), ("Old0000000000000=", 3600)):  # both answer 410
-        item = connection_item(cid, user_id="user-1", now=time.time() - age, ttl_seconds=60,
-                               source_ip=None)  # fmt: skip
-        dynamodb.put_item(TableName=connections_table, Item=item)
-    event = load_event("stream_batch")
-    del event["Records"][1]["dynamodb"]["NewImage"]["owner"]  # names no user: sent to no one
-    worker = make(management_api, dynamodb, target_attribute="owner")
+        add_connection(tables, cid, "user-1", age=age)
+        subscribe(tables, cid, "s1")
+    records = load_event("stream_batch")["Records"]
+    nobody = copy.deepcopy(records[0])
+    for image in ("NewImage", "OldImage"):
+        nobody["dynamodb"].get(image, {}).pop("owner", None)  # names no user: sent to no one
+    unheard = stream("INSERT", "9", new={"owner": "user-3"})  # user-3 has no subscription
+    event = {"Records": [records[0], nobody, unheard]}
+    worker = make(management_api, tables, target_attribute="owner")
     monkeypatch.setattr(broadcaster_module, "_broadcaster", worker)
     with caplog.at_level(logging.INFO):
         answer = handler(event, FakeContext(function_name="bc"))
     assert answer == {"batchItemFailures": []}
     (summary,) = [r for r in caplog.records if r.getMessage() == "batch"]
-    counts = {k: getattr(summary, k) for k in ("staleRemoved", "staleKept", "untargeted")}
-    assert counts == {"staleRemoved": 1, "staleKept": 1, "untargeted": 1}
+    keys = ("staleRemoved", "staleKept", "untargeted", "unheard", "subscriptionsRemoved")
+    counts = {k: getattr(summary, k) for k in keys}
+    assert counts == {"staleRemoved": 1, "staleKept": 1, "untargeted": 1, "unheard": 1,
+                      "subscriptionsRemoved": 1}  # fmt: skip
     (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    assert {"StaleRemoved", "StaleKept", "Untargeted"} <= names
+    assert {"StaleRemoved", "StaleKept", "Untargeted", "Unheard"} <= names
     assert (emf["StaleRemoved"], emf["StaleKept"], emf["Untargeted"]) == (1, 1, 1)

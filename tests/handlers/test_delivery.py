@@ -37,7 +37,7 @@ def send(server: FakeManagementApi, ids: list[str], clock: Clock, **overrides: o
         "clock": clock,
     }
     options.update(overrides)
-    report = fan_out(api, ids, b'{"n":1}', **options)  # type: ignore[arg-type]
+    report = fan_out(api, [(i, b'{"n":1}') for i in ids], **options)  # type: ignore[arg-type]
     return report, stale
 
 
@@ -47,6 +47,31 @@ def test_every_connection_receives_the_message(management_api: FakeManagementApi
     report, stale = send(management_api, ids, Clock())
     assert report.delivered == 50 and not report.failed and not stale
     assert all(management_api.messages(i) == [{"n": 1}] for i in ids)
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_each_connection_receives_its_own_payload(
+    management_api: FakeManagementApi, concurrency: int
+) -> None:
+    ids = [f"c{i}=" for i in range(20)]
+    management_api.connect(*ids)
+    api = ManagementApi(
+        management_api.endpoint, region="us-east-1", credentials=frozen_credentials(aws.session())
+    )
+    deliveries = ((i, f'{{"for":"{i}"}}'.encode()) for i in ids)  # lazy: consumed as it goes
+    clock = Clock()
+    report = fan_out(
+        api,
+        deliveries,
+        concurrency=concurrency,
+        max_attempts=2,
+        deadline=1_000.0,
+        on_stale=lambda _: True,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert report.delivered == 20 and not report.failed
+    assert all(management_api.messages(i) == [{"for": i}] for i in ids)
 
 
 def test_gone_connection_is_reported_stale_not_failed(management_api: FakeManagementApi) -> None:
@@ -133,8 +158,7 @@ def test_unexpected_errors_propagate_to_the_caller() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         fan_out(
             _Raising(),
-            ["a", "b"],
-            b"{}",
+            [("a", b"{}"), ("b", b"{}")],
             concurrency=4,
             max_attempts=2,
             deadline=1e9,
