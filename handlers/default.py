@@ -1,51 +1,120 @@
-"""``$default``: JSON messages from clients, routed by ``action``.
+"""``$default``: JSON messages from clients, routed by ``action`` (protocol version 2).
 
-``{"action": "ping"}`` is answered with ``{"type": "pong"}`` on the same
-connection. An ``id`` the client sends is echoed back when it is a string of
-at most 128 characters or an integer; an integer goes back by the project's
-number rule (``handlers.dynamo_json``): a JSON number when JavaScript holds it
-exactly, else the exact decimal string (``"12345678901234567890"``), and not at
-all beyond 128 digits. Anything else gets an ``error`` message with a ``code``
-and a human ``message``:
+=============================================  ==================================================
+client sends                                   server answers
+=============================================  ==================================================
+``{"action": "ping", "id": 7}``                ``{"type": "pong", "id": 7}``
+``{"action": "hello"}``                        ``{"type": "hello", "version": 2, "expiresAt":
+                                               ..., "limits": {"subscriptions": 20}}``
+``{"action": "subscribe", "id": "s1",          ``{"type": "subscribed", "id": "s1"}``
+"table": "events", "key": {...}?,
+"filter": [...]?}``
+``{"action": "unsubscribe", "id": "s1"}``      ``{"type": "unsubscribed", "id": "s1"}``
+=============================================  ==================================================
 
-================  ================================================
-code              when
-================  ================================================
-binary_frame      the client sent a binary frame
-too_large         the message exceeds ``MAX_INPUT_BYTES``
-invalid_json      the message is empty or not standard JSON (``NaN``, ``Infinity``)
-invalid_message   the JSON is not an object
-missing_action    the object has no string ``action``
-unknown_action    ``action`` names no known action
-================  ================================================
+A ping's ``id`` is echoed back when it is a string of at most 128 characters
+or an integer; an integer goes back by the project's number rule
+(``handlers.dynamo_json``): a JSON number when JavaScript holds it exactly,
+else the exact decimal string, and not at all beyond 128 digits.
+
+A subscription's ``id`` is the client's name for it: a string of 1 to 64
+characters, unique per connection; subscribing again with the same id
+replaces it (a refused replacement leaves the previous one in place), and
+unsubscribing an unknown id still answers ``unsubscribed`` (idempotent).
+
+Anything refused gets ``{"type": "error", "code": ..., "id": ..., "message":
+...}``: ``id`` is the subscription id when the message carried a valid one;
+``message`` is human text that names no rule, no secret and no other user's
+data. Codes:
+
+========================  ==============================================================
+code                      when
+========================  ==============================================================
+binary_frame              the client sent a binary frame
+too_large                 the message exceeds ``MAX_INPUT_BYTES``
+invalid_json              the message is empty or not standard JSON (``NaN``, ``Infinity``)
+invalid_message           the JSON is not an object
+missing_action            the object has no string ``action``
+unknown_action            ``action`` names no known action
+invalid_subscription      bad ``id``, ``table``, ``key`` or ``filter``; a filter on a field the
+                          subscription may not see; a filter on a source without old
+                          images; ``snapshot`` or ``after`` (not supported yet)
+unknown_table             ``table`` names no source
+forbidden                 no access rule allows this subscription for this connection
+too_many_subscriptions    the connection holds ``MAX_SUBSCRIPTIONS`` already
+internal_error            the server could not read or write its tables (logged); retry
+========================  ==============================================================
 
 The handler never raises on client input, and a reply that cannot be delivered
-(the client left) is logged, not retried.
+(the client left) is logged, not retried. Deciding is pure (``read_message``,
+``subscribe_request``, ``authorize``); storage goes through a ``Store``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from handlers import aws, config, logs, strict_json
+from handlers.access import Grant, grant
+from handlers.config import DefaultConfig, Source
+from handlers.connections import connection_expiry, iso_utc
 from handlers.delivery import Poster
 from handlers.dynamo_json import number_to_plain
+from handlers.filters import Filter, InvalidFilter, filter_attributes, parse_filter
 from handlers.management import ManagementApi, endpoint_from_request, frozen_credentials
+from handlers.subscriptions import (
+    Connection,
+    ConnectionGone,
+    SubscriptionConflict,
+    TooManySubscriptions,
+    delete_subscription,
+    put_subscription,
+    subscription_item,
+)
+from handlers.topics import InvalidKey, bucket_of, key_topic, subscription_key, table_topic
 
 CONFIG = config.default_config()
 log = logs.logger(__name__)
 
-ACTIONS = ("ping",)
+ACTIONS = ("ping", "hello", "subscribe", "unsubscribe")
+PROTOCOL_VERSION = 2
 MAX_ECHOED_ID_LENGTH = 128
+MAX_SUBSCRIPTION_ID_LENGTH = 64
+MAX_SHOWN = 64
+"""Client text quoted back in an error message is cut to this many characters."""
 
 _apis: dict[str, ManagementApi] = {}
 _apis_lock = threading.Lock()
 
 
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+class Refusal(Exception):
+    """A client message the server will not act on: becomes one ``error`` reply."""
+
+    def __init__(self, code: str, message: str, sub_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.sub_id = sub_id
+
+    def reply(self) -> dict[str, Any]:
+        return error(self.code, self.message, self.sub_id)
+
+
+def error(code: str, message: str, sub_id: str | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"type": "error", "code": code}
+    if sub_id is not None:
+        answer["id"] = sub_id
+    answer["message"] = message
+    return answer
+
+
+def shown(text: str) -> str:
+    """Client text as an error message may quote it: cut, and as a Python repr (escaped)."""
+    return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...")
 
 
 def echoed_id(value: Any) -> str | int | float | None:
@@ -64,32 +133,358 @@ def echoed_id(value: Any) -> str | int | float | None:
     return None
 
 
-def reply_for(body: Any, is_base64: bool, max_bytes: int) -> dict[str, Any]:
-    """The message to send back for one client message (pure; never raises)."""
+def _is_text(value: str) -> bool:
+    """Whether a string is valid Unicode (no unpaired surrogate from a ``\\ud800`` escape):
+    DynamoDB stores only valid UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# --- reading a message (pure) ---------------------------------------------------------------
+
+
+def read_message(body: Any, is_base64: bool, max_bytes: int) -> dict[str, Any]:
+    """The client's message as a JSON object with a string ``action``; else ``Refusal``."""
     if is_base64:
-        return error("binary_frame", "binary frames are not supported; send JSON text")
+        raise Refusal("binary_frame", "binary frames are not supported; send JSON text")
     if not isinstance(body, str) or not body.strip():
-        return error("invalid_json", 'empty message; send a JSON object such as {"action": "ping"}')
+        raise Refusal(
+            "invalid_json", 'empty message; send a JSON object such as {"action": "ping"}'
+        )
     size = len(body.encode("utf-8", errors="surrogatepass"))
     if size > max_bytes:
-        return error("too_large", f"message is {size} bytes; the limit is {max_bytes}")
+        raise Refusal("too_large", f"message is {size} bytes; the limit is {max_bytes}")
     try:
         parsed = strict_json.loads(body)
     except strict_json.InvalidJson as bad:
-        return error("invalid_json", f"message is not valid JSON: {bad}")
+        raise Refusal("invalid_json", f"message is not valid JSON: {bad}") from None
     if not isinstance(parsed, dict):
-        return error("invalid_message", 'message must be a JSON object with an "action"')
+        raise Refusal("invalid_message", 'message must be a JSON object with an "action"')
     action = parsed.get("action")
     if not isinstance(action, str) or not action:
-        return error("missing_action", 'message has no "action" string')
+        raise Refusal("missing_action", 'message has no "action" string')
+    return parsed
+
+
+def subscription_id(message: Mapping[str, Any]) -> str:
+    """The message's subscription ``id``: a string of 1 to 64 characters; else ``Refusal``."""
+    sub_id = message.get("id")
+    if (
+        not isinstance(sub_id, str)
+        or not 1 <= len(sub_id) <= MAX_SUBSCRIPTION_ID_LENGTH
+        or not _is_text(sub_id)
+    ):
+        raise Refusal(
+            "invalid_subscription",
+            f'{message.get("action")} needs an "id": a string of 1 to'
+            f" {MAX_SUBSCRIPTION_ID_LENGTH} characters naming the subscription",
+        )
+    return sub_id
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """A subscribe message, validated against its source (before any identity is known)."""
+
+    sub_id: str
+    source: Source
+    key: dict[str, str] | None
+    """Key attribute -> value as text (what access rules compare); None: table-wide."""
+    topic: str
+    filter: Filter
+    filter_json: str | None
+    """The client's filter as compact JSON text (what is stored); None: no filter."""
+
+
+def _has_bad_text(value: Any, depth: int = 0) -> bool:
+    """Whether any string (or object key) in a parsed JSON value is not valid Unicode."""
+    if isinstance(value, str):
+        return not _is_text(value)
+    if depth > 64:
+        return False  # strict_json bounds nesting; a filter deeper than this is refused anyway
+    if isinstance(value, dict):
+        return any(_has_bad_text(k) or _has_bad_text(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_bad_text(item, depth + 1) for item in value)
+    return False
+
+
+def subscribe_request(
+    message: Mapping[str, Any],
+    sources: Mapping[str, Source],
+    connection_id: str,
+    buckets: int,
+) -> SubscribeRequest:
+    """Validate a ``subscribe`` message into what to store (pure); ``Refusal`` says why not."""
+    sub_id = subscription_id(message)
+
+    def refuse(code: str, text: str) -> Refusal:
+        return Refusal(code, text, sub_id)
+
+    for name in ("table", "key", "filter"):
+        if _has_bad_text(message.get(name)):
+            raise refuse("invalid_subscription", f"{name} holds text that is not valid Unicode")
+    snapshot = message.get("snapshot")
+    if snapshot is not None and snapshot is not False:
+        raise refuse(
+            "invalid_subscription",
+            "snapshot is not supported yet (it comes with resume): subscribe without it"
+            " and read the current items yourself",
+        )
+    if message.get("after") is not None:
+        raise refuse(
+            "invalid_subscription",
+            "after (resume from a cursor) is not supported yet: subscribe without it",
+        )
+    label = message.get("table")
+    if not isinstance(label, str) or not label:
+        raise refuse("invalid_subscription", 'subscribe needs "table": the label of a source')
+    source = sources.get(label)
+    if source is None:
+        raise refuse("unknown_table", f"no source is named {shown(label)}")
+    raw_key = message.get("key")
+    key: dict[str, str] | None = None
+    if raw_key is None:
+        topic = table_topic(label, bucket_of(connection_id, buckets))
+    else:
+        if not source.keys:
+            raise refuse(
+                "invalid_subscription",
+                f"source {shown(label)} takes table-wide subscriptions only (no key)",
+            )
+        try:
+            key, parts = subscription_key(source.keys, raw_key)
+        except InvalidKey as bad:
+            raise refuse("invalid_subscription", str(bad)) from None
+        topic = key_topic(label, parts)
+    try:
+        compiled = parse_filter(message.get("filter"))
+    except InvalidFilter as bad:
+        raise refuse("invalid_subscription", str(bad)) from None
+    if compiled and not source.old_image:
+        raise refuse(
+            "invalid_subscription",
+            f"source {shown(label)} cannot take filters: its stream carries new images"
+            " only, and telling an item leaving a filter needs the old one",
+        )
+    filter_json = (
+        json.dumps(message["filter"], separators=(",", ":"), allow_nan=False) if compiled else None
+    )
+    return SubscribeRequest(sub_id, source, key, topic, compiled, filter_json)
+
+
+def identity_of(connection: Connection) -> dict[str, Any]:
+    """``{"sub": userId, "claims": {...}}`` from the connection's record (pure).
+
+    Unreadable stored claims count as none: claims only widen what rules allow.
+    """
+    claims: Any = {}
+    if connection.claims:
+        try:
+            claims = strict_json.loads(connection.claims)
+        except strict_json.InvalidJson:
+            claims = {}
+    return {"sub": connection.user_id, "claims": claims if isinstance(claims, dict) else {}}
+
+
+def authorize(request: SubscribeRequest, identity: Mapping[str, Any]) -> Grant:
+    """What the source's access rules grant this identity for this subscription (pure).
+
+    No rule allows it: ``forbidden``. A filter naming a top-level attribute the
+    grant hides: ``invalid_subscription`` (else ``added``/``removed`` would leak
+    the hidden value). Neither message says which rule or field decided.
+    """
+    granted = grant(request.source.access, identity, request.key)
+    if granted is None:
+        raise Refusal("forbidden", "this connection may not subscribe to that", request.sub_id)
+    if granted.fields is not None:
+        visible = granted.fields.union(name for name, _ in request.source.keys)
+        hidden = sorted(filter_attributes(request.filter) - visible)
+        if hidden:
+            raise Refusal(
+                "invalid_subscription",
+                f"the filter names {shown(hidden[0])}, which this subscription cannot see",
+                request.sub_id,
+            )
+    return granted
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    def subscribe(self, connection_id: str, request: SubscribeRequest) -> None:
+        """Store (or replace) the subscription after ``authorize`` on the fresh record."""
+
+    def unsubscribe(self, connection_id: str, sub_id: str) -> bool: ...
+
+    def expiry(self, connection_id: str) -> int | None: ...
+
+
+class DynamoStore:
+    """The connections and subscriptions tables, through one (lazily created) client."""
+
+    def __init__(self, settings: DefaultConfig, client: Any = None) -> None:
+        self.settings = settings
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws.client("dynamodb")
+        return self._client
+
+    def subscribe(self, connection_id: str, request: SubscribeRequest) -> None:
+        def build(connection: Connection) -> tuple[str, dict[str, Any]]:
+            granted = authorize(request, identity_of(connection))
+            fields = None if granted.fields is None else sorted(granted.fields)
+            item = subscription_item(
+                connection,
+                request.sub_id,
+                request.topic,
+                request.source.label,
+                request.filter_json,
+                fields,
+            )
+            return request.topic, item
+
+        put_subscription(
+            self.client,
+            connections_table=self.settings.connections_table,
+            subscriptions_table=self.settings.subscriptions_table,
+            connection_id=connection_id,
+            sub_id=request.sub_id,
+            build=build,
+            limit=self.settings.max_subscriptions,
+        )
+
+    def unsubscribe(self, connection_id: str, sub_id: str) -> bool:
+        return delete_subscription(
+            self.client,
+            connections_table=self.settings.connections_table,
+            subscriptions_table=self.settings.subscriptions_table,
+            connection_id=connection_id,
+            sub_id=sub_id,
+        )
+
+    def expiry(self, connection_id: str) -> int | None:
+        _, expires_at = connection_expiry(
+            self.client, self.settings.connections_table, connection_id
+        )
+        return expires_at
+
+
+# --- answering ----------------------------------------------------------------------------
+
+
+def _ping(message: Mapping[str, Any]) -> dict[str, Any]:
+    pong: dict[str, Any] = {"type": "pong"}
+    echoed = echoed_id(message.get("id"))
+    if echoed is not None:
+        pong["id"] = echoed
+    return pong
+
+
+def _storage_failed(what: str, connection_id: str, sub_id: str | None) -> dict[str, Any]:
+    log.exception(what, extra={"connectionId": connection_id, "subId": sub_id})
+    return error("internal_error", f"{what}; try again", sub_id)
+
+
+def _subscribe(
+    message: Mapping[str, Any], connection_id: str, store: Store, settings: DefaultConfig
+) -> dict[str, Any]:
+    request = subscribe_request(message, settings.sources, connection_id, settings.table_buckets)
+    sub_id = request.sub_id
+    try:
+        store.subscribe(connection_id, request)
+    except Refusal:
+        raise
+    except TooManySubscriptions:
+        raise Refusal(
+            "too_many_subscriptions",
+            f"this connection holds {settings.max_subscriptions} subscriptions, the limit;"
+            " unsubscribe one first",
+            sub_id,
+        ) from None
+    except ConnectionGone:
+        log.warning(
+            "subscribe from a connection with no record", extra={"connectionId": connection_id}
+        )
+        return error(
+            "internal_error", "the server has no record of this connection; reconnect", sub_id
+        )
+    except SubscriptionConflict:
+        log.warning("subscribe kept conflicting", extra={"connectionId": connection_id})
+        return error("internal_error", "too many concurrent changes; try again", sub_id)
+    except Exception:
+        return _storage_failed("could not store the subscription", connection_id, sub_id)
+    log.info(
+        "subscribed",
+        extra={"connectionId": connection_id, "subId": sub_id, "source": request.source.label},
+    )
+    return {"type": "subscribed", "id": sub_id}
+
+
+def _unsubscribe(message: Mapping[str, Any], connection_id: str, store: Store) -> dict[str, Any]:
+    sub_id = subscription_id(message)
+    try:
+        store.unsubscribe(connection_id, sub_id)
+    except Exception:
+        return _storage_failed("could not remove the subscription", connection_id, sub_id)
+    return {"type": "unsubscribed", "id": sub_id}
+
+
+def _hello(connection_id: str, store: Store, settings: DefaultConfig) -> dict[str, Any]:
+    try:
+        expires_at = store.expiry(connection_id)
+    except Exception:
+        return _storage_failed("could not read the connection", connection_id, None)
+    return {
+        "type": "hello",
+        "version": PROTOCOL_VERSION,
+        "expiresAt": iso_utc(expires_at) if expires_at is not None else None,
+        "limits": {"subscriptions": settings.max_subscriptions},
+    }
+
+
+def answer(
+    message: Mapping[str, Any], connection_id: str, store: Store, settings: DefaultConfig
+) -> dict[str, Any]:
+    """The reply to one parsed message; ``Refusal`` for anything the client got wrong."""
+    action = message["action"]
     if action == "ping":
-        pong: dict[str, Any] = {"type": "pong"}
-        echoed = echoed_id(parsed.get("id"))
-        if echoed is not None:
-            pong["id"] = echoed
-        return pong
-    shown = action if len(action) <= 64 else action[:64] + "..."
-    return error("unknown_action", f"unknown action {shown!r}; known: {', '.join(ACTIONS)}")
+        return _ping(message)
+    if action == "hello":
+        return _hello(connection_id, store, settings)
+    if action == "subscribe":
+        return _subscribe(message, connection_id, store, settings)
+    if action == "unsubscribe":
+        return _unsubscribe(message, connection_id, store)
+    raise Refusal("unknown_action", f"unknown action {shown(action)}; known: {', '.join(ACTIONS)}")
+
+
+def reply_for(
+    body: Any,
+    is_base64: bool,
+    max_bytes: int,
+    *,
+    connection_id: str = "",
+    store: Store | None = None,
+    settings: DefaultConfig | None = None,
+) -> dict[str, Any]:
+    """The message to send back for one client message; never raises."""
+    settings = settings or CONFIG
+    try:
+        message = read_message(body, is_base64, max_bytes)
+        return answer(message, connection_id, store or DynamoStore(settings), settings)
+    except Refusal as refused:
+        return refused.reply()
+    except Exception:  # a bug, not the client's fault: say so, and keep the handler alive
+        log.exception("could not answer the message", extra={"connectionId": connection_id})
+        return error("internal_error", "the server could not handle this message; try again")
 
 
 def api_for(endpoint: str) -> ManagementApi:
@@ -104,10 +499,17 @@ def api_for(endpoint: str) -> ManagementApi:
         return api
 
 
-def respond(event: dict[str, Any], poster: Poster) -> dict[str, Any]:
+def respond(event: dict[str, Any], poster: Poster, store: Store | None = None) -> dict[str, Any]:
     request_context = event.get("requestContext") or {}
     connection_id = str(request_context.get("connectionId") or "")
-    reply = reply_for(event.get("body"), bool(event.get("isBase64Encoded")), CONFIG.max_input_bytes)
+    reply = reply_for(
+        event.get("body"),
+        bool(event.get("isBase64Encoded")),
+        CONFIG.max_input_bytes,
+        connection_id=connection_id,
+        store=store,
+        settings=CONFIG,
+    )
     if reply["type"] == "error":
         log.info("client error", extra={"connectionId": connection_id, "code": reply["code"]})
     data = json.dumps(reply, separators=(",", ":")).encode("utf-8")
