@@ -6,7 +6,9 @@ crashing, or running past ``--timeout``) does not stop the others: the summary
 lists every one with its verdict line, and the exit status is 1 when any missed.
 What ``make bench`` runs.
 
-    python -m bench [--timeout 900] [MODULE ...]   (default: bench.fanout bench.coldstart bench.e2e)
+    python -m bench [--timeout 900] [MODULE ...]
+
+(default: bench.fanout bench.recipients bench.coldstart bench.e2e)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("bench.fanout", "bench.coldstart", "bench.e2e")
+BENCHMARKS = ("bench.fanout", "bench.recipients", "bench.coldstart", "bench.e2e")
 VERDICTS = ("OK:", "FAIL:")
 
 

@@ -10,7 +10,10 @@ import copy
 import dataclasses
 import json
 import logging
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +36,7 @@ from handlers.connections import iso_utc
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.topics import bucket_of, key_topic, subscription_key, table_topic
 from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
-from tests.helpers import FakeContext, connection_ids, load_event
+from tests.helpers import FakeContext, connection_ids, create_subscriptions_table, load_event
 
 SEQ = ["111100000000000000000001", "111100000000000000000002", "111100000000000000000003"]
 KEYS = (("PK", "S"), ("SK", "S"))
@@ -77,24 +80,9 @@ def run(b: Broadcaster, records: list[Any]):
     return b.run(records, deadline=b.clock() + 60)
 
 
-def create_subscriptions_table(client: Any, name: str = SUBSCRIPTIONS) -> None:
-    client.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "topic", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "topic", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
-
-
 @pytest.fixture
 def tables(dynamodb: Any, connections_table: str) -> Any:
-    create_subscriptions_table(dynamodb)
+    create_subscriptions_table(dynamodb, SUBSCRIPTIONS)
     return dynamodb
 
 
@@ -977,3 +965,17 @@ def test_handler_logs_and_emits_stale_untargeted_and_unheard_counts(
     names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert {"StaleRemoved", "StaleKept", "Untargeted", "Unheard"} <= names
     assert (emf["StaleRemoved"], emf["StaleKept"], emf["Untargeted"]) == (1, 1, 1)
+
+
+@pytest.mark.slow
+def test_recipient_benchmark_reads_the_same_few_items_at_any_size() -> None:
+    """``python -m bench.recipients`` (``make bench``) at small sizes: it runs and holds."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.recipients", "--sizes", "300,1500", "--min-ratio", "100"],
+        cwd=root, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: 150x fewer items read than the v1 scan at 1,500 connections (10 vs 1,500)" in (
+        done.stdout
+    )
