@@ -4,7 +4,9 @@ import base64
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1319,3 +1321,14 @@ def test_identity_of_a_record_reads_its_stored_claims(
     connection = Connection("c1", user_id="u", claims=claims, ttl=None, subs={})
 
     assert identity_of(connection) == {"sub": "u", "claims": expected}
+
+
+def test_the_readme_error_table_lists_every_code_the_handler_answers() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Messages to clients", 1)[1].split("\n### ", 1)[0]
+    table = section.split("| code | when |", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE))
+
+    assert documented == ERROR_CODES | {"invalid_token"}
+    for code in ERROR_CODES:
+        assert f'"{code}"' in Path(handlers.default.__file__).read_text()
