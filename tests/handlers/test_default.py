@@ -1264,6 +1264,23 @@ def test_handler_subscribes_and_answers_over_the_management_api(
     assert list(stored(tables)) == [f"{CONNECTION_ID} s1"]
 
 
+def test_sample_subscribe_event_stores_a_filtered_partition_subscription(
+    configured: FakeManagementApi, tables: Any, lambda_context: FakeContext
+) -> None:
+    """tests/events/default_subscribe.json: what API Gateway hands $default for a subscribe.
+    Its requestContext.authorizer is not read: the identity is the stored record's."""
+    configured.connect(CONNECTION_ID)
+    connect(tables, user="user-1")
+
+    handler(load_event("default_subscribe"), lambda_context)
+
+    assert configured.messages(CONNECTION_ID) == [{"type": "subscribed", "id": "s1"}]
+    [item] = stored(tables).values()
+    assert item["topic"]["S"] == key_topic("events", [typed_part("S", "EVENT#123")])
+    assert subscription_of(item).filter == parse_filter([{"count": {"gt": 40}}])
+    assert item["userId"] == {"S": "user-1"}
+
+
 # --- the pure decisions -------------------------------------------------------------------
 
 
