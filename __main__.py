@@ -5,13 +5,23 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from components import RealtimeChannel, stack_config
+from components import AccessRule, RealtimeChannel, stack_config
 
 settings = stack_config.load()
 
+# Who may subscribe: sourceAccess when set; else the demo table lets any signed-in user
+# subscribe to the whole table or any partition, and an existing table accepts no one.
+DEMO_ACCESS = [AccessRule(table=True)]
+
 source_name = settings.get("sourceTableName")
 if source_name:
-    source = settings.source(source_name)
+    if settings.access is None:
+        pulumi.log.warn(
+            f"realtime-channel:sourceAccess is not set, so table {source_name!r} accepts no"
+            " subscription (default deny): set it to a JSON list of access rules, e.g."
+            """ '[{"key": {"PK": "USER#{sub}"}}]' (see the README)"""
+        )
+    source = settings.source(source_name, access=settings.access or [])
 else:
     events = aws.dynamodb.Table(
         "events",
@@ -31,7 +41,9 @@ else:
         deletion_protection_enabled=settings.get("deletionProtection"),
         tags={"realtime-channel": "demo"},
     )
-    source = settings.source(events, name="events")
+    source = settings.source(
+        events, name="events", access=DEMO_ACCESS if settings.access is None else settings.access
+    )
     source_name = events.name
 
 channel = RealtimeChannel("realtime", settings.channel_args([source]))
@@ -39,6 +51,7 @@ channel = RealtimeChannel("realtime", settings.channel_args([source]))
 pulumi.export("url", channel.url)
 pulumi.export("managementEndpoint", channel.management_endpoint)
 pulumi.export("connectionsTableName", channel.connections_table_name)
+pulumi.export("subscriptionsTableName", channel.subscriptions_table_name)
 pulumi.export("apiId", channel.api_id)
 pulumi.export("stageName", channel.stage_name)
 pulumi.export("deadLetterQueueUrl", channel.dead_letter_queue_url)

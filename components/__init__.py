@@ -5,9 +5,10 @@ from components.realtime_channel import (
     RealtimeChannelArgs,
     RealtimeChannelTransforms,
 )
-from components.sources import SourceFilter, StreamSource
+from components.sources import AccessRule, SourceFilter, StreamSource
 
 __all__ = [
+    "AccessRule",
     "RealtimeChannel",
     "RealtimeChannelArgs",
     "RealtimeChannelTransforms",

@@ -81,16 +81,28 @@ def connect_policy(log_group_arn: str, table_arn: str) -> str:
     )
 
 
-def disconnect_policy(log_group_arn: str, table_arn: str) -> str:
+def disconnect_policy(log_group_arn: str, table_arn: str, subscriptions_table_arn: str) -> str:
+    """Remove the connection's record (returning its subscriptions map), then each of its
+    subscriptions (batched; one by one when a batch leaves some unprocessed)."""
     return document(
         [
             logs_statement(log_group_arn),
             _allow("RemoveConnection", ["dynamodb:DeleteItem"], [table_arn]),
+            _allow(
+                "RemoveSubscriptions",
+                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"],
+                [subscriptions_table_arn],
+            ),
         ]
     )
 
 
-def default_policy(log_group_arn: str, stage_execution_arn: str) -> str:
+def default_policy(
+    log_group_arn: str, stage_execution_arn: str, table_arn: str, subscriptions_table_arn: str
+) -> str:
+    """Answer clients, and subscribe / unsubscribe: read the connection (its identity and
+    subscriptions map), then one transaction that updates that map and puts or deletes
+    the subscription (TransactWriteItems is authorised per action it holds)."""
     return document(
         [
             logs_statement(log_group_arn),
@@ -99,6 +111,16 @@ def default_policy(log_group_arn: str, stage_execution_arn: str) -> str:
                 ["execute-api:ManageConnections"],
                 [manage_connections_resource(stage_execution_arn)],
             ),
+            _allow(
+                "ReadAndCountSubscriptions",
+                ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                [table_arn],
+            ),
+            _allow(
+                "StoreSubscriptions",
+                ["dynamodb:DeleteItem", "dynamodb:PutItem"],
+                [subscriptions_table_arn],
+            ),
         ]
     )
 
@@ -106,17 +128,23 @@ def default_policy(log_group_arn: str, stage_execution_arn: str) -> str:
 def broadcaster_policy(
     log_group_arn: str,
     table_arn: str,
-    user_index: str,
+    subscriptions_table_arn: str,
     stage_execution_arn: str,
     dead_letter_queue_arn: str,
 ) -> str:
-    """What the broadcaster does whatever its sources: read recipients, post, clean up."""
+    """What the broadcaster does whatever its sources: find recipients with a Query per
+    topic (never a Scan), post, and remove connections that are gone with their
+    subscriptions."""
     return document(
         [
             logs_statement(log_group_arn),
-            _allow("ListConnections", ["dynamodb:Scan"], [table_arn]),
-            _allow("ListUserConnections", ["dynamodb:Query"], [f"{table_arn}/index/{user_index}"]),
+            _allow("FindSubscribers", ["dynamodb:Query"], [subscriptions_table_arn]),
             _allow("RemoveStaleConnections", ["dynamodb:DeleteItem"], [table_arn]),
+            _allow(
+                "RemoveStaleSubscriptions",
+                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"],
+                [subscriptions_table_arn],
+            ),
             _allow(
                 "PostToClients",
                 ["execute-api:ManageConnections"],

@@ -20,17 +20,24 @@ from components import policies
 from components.packaging import handler_archive
 from components.sources import (
     AUTONAME_SUFFIX,
+    ESTIMATED_KEYS,
     LAMBDA_ENVIRONMENT_LIMIT,
     OTHER_BROADCASTER_VARIABLES,
     SourceError,
     StreamSource,
+    check_access,
+    check_old_image,
     check_source,
     check_stream,
     environment_size,
     filter_pattern,
+    key_schema,
     label_of,
+    source_entry,
     sources_variable,
+    where_of,
 )
+from handlers.access import claims_named, parse_rules
 
 TYPE_TOKEN = "realtime:index:RealtimeChannel"  # noqa: S105 (a type token, not a password)
 RUNTIME = "python3.14"  # the newest Python runtime pulumi-aws offers
@@ -59,6 +66,9 @@ _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-
 _ATTRIBUTE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 
 A = TypeVar("A")
+SORT_KEY_UNKNOWN = object()
+"""A table's range_key as a preview may show it before it is known (an Unknown value makes
+every Output it reaches unknown, so it is replaced by this marker)."""
 
 
 @dataclass
@@ -69,6 +79,7 @@ class RealtimeChannelTransforms:
     api: Callable[[aws.apigatewayv2.ApiArgs], Any] | None = None
     stage: Callable[[aws.apigatewayv2.StageArgs], Any] | None = None
     connections_table: Callable[[aws.dynamodb.TableArgs], Any] | None = None
+    subscriptions_table: Callable[[aws.dynamodb.TableArgs], Any] | None = None
     dead_letter_queue: Callable[[aws.sqs.QueueArgs], Any] | None = None
     function: Callable[[str, aws.lambda_.FunctionArgs], Any] | None = None
     """Called for each function with its kind (authorizer, connect, disconnect, default,
@@ -95,9 +106,17 @@ class RealtimeChannelArgs:
     authorizer refuses tokens that expire further ahead. Default 86,400 (one day)."""
     connection_ttl_seconds: int = 7200
     """Lifetime of a connection record (the table's TTL). Default 7,200 (API Gateway's maximum)."""
+    max_subscriptions: int = 20
+    """Subscriptions one connection may hold, 1 to 100. Default 20."""
+    table_topic_buckets: int = 4
+    """Partitions each source's table-wide topic is spread over (table-wide subscriptions
+    are split among them by connection, so a hot topic is not one DynamoDB partition),
+    1 to 64; the broadcaster queries each. Default 4."""
     target_attribute: str | None = None
-    """Item attribute naming the user a change is for; only their connections receive it.
-    Default none: every change goes to every connection."""
+    """Item attribute naming the user an item belongs to: row-level control on every
+    subscription (a change reaches only its owner's subscriptions; an item naming no user
+    reaches no one; a change of owner tells the previous owner ``removed``). Needs
+    ``NEW_AND_OLD_IMAGES`` on every source. Default none: access rules alone decide."""
     include_old_image: bool = False
     """Add the old image to messages as ``old``. Default off."""
     log_retention_days: int = 14
@@ -116,9 +135,9 @@ class RealtimeChannelArgs:
     throttling_rate_limit: float = 1000.0
     """Stage default-route steady rate, requests per second. Default 1,000."""
     point_in_time_recovery: bool = False
-    """Point-in-time recovery on the connections table. Default off."""
+    """Point-in-time recovery on the connections and subscriptions tables. Default off."""
     deletion_protection: bool = False
-    """Deletion protection on the connections table. Default off."""
+    """Deletion protection on the connections and subscriptions tables. Default off."""
     memory_size: int = 256
     """Memory of every function but the broadcaster, MB. Default 256."""
     broadcaster_memory_size: int = 1769
@@ -171,6 +190,8 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
     if not isinstance(args.stage_name, str) or not _STAGE_NAME.match(args.stage_name):
         fail("stage_name", "must be 1-128 letters, digits, '-' or '_'")
     bounded("connection_ttl_seconds", args.connection_ttl_seconds, 60, 7 * 24 * 3600)
+    bounded("max_subscriptions", args.max_subscriptions, 1, 100)
+    bounded("table_topic_buckets", args.table_topic_buckets, 1, 64)
     bounded("token_max_lifetime_seconds", args.token_max_lifetime_seconds, 60, 30 * 24 * 3600)
     if args.log_retention_days not in LOG_RETENTION_DAYS or not _is_int(args.log_retention_days):
         fail("log_retention_days", f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
@@ -205,6 +226,8 @@ class RealtimeChannel(pulumi.ComponentResource):
     management_endpoint: pulumi.Output[str]
     """``https://`` endpoint of the @connections API."""
     connections_table_name: pulumi.Output[str]
+    subscriptions_table_name: pulumi.Output[str]
+    """The subscriptions table (the topic index)."""
     api_id: pulumi.Output[str]
     stage_name: pulumi.Output[str]
     dead_letter_queue_url: pulumi.Output[str]
@@ -213,6 +236,7 @@ class RealtimeChannel(pulumi.ComponentResource):
     api: aws.apigatewayv2.Api
     stage: aws.apigatewayv2.Stage
     connections_table: aws.dynamodb.Table
+    subscriptions_table: aws.dynamodb.Table
     dead_letter_queue: aws.sqs.Queue
     functions: dict[str, aws.lambda_.Function]
     event_source_mappings: dict[str, aws.lambda_.EventSourceMapping]
@@ -235,13 +259,18 @@ class RealtimeChannel(pulumi.ComponentResource):
         self._roles: dict[str, aws.iam.Role] = {}
         self._role_policies: dict[str, aws.iam.RolePolicy] = {}
         self._source_keys: set[tuple[str, str]] = set()
-        self._source_tables: dict[str, pulumi.Input[str]] = {}
-        """label -> physical table name, for the broadcaster's SOURCES."""
-        self._source_hints: dict[str, str] = {}
-        """label -> the table name, or its autoname's likely length, known before deploy."""
+        self._source_entries: dict[str, pulumi.Output[dict[str, Any]]] = {}
+        """label -> the source as SOURCES describes it (table, keys, oldImage, access)."""
+        self._source_rules: dict[str, list[dict[str, Any]]] = {}
+        """label -> its access rules as JSON (known while the program runs)."""
+        self._source_hints: dict[str, dict[str, Any]] = {}
+        """label -> its SOURCES entry as far as known before deploy (autonamed tables at
+        their likely length, keys estimated), for the size check at preview."""
         self._sources_sealed = False
+        self._sealed_sources: pulumi.Output[dict[str, Any]] | None = None
 
         self._create_connections_table()
+        self._create_subscriptions_table()
         self._create_dead_letter_queue()
         self._create_api()
         self._create_stage()
@@ -257,6 +286,7 @@ class RealtimeChannel(pulumi.ComponentResource):
                 "url": self.url,
                 "management_endpoint": self.management_endpoint,
                 "connections_table_name": self.connections_table_name,
+                "subscriptions_table_name": self.subscriptions_table_name,
                 "api_id": self.api_id,
                 "stage_name": self.stage_name,
                 "dead_letter_queue_url": self.dead_letter_queue_url,
@@ -312,6 +342,29 @@ class RealtimeChannel(pulumi.ComponentResource):
         )
         args = self._transform(self._args.transforms.connections_table, args)
         self.connections_table = aws.dynamodb.Table(self._n("connections"), args, self._child())
+
+    def _create_subscriptions_table(self) -> None:
+        """The topic index: one item per subscription under the topic it listens on, so a
+        change finds its subscribers with a Query per topic (a table, not a GSI: reads are
+        strongly consistent). Items expire with their connection (TTL, the backstop)."""
+        args = aws.dynamodb.TableArgs(
+            billing_mode="PAY_PER_REQUEST",
+            hash_key="topic",
+            range_key="sk",
+            attributes=[
+                aws.dynamodb.TableAttributeArgs(name="topic", type="S"),
+                aws.dynamodb.TableAttributeArgs(name="sk", type="S"),
+            ],
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name="ttl", enabled=True),
+            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+            point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(
+                enabled=self._args.point_in_time_recovery
+            ),
+            deletion_protection_enabled=self._args.deletion_protection,
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.subscriptions_table, args)
+        self.subscriptions_table = aws.dynamodb.Table(self._n("subscriptions"), args, self._child())
 
     def _create_dead_letter_queue(self) -> None:
         args = aws.sqs.QueueArgs(
@@ -478,7 +531,10 @@ class RealtimeChannel(pulumi.ComponentResource):
     def _create_functions(self) -> None:
         table_arn = self.connections_table.arn
         table_name = self.connections_table.name
+        subscriptions_arn = self.subscriptions_table.arn
+        subscriptions_name = self.subscriptions_table.name
         stage_arn = self.stage.execution_arn
+        buckets = str(self._args.table_topic_buckets)
         if self.token_secret_parameter is not None:
             parameter = self.token_secret_parameter
             self._create_function(
@@ -487,6 +543,7 @@ class RealtimeChannel(pulumi.ComponentResource):
                 {
                     "TOKEN_SECRET_PARAMETER": parameter.name,
                     "TOKEN_MAX_LIFETIME_SECONDS": str(self._args.token_max_lifetime_seconds),
+                    "IDENTITY_CLAIMS": self._identity_claims(),
                 },
                 timeout=10,
             )
@@ -501,32 +558,45 @@ class RealtimeChannel(pulumi.ComponentResource):
         )
         self._create_function(
             "disconnect",
-            lambda logs: table_arn.apply(lambda t: policies.disconnect_policy(logs, t)),
-            {"CONNECTIONS_TABLE": table_name},
+            lambda logs: pulumi.Output.all(table_arn, subscriptions_arn).apply(
+                lambda a: policies.disconnect_policy(logs, a[0], a[1])
+            ),
+            {"CONNECTIONS_TABLE": table_name, "SUBSCRIPTIONS_TABLE": subscriptions_name},
             timeout=10,
         )
+        default_env: dict[str, pulumi.Input[str]] = {
+            "MANAGEMENT_ENDPOINT": self.management_endpoint,
+            "CONNECTIONS_TABLE": table_name,
+            "SUBSCRIPTIONS_TABLE": subscriptions_name,
+            "MAX_SUBSCRIPTIONS": str(self._args.max_subscriptions),
+            "TABLE_TOPIC_BUCKETS": buckets,
+        }
+        default_env["SOURCES"] = self._sources_variable("default", dict(default_env))
         self._create_function(
             "default",
-            lambda logs: stage_arn.apply(lambda s: policies.default_policy(logs, s)),
-            {"MANAGEMENT_ENDPOINT": self.management_endpoint},
+            lambda logs: pulumi.Output.all(stage_arn, table_arn, subscriptions_arn).apply(
+                lambda a: policies.default_policy(logs, a[0], a[1], a[2])
+            ),
+            default_env,
             timeout=10,
         )
         broadcaster_env: dict[str, pulumi.Input[str]] = {
             "CONNECTIONS_TABLE": table_name,
+            "SUBSCRIPTIONS_TABLE": subscriptions_name,
+            "TABLE_TOPIC_BUCKETS": buckets,
             "MANAGEMENT_ENDPOINT": self.management_endpoint,
-            "USER_INDEX_NAME": USER_INDEX,
             "INCLUDE_OLD_IMAGE": "true" if self._args.include_old_image else "false",
             "SEND_CONCURRENCY": str(self._args.send_concurrency),
         }
         if self._args.target_attribute:
             broadcaster_env["TARGET_ATTRIBUTE"] = self._args.target_attribute
-        broadcaster_env["SOURCES"] = self._sources_variable(dict(broadcaster_env))
+        broadcaster_env["SOURCES"] = self._sources_variable("broadcaster", dict(broadcaster_env))
         queue_arn = self.dead_letter_queue.arn
         self._create_function(
             "broadcaster",
-            lambda logs: pulumi.Output.all(table_arn, stage_arn, queue_arn).apply(
-                lambda a: policies.broadcaster_policy(logs, a[0], USER_INDEX, a[1], a[2])
-            ),
+            lambda logs: pulumi.Output.all(
+                table_arn, subscriptions_arn, stage_arn, queue_arn
+            ).apply(lambda a: policies.broadcaster_policy(logs, a[0], a[1], a[2], a[3])),
             broadcaster_env,
             timeout=self._args.broadcaster_timeout_seconds,
             memory_size=self._args.broadcaster_memory_size,
@@ -663,6 +733,7 @@ class RealtimeChannel(pulumi.ComponentResource):
     def _export_outputs(self) -> None:
         self.url = self.stage.invoke_url
         self.connections_table_name = self.connections_table.name
+        self.subscriptions_table_name = self.subscriptions_table.name
         self.api_id = self.api.id
         self.stage_name = self.stage.name
         self.dead_letter_queue_url = self.dead_letter_queue.url
@@ -672,52 +743,117 @@ class RealtimeChannel(pulumi.ComponentResource):
 
     # -- sources ---------------------------------------------------------------------------
 
-    def _sources_variable(self, others: dict[str, pulumi.Input[str]]) -> pulumi.Output[str]:
-        """SOURCES, built once the program body has run, so ``attach`` after the constructor
-        counts. An apply callback runs only when the event loop gets control, which is after
-        the synchronous program body; from then on ``attach`` refuses (see there)."""
+    def _seal(self) -> None:
+        self._sources_sealed = True
 
-        def seal(_: Any) -> pulumi.Output[str]:
-            self._sources_sealed = True
-            # Output.all() of no keywords is a list: a channel without sources has {}
-            tables = (
-                pulumi.Output.all(**self._source_tables)
-                if self._source_tables
-                else pulumi.Output.from_input({})
-            )
-            return pulumi.Output.all(tables, pulumi.Output.all(**others)).apply(
-                lambda a: self._checked_sources(a[0], a[1])
-            )
+    def _sources(self) -> pulumi.Output[dict[str, Any]]:
+        """label -> SOURCES entry of every source, built once the program body has run, so
+        ``attach`` after the constructor counts. An apply callback runs only when the event
+        loop gets control, which is after the synchronous program body; from then on
+        ``attach`` refuses (see there)."""
+        if self._sealed_sources is None:
 
-        return pulumi.Output.from_input(None).apply(seal)
+            def seal(_: Any) -> pulumi.Output[dict[str, Any]]:
+                self._seal()
+                # Output.all() of no keywords is a list: a channel without sources has {}
+                if not self._source_entries:
+                    return pulumi.Output.from_input({})
+                return pulumi.Output.all(**self._source_entries)
 
-    def _checked_sources(self, tables: dict[str, str], others: dict[str, str]) -> str:
-        value = sources_variable(tables)
+            self._sealed_sources = pulumi.Output.from_input(None).apply(seal)
+        return self._sealed_sources
+
+    def _sources_variable(
+        self, kind: str, others: dict[str, pulumi.Input[str]]
+    ) -> pulumi.Output[str]:
+        """A function's SOURCES, checked with its other variables against Lambda's 4 KB."""
+        return pulumi.Output.all(self._sources(), pulumi.Output.all(**others)).apply(
+            lambda a: self._checked_sources(kind, a[0], a[1])
+        )
+
+    def _identity_claims(self) -> pulumi.Output[str]:
+        """The authorizer's IDENTITY_CLAIMS: every claim any source's rules read, sorted,
+        built late like SOURCES (rules are plain data, so it is known at preview)."""
+
+        def claims(_: Any) -> str:
+            self._seal()
+            names: set[str] = set()
+            for rules in self._source_rules.values():
+                names |= claims_named(parse_rules(rules))
+            return ",".join(sorted(names))
+
+        return pulumi.Output.from_input(None).apply(claims)
+
+    def _checked_sources(
+        self, kind: str, entries: dict[str, dict[str, Any]], others: dict[str, str]
+    ) -> str:
+        value = sources_variable(entries)
         size = environment_size({**others, "SOURCES": value})
         if size > LAMBDA_ENVIRONMENT_LIMIT:
             raise SourceError(
-                f"RealtimeChannel {self._channel!r}: the broadcaster's environment would be"
-                f" {size} bytes with SOURCES for {len(tables)} sources, over Lambda's"
-                f" {LAMBDA_ENVIRONMENT_LIMIT}: use shorter source names or table names, or split"
-                " the sources across two channels"
+                f"RealtimeChannel {self._channel!r}: the {kind} function's environment would be"
+                f" {size} bytes with SOURCES for {len(entries)} sources, over Lambda's"
+                f" {LAMBDA_ENVIRONMENT_LIMIT}: use shorter source names or table names, fewer"
+                " or shorter access rules, or split the sources across two channels"
             )
         return value
 
     def _check_sources_size(self, label: str) -> None:
-        """Before deploy (preview too): SOURCES, with autonamed tables at their likely length,
-        must leave room for the broadcaster's other variables."""
+        """Before deploy (preview too): SOURCES, with autonamed tables at their likely length
+        and the access rules as written, must leave room for the functions' other
+        variables."""
         estimate = environment_size({"SOURCES": sources_variable(self._source_hints)})
         room = LAMBDA_ENVIRONMENT_LIMIT - OTHER_BROADCASTER_VARIABLES
         if estimate > room:
             raise SourceError(
-                f"RealtimeChannel {self._channel!r}, source {label!r}: the broadcaster's SOURCES"
-                f" variable would take about {estimate} bytes, over the {room} its 4 KB"
-                " environment leaves for it: use shorter source names or table names, or split"
-                " the sources across two channels"
+                f"RealtimeChannel {self._channel!r}, source {label!r}: the functions' SOURCES"
+                f" variable would take about {estimate} bytes, over the {room} their 4 KB"
+                " environment leaves for it: use shorter source names or table names, fewer"
+                " or shorter access rules, or split the sources across two channels"
             )
 
-    def _checked_stream(self, source: StreamSource) -> tuple[Any, Any]:
-        """(table ARN, stream ARN) of a source, failing if it lacks a stream with new images."""
+    def _described(
+        self,
+        source: StreamSource,
+        table_name: str,
+        rules: list[dict[str, Any]],
+        description: tuple[Any, Any, Any, Any, Any],
+    ) -> tuple[list[list[str]], bool]:
+        """Check a source's table as described (stream, view type, key schema) against what
+        the channel needs of it; return (key schema, whether it streams old images)."""
+        stream_enabled, view_type, hash_key, range_key, attributes = description
+        where = where_of(self._channel, source)
+        sort_key_unknown = range_key is SORT_KEY_UNKNOWN
+        if sort_key_unknown:
+            range_key = None
+        check_stream(table_name, stream_enabled, view_type)
+        if self._args.target_attribute:
+            check_old_image(
+                where,
+                table_name,
+                view_type,
+                f"target_attribute {self._args.target_attribute!r} (row-level control: a"
+                " change of owner tells the previous owner removed)",
+            )
+        keys = key_schema(where, table_name, hash_key, range_key, attributes)
+        key_names = [name for name, _ in keys]
+        if sort_key_unknown:
+            # A preview that does not know yet whether the table has a sort key: check that
+            # rules name the partition key; any other key attribute may be the sort key
+            # (the deploy checks exactly).
+            key_names += sorted(
+                {name for rule in rules for name in rule.get("key") or {}} - {key_names[0]}
+            )
+        check_access(
+            self._channel, source, auth_enabled=self._args.auth_enabled, key_names=key_names
+        )
+        return keys, view_type == "NEW_AND_OLD_IMAGES"
+
+    def _checked_stream(
+        self, source: StreamSource, rules: list[dict[str, Any]]
+    ) -> tuple[Any, Any, pulumi.Output[dict[str, Any]]]:
+        """(table ARN, stream ARN, SOURCES entry) of a source, failing (at preview too) if it
+        lacks a stream with new images, or its rules do not fit its key schema."""
         table = source.table
         if isinstance(table, str):
             found = aws.dynamodb.get_table_output(
@@ -725,30 +861,58 @@ class RealtimeChannel(pulumi.ComponentResource):
             )
 
             def check_found(result: Any) -> Any:
-                check_stream(table, result.stream_enabled, result.stream_view_type)
-                return result
+                keys, old_image = self._described(
+                    source,
+                    table,
+                    rules,
+                    (
+                        result.stream_enabled,
+                        result.stream_view_type,
+                        result.hash_key,
+                        result.range_key,
+                        result.attributes,
+                    ),
+                )
+                return result, source_entry(table, keys, old_image, rules)
 
             checked = found.apply(check_found)
-            return checked.arn, checked.stream_arn
+            return (
+                checked.apply(lambda c: c[0].arn),
+                checked.apply(lambda c: c[0].stream_arn),
+                checked.apply(lambda c: c[1]),
+            )
         logical = table._name
-        ready = pulumi.Output.all(table.stream_enabled, table.stream_view_type).apply(
-            lambda a: check_stream(logical, a[0], a[1])
+        # A table without a sort key has a null range_key, which a preview (of mocks, or of
+        # a sort key computed from another resource) may show as unknown: check the rest.
+        range_key = table.range_key.apply(
+            lambda r: SORT_KEY_UNKNOWN if isinstance(r, pulumi.output.Unknown) else r,
+            run_with_unknowns=True,
         )
-        stream_arn = pulumi.Output.all(ready, table.stream_arn).apply(lambda a: a[1])
-        return table.arn, stream_arn
+        described = pulumi.Output.all(
+            table.stream_enabled,
+            table.stream_view_type,
+            table.hash_key,
+            range_key,
+            table.attributes,
+        ).apply(lambda a: self._described(source, logical, rules, (a[0], a[1], a[2], a[3], a[4])))
+        stream_arn = pulumi.Output.all(described, table.stream_arn).apply(lambda a: a[1])
+        entry = pulumi.Output.all(described, table.name).apply(
+            lambda a: source_entry(a[1], a[0][0], a[0][1], rules)
+        )
+        return table.arn, stream_arn, entry
 
     def attach(self, source: StreamSource) -> aws.lambda_.EventSourceMapping:
         """Broadcast the changes of another table through this channel.
 
         Call it while the program body runs (after the constructor is fine), not inside an
-        ``apply``: by then the broadcaster's SOURCES variable is built.
+        ``apply``: by then the functions' SOURCES variable is built.
         """
-        check_source(self._channel, source)
+        check_source(self._channel, source, auth_enabled=self._args.auth_enabled)
         label = label_of(source)
         if self._sources_sealed:
             raise SourceError(
                 f"RealtimeChannel {self._channel!r}, source {label!r}: attach() must be called"
-                " while the program runs, not inside an apply (the broadcaster's SOURCES is"
+                " while the program runs, not inside an apply (the functions' SOURCES is"
                 " already built)"
             )
         key = (
@@ -760,19 +924,20 @@ class RealtimeChannel(pulumi.ComponentResource):
             raise SourceError(
                 f"RealtimeChannel {self._channel!r}: source {label!r} is attached twice"
             )
-        if isinstance(source.table, str):
-            self._source_tables[label] = source.table
-            self._source_hints[label] = source.table
-        else:
-            self._source_tables[label] = source.table.name
-            self._source_hints[label] = source.table._name + AUTONAME_SUFFIX
+        rules = check_access(self._channel, source, auth_enabled=self._args.auth_enabled)
+        hint = (
+            source.table if isinstance(source.table, str) else source.table._name + AUTONAME_SUFFIX
+        )
+        self._source_hints[label] = source_entry(hint, ESTIMATED_KEYS, True, rules)
         try:
             self._check_sources_size(label)
         except SourceError:
-            del self._source_tables[label], self._source_hints[label]
+            del self._source_hints[label]
             raise
         self._source_keys.add(key)
-        table_arn, stream_arn = self._checked_stream(source)
+        self._source_rules[label] = rules
+        table_arn, stream_arn, entry = self._checked_stream(source, rules)
+        self._source_entries[label] = entry
         read = aws.iam.RolePolicy(
             self._n(f"source-{label}-read"),
             role=self._roles["broadcaster"].id,

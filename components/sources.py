@@ -15,13 +15,19 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from handlers.access import InvalidRule, parse_rules, placeholders
+from handlers.topics import KEY_TYPES
+
 EVENT_NAMES = ("INSERT", "MODIFY", "REMOVE")
 LAMBDA_ENVIRONMENT_LIMIT = 4096
 """Lambda's limit on a function's environment variables, bytes (names plus values)."""
 OTHER_BROADCASTER_VARIABLES = 1024
-"""Room kept for the broadcaster's other variables when SOURCES is estimated before deploy:
-a table name (at most 255), the management endpoint (about 80 + the stage name, at most
-128) and a few short settings."""
+"""Room kept for a function's other variables when SOURCES is estimated before deploy: the
+broadcaster's are the most (two table names, autonamed about 30 bytes each, the management
+endpoint, about 80 + the stage name, and a few short settings). The estimate is a guard;
+the exact check runs once the names are known."""
+ESTIMATED_KEYS = (("PK", "S"), ("SK", "S"))
+"""A source's key schema as counted in the estimate (before a table's schema is known)."""
 AUTONAME_SUFFIX = "-0000000"
 """What Pulumi's autonaming adds to a logical name ("-" and 7 hex characters)."""
 VIEW_TYPES_WITH_NEW_IMAGE = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
@@ -32,6 +38,57 @@ _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9
 
 class SourceError(ValueError):
     """A source that cannot feed the channel, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """Who may subscribe to what on one source, and which fields they see.
+
+    A source with no rule accepts no subscription (default deny); a subscription is
+    accepted when some rule allows it. Checked at preview against the table's key schema
+    (``handlers.access`` is the one implementation, shared with the functions).
+
+    ``AccessRule(key={"PK": "USER#{sub}"})``: the partition the placeholders name, and
+    any item in it (name the sort key too to allow one item only).
+    ``AccessRule(table=True)``: table-wide subscriptions, and therefore any key.
+    ``when={"claims.role": "admin"}``: only identities whose claim has that value (or one
+    of a list); ``sub`` or ``claims.NAME``.
+    ``fields=["id", "status"]``: subscribers see only these top-level attributes (and the
+    key attributes) in ``data`` and ``old``; default every field.
+    Placeholders: ``{sub}`` and ``{claims.NAME}`` from the verified token; a missing claim
+    makes the rule not match. They, and ``when``, need ``auth_enabled``.
+    """
+
+    key: Mapping[str, str] | None = None
+    """Key attribute -> template; must name the partition key, may name the sort key."""
+    table: bool = False
+    """Allow table-wide subscriptions (and any key). Either ``key`` or ``table``."""
+    when: Mapping[str, str | Sequence[str]] | None = None
+    """Identity path (``sub``, ``claims.NAME``) -> required value or list of allowed values."""
+    fields: Sequence[str] | None = None
+    """Top-level attributes subscribers may see (key attributes always); default all."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The rule as the functions read it (``handlers.access.parse_rule``'s shape)."""
+        out: dict[str, Any] = {}
+        if self.key is not None:
+            out["key"] = dict(self.key) if isinstance(self.key, Mapping) else self.key
+        if self.table is not False:
+            out["table"] = self.table
+        if self.when:
+            when = self.when
+            out["when"] = (
+                {
+                    path: list(value) if isinstance(value, (list, tuple)) else value
+                    for path, value in when.items()
+                }
+                if isinstance(when, Mapping)
+                else when
+            )
+        if self.fields is not None:
+            fields = self.fields
+            out["fields"] = list(fields) if isinstance(fields, (list, tuple)) else fields
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,6 +137,9 @@ class StreamSource:
     """ARN of the customer managed KMS key the table is encrypted with (e.g. ``key.arn``);
     the broadcaster's source policy then allows ``kms:Decrypt`` on it, which reading the
     stream needs. Default none: the table uses an AWS owned or AWS managed key."""
+    access: Sequence[AccessRule | Mapping[str, Any]] = ()
+    """Who may subscribe to this source (``AccessRule``s, or the same as JSON objects).
+    Default none: no subscription is accepted (default deny)."""
 
 
 def _is_int(value: Any) -> bool:
@@ -99,9 +159,71 @@ def label_of(source: StreamSource) -> str:
     return label
 
 
-def check_source(component: str, source: StreamSource) -> None:
+def where_of(component: str, source: StreamSource) -> str:
+    return f"RealtimeChannel {component!r}, source {label_of(source)!r}"
+
+
+def access_json(component: str, source: StreamSource) -> list[dict[str, Any]]:
+    """The source's rules as the JSON the functions read, each an object."""
+    if isinstance(source.access, (str, bytes, Mapping)) or not isinstance(source.access, Sequence):
+        raise SourceError(
+            f"{where_of(component, source)}: access must be a list of AccessRule,"
+            f" not {type(source.access).__name__}"
+        )
+    rules: list[dict[str, Any]] = []
+    for position, rule in enumerate(source.access):
+        if isinstance(rule, AccessRule):
+            rules.append(rule.to_json())
+        elif isinstance(rule, Mapping):
+            rules.append(dict(rule))
+        else:
+            raise SourceError(
+                f"{where_of(component, source)}: access[{position}] must be an AccessRule,"
+                f" not {type(rule).__name__}"
+            )
+    try:
+        json.dumps(rules)
+    except (TypeError, ValueError):
+        raise SourceError(
+            f"{where_of(component, source)}: access rules must hold only strings, lists,"
+            " objects and booleans"
+        ) from None
+    return rules
+
+
+def check_access(
+    component: str,
+    source: StreamSource,
+    *,
+    auth_enabled: bool = True,
+    key_names: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The source's rules as JSON, checked with the functions' own parser (against the key
+    schema when ``key_names`` is given); ``SourceError`` names the component, the source
+    and the rule. Without auth, rules that read the identity are refused: the identity
+    is then only a query parameter anyone can set."""
+    where = where_of(component, source)
+    rules = access_json(component, source)
+    try:
+        parsed = parse_rules(rules, list(key_names) if key_names else None)
+    except InvalidRule as bad:
+        raise SourceError(f"{where}: {bad}") from None
+    if not auth_enabled:
+        for position, rule in enumerate(parsed):
+            named = [name for _, template in rule.key or () for name in placeholders(template)]
+            if rule.when or named:
+                uses = f"{{{named[0]}}}" if named else "when"
+                raise SourceError(
+                    f"{where}: access[{position}] uses the identity ({uses}) but auth_enabled"
+                    " is off, so the identity is only a query parameter anyone can set: turn"
+                    " auth on, or allow without placeholders or when (e.g. table=True)"
+                )
+    return rules
+
+
+def check_source(component: str, source: StreamSource, *, auth_enabled: bool = True) -> None:
     """Raise ``SourceError`` naming the component, the source and the argument at fault."""
-    where = f"RealtimeChannel {component!r}, source {label_of(source)!r}"
+    where = where_of(component, source)
 
     def bounded(arg: str, value: Any, low: int, high: int, *also: int) -> None:
         if not _is_int(value) or not (low <= value <= high or value in also):
@@ -128,6 +250,7 @@ def check_source(component: str, source: StreamSource) -> None:
             filter_pattern(source_filter)
         except SourceError as bad:
             raise SourceError(f"{where}: filters[{position}]: {bad}") from None
+    check_access(component, source, auth_enabled=auth_enabled)
 
 
 def _uses_numeric(value: Any) -> bool:
@@ -212,13 +335,58 @@ def check_stream(table_name: str, stream_enabled: Any, view_type: Any) -> None:
         )
 
 
-def sources_variable(tables: Mapping[str, str]) -> str:
-    """The broadcaster's ``SOURCES``: label -> {"table": physical name}, compact JSON."""
-    return json.dumps(
-        {label: {"table": name} for label, name in tables.items()},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def check_old_image(where: str, table_name: str, view_type: Any, why: str) -> None:
+    """A setting that needs the old image (``why``) refuses a stream without it."""
+    if view_type != "NEW_AND_OLD_IMAGES":
+        raise SourceError(
+            f"{where}: {why} needs the old image, but table {table_name!r} streams"
+            f' {view_type!r}: set stream_view_type="NEW_AND_OLD_IMAGES"'
+        )
+
+
+def _field(value: Any, name: str) -> Any:
+    """An attribute of a pulumi output object, or a key of the plain dict mocks may give."""
+    if isinstance(value, Mapping):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
+def key_schema(
+    where: str, table_name: str, hash_key: Any, range_key: Any, attributes: Any
+) -> list[list[str]]:
+    """``[[partition key, type], [sort key, type]?]`` from a table's (or getTable's) fields."""
+    types = {_field(attribute, "name"): _field(attribute, "type") for attribute in attributes or []}
+    schema = []
+    for role, name in (("partition", hash_key), ("sort", range_key)):
+        if not name:
+            if role == "partition":
+                raise SourceError(f"{where}: table {table_name!r} has no partition key")
+            continue
+        kind = types.get(name)
+        if kind not in KEY_TYPES:
+            raise SourceError(
+                f"{where}: table {table_name!r} declares no S, N or B type for its {role} key"
+                f" {name!r} (attributes: {', '.join(map(str, types)) or 'none'})"
+            )
+        schema.append([str(name), str(kind)])
+    return schema
+
+
+def source_entry(
+    table: str, keys: Sequence[Sequence[str]], old_image: bool, access: Sequence[Any]
+) -> dict[str, Any]:
+    """One source as the functions read it in ``SOURCES``."""
+    return {
+        "table": table,
+        "keys": [list(key) for key in keys],
+        "oldImage": old_image,
+        "access": list(access),
+    }
+
+
+def sources_variable(entries: Mapping[str, Mapping[str, Any]]) -> str:
+    """``SOURCES``: label -> {"table", "keys", "oldImage", "access"}, compact JSON."""
+    return json.dumps(dict(entries), sort_keys=True, separators=(",", ":"))
 
 
 def environment_size(variables: Mapping[str, str]) -> int:

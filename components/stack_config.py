@@ -7,6 +7,7 @@ two agree. Errors name the configuration key.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pulumi
 
 from components.realtime_channel import RealtimeChannelArgs, normalize_args
-from components.sources import SourceError, StreamSource, check_source
+from components.sources import SourceError, StreamSource, check_access, check_source, where_of
 
 PROJECT = "realtime-channel"
 _ARGUMENT = re.compile(r"': (\w+) ")
@@ -26,7 +27,10 @@ KEYS: dict[str, tuple[type, Any, str | None]] = {
     "tokenSecret": (str, "", "token_secret"),
     "tokenMaxLifetimeSeconds": (int, 86400, "token_max_lifetime_seconds"),
     "connectionTtlSeconds": (int, 7200, "connection_ttl_seconds"),
+    "maxSubscriptions": (int, 20, "max_subscriptions"),
+    "tableTopicBuckets": (int, 4, "table_topic_buckets"),
     "sourceTableName": (str, "", None),
+    "sourceAccess": (str, "", None),
     "targetAttribute": (str, "", "target_attribute"),
     "includeOldImage": (bool, False, "include_old_image"),
     "logRetentionDays": (int, 14, "log_retention_days"),
@@ -61,10 +65,17 @@ class ConfigError(ValueError):
     """A configuration value the program cannot use; the message names the key."""
 
 
+ACCESS_EXAMPLE = (
+    '[{"key": {"PK": "USER#{sub}"}}, {"table": true, "when": {"claims.role": "admin"}}]'
+)
+
+
 @dataclass(frozen=True)
 class StackSettings:
     values: dict[str, Any]
     token_secret: pulumi.Output[str] | None
+    access: list[Any] | None = None
+    """``sourceAccess`` parsed: the source's access rules as JSON objects; None when unset."""
 
     def get(self, key: str) -> Any:
         return self.values[key]
@@ -81,10 +92,11 @@ class StackSettings:
         fields["throttling_rate_limit"] = float(fields["throttling_rate_limit"])
         return RealtimeChannelArgs(sources=sources, token_secret=self.token_secret, **fields)
 
-    def source(self, table: Any, name: str | None = None) -> StreamSource:
+    def source(self, table: Any, name: str | None = None, access: Any = ()) -> StreamSource:
         return StreamSource(
             table=table,
             name=name,
+            access=access,
             **{
                 field: self.values[key]
                 for key, (_, _, field) in KEYS.items()
@@ -107,6 +119,22 @@ def _read(config: pulumi.Config, key: str, kind: type, default: Any) -> Any:
     return default if value is None else value
 
 
+def _access(raw: str) -> list[Any] | None:
+    """``sourceAccess``: a JSON list of rule objects (a string: Pulumi.yaml cannot type a list
+    of objects); empty means unset."""
+    if not raw.strip():
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list):
+        raise ConfigError(
+            f"{PROJECT}:sourceAccess: must be a JSON list of access rules, such as {ACCESS_EXAMPLE}"
+        )
+    return parsed
+
+
 def load(config: pulumi.Config | None = None) -> StackSettings:
     """Read and validate every key; raise ``ConfigError`` naming the first bad one."""
     config = config or pulumi.Config(PROJECT)
@@ -121,7 +149,14 @@ def load(config: pulumi.Config | None = None) -> StackSettings:
             f" {PROJECT}:alarmTopicArn (an SNS topic ARN) or {PROJECT}:alarmEmail"
         )
     token = config.get_secret("tokenSecret")
-    settings = StackSettings(values, token)
+    access = _access(values["sourceAccess"])
+    settings = StackSettings(values, token, access)
+    source = settings.source(values["sourceTableName"] or "events", access=access or ())
+    try:
+        check_access("config", source, auth_enabled=values["authEnabled"])
+    except SourceError as bad:
+        why = str(bad).removeprefix(where_of("config", source) + ": ")
+        raise ConfigError(f"{PROJECT}:sourceAccess: {why}") from None
     by_field = {field: key for key, (_, _, field) in KEYS.items() if field}
     placeholder = "secret-checked-at-deploy" if token is not None else None
     try:

@@ -75,7 +75,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources: list[Declared] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.tables = dict(tables or {})
-        """Existing tables the program may look up: name -> getTable result fields."""
+        """Existing tables the program may look up: name -> getTable result fields
+        (camelCase: streamEnabled, streamViewType, hashKey, rangeKey, attributes, ...)."""
 
     # -- queries used by the tests -------------------------------------------------------
     def of_type(self, type_: str) -> list[Declared]:
@@ -175,7 +176,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
             if name not in self.tables:
                 raise Exception(f"ResourceNotFoundException: table {name} not found")
             arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
-            table = {"name": name, "arn": arn, "id": name, "streamEnabled": False}
+            # every table has a key schema; one not given here has partition key "id" (S)
+            table = {
+                "name": name,
+                "arn": arn,
+                "id": name,
+                "streamEnabled": False,
+                "hashKey": "id",
+                "attributes": [{"name": "id", "type": "S"}],
+            }
             table.update(self.tables[name])
             if table.get("streamEnabled") and "streamArn" not in table:
                 table["streamArn"] = f"{arn}/stream/2026-01-01T00:00:00.000"

@@ -216,12 +216,19 @@ class LocalAws:
         except client.exceptions.ResourceNotFoundException:
             return None
         stream = table.get("StreamSpecification") or {}
+        keys = {k["KeyType"]: k["AttributeName"] for k in table.get("KeySchema") or []}
         return {
             "name": name,
             "arn": table["TableArn"],
             "streamEnabled": bool(stream.get("StreamEnabled")),
             "streamViewType": stream.get("StreamViewType"),
             "streamArn": table.get("LatestStreamArn"),
+            "hashKey": keys.get("HASH"),
+            "rangeKey": keys.get("RANGE"),
+            "attributes": [
+                {"name": a["AttributeName"], "type": a["AttributeType"]}
+                for a in table.get("AttributeDefinitions") or []
+            ],
         }
 
 

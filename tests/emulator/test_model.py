@@ -105,7 +105,9 @@ def test_build_broadcaster_environment(model: Model) -> None:
     connections = next(t for t in model.tables.values() if t.logical == "realtime-connections")
     assert broadcaster.timeout == 60.0
     assert broadcaster.environment["CONNECTIONS_TABLE"] == connections.name
-    assert broadcaster.environment["USER_INDEX_NAME"] == "byUser"
+    assert "USER_INDEX_NAME" not in broadcaster.environment  # recipients come from topics
+    subscriptions = next(t for t in model.tables.values() if t.logical == "realtime-subscriptions")
+    assert broadcaster.environment["SUBSCRIPTIONS_TABLE"] == subscriptions.name
     assert all(isinstance(v, str) for v in broadcaster.environment.values())
 
 

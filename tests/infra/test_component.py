@@ -13,6 +13,7 @@ import pytest
 from pulumi.runtime import rpc
 
 from components import (
+    AccessRule,
     RealtimeChannel,
     RealtimeChannelArgs,
     RealtimeChannelTransforms,
@@ -22,6 +23,7 @@ from components import (
 from components.realtime_channel import ACCESS_LOG_FORMAT, RUNTIME
 from components.sources import SourceError
 from handlers import config as handler_config
+from handlers.access import parse_rule
 from tests.infra.harness import ACCOUNT, REGION, RecordingMocks, run
 
 SECRET = "component-test-secret-0123456789"
@@ -36,7 +38,7 @@ def events_table(name: str = "events", view: str = "NEW_AND_OLD_IMAGES", **extra
     return aws.dynamodb.Table(
         name,
         hash_key="PK",
-        attributes=[aws.dynamodb.TableAttributeArgs(name="PK", type="S")],
+        attributes=extra.pop("attributes", [aws.dynamodb.TableAttributeArgs(name="PK", type="S")]),
         stream_enabled=extra.pop("stream_enabled", True),
         stream_view_type=view,
         **extra,
@@ -54,7 +56,8 @@ def channel_program(
         if captured is not None:
             captured["channel"] = channel
             for attribute in (
-                "url", "management_endpoint", "connections_table_name", "api_id", "stage_name",
+                "url", "management_endpoint", "connections_table_name", "subscriptions_table_name",
+                "api_id", "stage_name",
                 "dead_letter_queue_url", "function_names",
             ):  # fmt: skip
                 getattr(channel, attribute).apply(
@@ -184,6 +187,7 @@ def test_token_secret_goes_only_into_an_ssm_secure_string(declared: RecordingMoc
     assert env == {
         "TOKEN_SECRET_PARAMETER": outputs_of(declared, "chat-token-secret")["name"],
         "TOKEN_MAX_LIFETIME_SECONDS": "86400",
+        "IDENTITY_CLAIMS": "",  # the source's rules read no claim
     }
 
 
@@ -349,10 +353,24 @@ def test_connections_table_follows_the_contract(declared: RecordingMocks) -> Non
     assert table["deletionProtectionEnabled"] is True
 
 
+def test_subscriptions_table_is_the_topic_index(declared: RecordingMocks) -> None:
+    table = declared.named("chat-subscriptions").inputs
+    assert (table["hashKey"], table["rangeKey"]) == ("topic", "sk")
+    assert table["attributes"] == [{"name": "topic", "type": "S"}, {"name": "sk", "type": "S"}]
+    assert table["billingMode"] == "PAY_PER_REQUEST"
+    assert table["ttl"] == {"attributeName": "ttl", "enabled": True}
+    assert "globalSecondaryIndexes" not in table  # strongly consistent reads: a table, no GSI
+    assert table["serverSideEncryption"] == {"enabled": True}
+    assert table["pointInTimeRecovery"] == {"enabled": True}
+    assert table["deletionProtectionEnabled"] is True
+
+
 def test_table_protection_defaults_off() -> None:
-    table = run(channel_program()).named("chat-connections").inputs
-    assert table["pointInTimeRecovery"] == {"enabled": False}
-    assert table["deletionProtectionEnabled"] is False
+    mocks = run(channel_program())
+    for name in ("chat-connections", "chat-subscriptions"):
+        table = mocks.named(name).inputs
+        assert table["pointInTimeRecovery"] == {"enabled": False}
+        assert table["deletionProtectionEnabled"] is False
 
 
 def test_dead_letter_queue_is_encrypted(declared: RecordingMocks) -> None:
@@ -405,12 +423,35 @@ def test_every_function_gets_the_environment_its_handler_requires(declared: Reco
     for kind, load in loaders.items():
         env = declared.named(f"chat-{kind}").inputs["environment"]["variables"]
         load(env)  # raises ConfigError naming anything missing or malformed
+    connections = outputs_of(declared, "chat-connections")["name"]
+    subscriptions = outputs_of(declared, "chat-subscriptions")["name"]
     broadcaster = handler_config.broadcaster_config(
         declared.named("chat-broadcaster").inputs["environment"]["variables"]
     )
-    assert broadcaster.connections_table == outputs_of(declared, "chat-connections")["name"]
+    assert broadcaster.connections_table == connections
+    assert broadcaster.subscriptions_table == subscriptions
+    assert broadcaster.table_buckets == 4
     assert broadcaster.target_attribute == "owner"
     assert broadcaster.send_concurrency == 64
+    default = handler_config.default_config(
+        declared.named("chat-default").inputs["environment"]["variables"]
+    )
+    assert (default.connections_table, default.subscriptions_table) == (connections, subscriptions)
+    assert (default.max_subscriptions, default.table_buckets) == (20, 4)
+    assert set(default.sources) == {"events"}
+    disconnect = handler_config.disconnect_config(
+        declared.named("chat-disconnect").inputs["environment"]["variables"]
+    )
+    assert (disconnect.connections_table, disconnect.subscriptions_table) == (
+        connections, subscriptions
+    )  # fmt: skip
+
+
+def test_subscription_limits_reach_the_functions() -> None:
+    mocks = run(channel_program(max_subscriptions=100, table_topic_buckets=64))
+    default = handler_config.default_config(default_env(mocks))
+    assert (default.max_subscriptions, default.table_buckets) == (100, 64)
+    assert handler_config.broadcaster_config(broadcaster_env(mocks)).table_buckets == 64
 
 
 def test_management_endpoint_is_derived_from_the_stage_invoke_url(declared: RecordingMocks) -> None:
@@ -573,9 +614,19 @@ def test_manage_connections_is_granted_only_on_this_stage_posts(declared: Record
 def test_each_role_policy_names_its_own_resources(declared: RecordingMocks) -> None:
     docs = documents(declared)
     table_arn = outputs_of(declared, "chat-connections")["arn"]
+    subscriptions_arn = outputs_of(declared, "chat-subscriptions")["arn"]
     by_sid = {s["Sid"]: s for s in docs["chat-broadcaster-policy"]["Statement"]}
-    assert by_sid["ListUserConnections"]["Resource"] == [f"{table_arn}/index/byUser"]
+    assert by_sid["FindSubscribers"]["Action"] == ["dynamodb:Query"]
+    assert by_sid["FindSubscribers"]["Resource"] == [subscriptions_arn]
+    assert by_sid["RemoveStaleConnections"]["Resource"] == [table_arn]
+    assert by_sid["RemoveStaleSubscriptions"]["Resource"] == [subscriptions_arn]
     assert by_sid["ReportFailedBatches"]["Resource"] == [outputs_of(declared, "chat-dlq")["arn"]]
+    default = {s["Sid"]: s for s in docs["chat-default-policy"]["Statement"]}
+    assert default["ReadAndCountSubscriptions"]["Resource"] == [table_arn]
+    assert default["StoreSubscriptions"]["Resource"] == [subscriptions_arn]
+    disconnect = {s["Sid"]: s for s in docs["chat-disconnect-policy"]["Statement"]}
+    assert disconnect["RemoveConnection"]["Resource"] == [table_arn]
+    assert disconnect["RemoveSubscriptions"]["Resource"] == [subscriptions_arn]
     connect = {s["Sid"]: s for s in docs["chat-connect-policy"]["Statement"]}
     assert connect["StoreConnection"]["Action"] == ["dynamodb:PutItem"]
     assert connect["StoreConnection"]["Resource"] == [table_arn]
@@ -643,6 +694,7 @@ def test_transforms_adjust_child_args_before_creation() -> None:
         function=function,
         stage=lambda args: setattr(args, "description", "stage!"),
         connections_table=lambda args: setattr(args, "table_class", "STANDARD_INFREQUENT_ACCESS"),
+        subscriptions_table=lambda args: setattr(args, "table_class", "STANDARD"),
         dead_letter_queue=lambda args: setattr(args, "message_retention_seconds", 3600),
         event_source_mapping=lambda label, args: setattr(args, "batch_size", 7),
     )
@@ -653,6 +705,7 @@ def test_transforms_adjust_child_args_before_creation() -> None:
     assert mocks.named("chat-connect").inputs["memorySize"] == 256
     assert mocks.named("chat-stage").inputs["description"] == "stage!"
     assert mocks.named("chat-connections").inputs["tableClass"] == "STANDARD_INFREQUENT_ACCESS"
+    assert mocks.named("chat-subscriptions").inputs["tableClass"] == "STANDARD"
     assert mocks.named("chat-dlq").inputs["messageRetentionSeconds"] == 3600
     assert mocks.one(MAPPING).inputs["batchSize"] == 7
 
@@ -676,15 +729,16 @@ def test_children_are_parented_to_the_component() -> None:
     captured: dict[str, Any] = {}
     run(channel_program(captured=captured))
     channel = captured["channel"]
-    children = [channel.api, channel.stage, channel.connections_table, channel.dead_letter_queue,
-                *channel.functions.values(), *channel.event_source_mappings.values()]  # fmt: skip
+    children = [channel.api, channel.stage, channel.connections_table, channel.subscriptions_table,
+                channel.dead_letter_queue, *channel.functions.values(),
+                *channel.event_source_mappings.values()]  # fmt: skip
 
     def collect() -> None:
         for child in children:
             child.urn.apply(urns.append)
 
     run(collect)
-    assert len(urns) == len(children) == 10
+    assert len(urns) == len(children) == 11
     assert all("::realtime:index:RealtimeChannel$aws:" in urn for urn in urns)
 
 
@@ -695,6 +749,7 @@ def test_outputs_resolve_to_the_children_values() -> None:
     assert captured["url"] == stage["invokeUrl"]
     assert captured["management_endpoint"] == "https://" + stage["invokeUrl"].removeprefix("wss://")
     assert captured["connections_table_name"] == outputs_of(mocks, "chat-connections")["name"]
+    assert captured["subscriptions_table_name"] == outputs_of(mocks, "chat-subscriptions")["name"]
     assert captured["stage_name"] == "dev"
     assert captured["dead_letter_queue_url"] == outputs_of(mocks, "chat-dlq")["url"]
     assert captured["function_names"] == {
@@ -717,6 +772,11 @@ def test_outputs_resolve_to_the_children_values() -> None:
         ({"broadcaster_memory_size": 10_241}, "broadcaster_memory_size"),
         ({"broadcaster_timeout_seconds": 901}, "broadcaster_timeout_seconds"),
         ({"send_concurrency": 0}, "send_concurrency"),
+        ({"max_subscriptions": 0}, "max_subscriptions"),
+        ({"max_subscriptions": 101}, "max_subscriptions"),
+        ({"table_topic_buckets": 0}, "table_topic_buckets"),
+        ({"table_topic_buckets": 65}, "table_topic_buckets"),
+        ({"table_topic_buckets": 4.0}, "table_topic_buckets"),
         ({"alarm_email": "nobody"}, "alarm_email"),
         ({"alarms": True, "alarm_topic_arn": "arn:aws:sqs:us-east-1:1:q"}, "alarm_topic_arn"),
         ({"alarms": True}, "alarm_topic_arn or alarm_email"),
@@ -762,32 +822,289 @@ def broadcaster_env(mocks: RecordingMocks) -> dict[str, Any]:
     return variables
 
 
-def test_broadcaster_sources_map_each_label_to_its_physical_table(
+def default_env(mocks: RecordingMocks) -> dict[str, Any]:
+    variables: dict[str, Any] = mocks.named("chat-default").inputs["environment"]["variables"]
+    return variables
+
+
+def test_sources_describe_each_source_to_the_broadcaster_and_the_default_function(
     declared: RecordingMocks,
 ) -> None:
-    sources = json.loads(broadcaster_env(declared)["SOURCES"])
-    assert sources == {"events": {"table": outputs_of(declared, "events")["name"]}}
+    events = outputs_of(declared, "events")["name"]
+    expected = {"events": {"table": events, "keys": [["PK", "S"]], "oldImage": True, "access": []}}
+    assert json.loads(broadcaster_env(declared)["SOURCES"]) == expected
+    assert default_env(declared)["SOURCES"] == broadcaster_env(declared)["SOURCES"]
     config = handler_config.broadcaster_config(broadcaster_env(declared))
-    assert dict(config.sources) == {"events": outputs_of(declared, "events")["name"]}
+    source = config.sources["events"]
+    assert (source.table, source.keys, source.old_image, source.access) == (
+        events, (("PK", "S"),), True, ()
+    )  # fmt: skip
 
 
-def test_sources_attached_after_the_constructor_reach_the_broadcaster() -> None:
+ORDERS = {
+    "streamEnabled": True,
+    "streamViewType": "NEW_IMAGE",
+    "hashKey": "customer",
+    "rangeKey": "placedAt",
+    "attributes": [{"name": "customer", "type": "S"}, {"name": "placedAt", "type": "N"}],
+}
+
+
+def test_sources_attached_after_the_constructor_reach_both_functions() -> None:
     def program() -> None:
         channel = RealtimeChannel(
             "chat", RealtimeChannelArgs(token_secret=SECRET, sources=[StreamSource(events_table())])
         )
         channel.attach(StreamSource(events_table("later"), name="news"))
-        channel.attach(StreamSource("orders"))
+        channel.attach(StreamSource("orders", access=[AccessRule(key={"customer": "{sub}"})]))
 
-    mocks = RecordingMocks(
-        tables={"orders": {"streamEnabled": True, "streamViewType": "NEW_IMAGE"}}
-    )
+    mocks = RecordingMocks(tables={"orders": ORDERS})
     run(program, mocks=mocks)
-    assert json.loads(broadcaster_env(mocks)["SOURCES"]) == {
-        "events": {"table": outputs_of(mocks, "events")["name"]},
-        "news": {"table": outputs_of(mocks, "later")["name"]},
-        "orders": {"table": "orders"},
+    expected = {
+        "events": {
+            "table": outputs_of(mocks, "events")["name"],
+            "keys": [["PK", "S"]],
+            "oldImage": True,
+            "access": [],
+        },
+        "news": {
+            "table": outputs_of(mocks, "later")["name"],
+            "keys": [["PK", "S"]],
+            "oldImage": True,
+            "access": [],
+        },
+        "orders": {
+            "table": "orders",
+            "keys": [["customer", "S"], ["placedAt", "N"]],
+            "oldImage": False,
+            "access": [{"key": {"customer": "{sub}"}}],
+        },
     }
+    assert json.loads(broadcaster_env(mocks)["SOURCES"]) == expected
+    assert json.loads(default_env(mocks)["SOURCES"]) == expected
+
+
+# -- access rules ----------------------------------------------------------------------------
+
+RULES = [
+    AccessRule(key={"PK": "USER#{sub}"}),
+    AccessRule(key={"PK": "TENANT#{claims.tenant}"}, fields=["status", "total"]),
+    AccessRule(table=True, when={"claims.role": "admin"}),
+    AccessRule(table=True, when={"claims.groups": ["ops", "support"]}, fields=("status",)),
+]
+RULES_JSON: list[dict[str, Any]] = [
+    {"key": {"PK": "USER#{sub}"}},
+    {"key": {"PK": "TENANT#{claims.tenant}"}, "fields": ["status", "total"]},
+    {"table": True, "when": {"claims.role": "admin"}},
+    {"table": True, "when": {"claims.groups": ["ops", "support"]}, "fields": ["status"]},
+]
+
+
+def test_access_rules_are_compiled_into_sources_as_the_functions_read_them() -> None:
+    mocks = run(channel_program(sources=lambda: [StreamSource(events_table(), access=RULES)]))
+    for env in (broadcaster_env(mocks), default_env(mocks)):
+        assert json.loads(env["SOURCES"])["events"]["access"] == RULES_JSON
+    parsed = handler_config.default_config(default_env(mocks)).sources["events"].access
+    assert [rule.to_json() for rule in parsed] == [
+        {"key": {"PK": "USER#{sub}"}},
+        {"key": {"PK": "TENANT#{claims.tenant}"}, "fields": ["status", "total"]},
+        {"table": True, "when": {"claims.role": ["admin"]}},
+        {"table": True, "when": {"claims.groups": ["ops", "support"]}, "fields": ["status"]},
+    ]
+
+
+def test_access_rules_may_be_given_as_json_objects() -> None:
+    mocks = run(channel_program(sources=lambda: [StreamSource(events_table(), access=RULES_JSON)]))
+    assert json.loads(default_env(mocks)["SOURCES"])["events"]["access"] == RULES_JSON
+
+
+def test_access_rule_to_json_is_what_the_handlers_parse_back() -> None:
+    for rule, expected in zip(RULES, RULES_JSON, strict=True):
+        assert rule.to_json() == expected
+        assert parse_rule(rule.to_json(), ["PK"]) == parse_rule(expected, ["PK"])
+
+
+def test_the_authorizer_passes_on_exactly_the_claims_the_rules_read() -> None:
+    def program() -> None:
+        channel = RealtimeChannel(
+            "chat",
+            RealtimeChannelArgs(
+                token_secret=SECRET, sources=[StreamSource(events_table(), access=RULES)]
+            ),
+        )
+        channel.attach(
+            StreamSource(
+                "orders", access=[AccessRule(key={"customer": "{claims.org}-{claims.tenant}"})]
+            )
+        )
+
+    mocks = RecordingMocks(tables={"orders": ORDERS})
+    run(program, mocks=mocks)
+    env = mocks.named("chat-authorizer").inputs["environment"]["variables"]
+    assert env["IDENTITY_CLAIMS"] == "groups,org,role,tenant"
+    assert handler_config.authorizer_config(env).identity_claims == (
+        "groups", "org", "role", "tenant"
+    )  # fmt: skip
+
+
+def test_identity_claims_are_known_in_a_preview_of_a_new_stack() -> None:
+    sources = lambda: [StreamSource(events_table(), access=RULES)]  # noqa: E731
+    mocks = run(channel_program(sources=sources), preview=True)
+    env = mocks.named("chat-authorizer").inputs["environment"]["variables"]
+    assert env["IDENTITY_CLAIMS"] == "groups,role,tenant"
+
+
+BAD_RULES = [
+    pytest.param(
+        [AccessRule(table=True), AccessRule(key={"SK": "x"})],
+        r"access\[1\]: key must name the partition key 'PK'",
+        id="no-partition-key",
+    ),
+    pytest.param(
+        [AccessRule(key={"PK": "x", "owner": "{sub}"})],
+        r"access\[0\]: key names 'owner', which is not a key attribute \(PK, SK\)",
+        id="not-a-key-attribute",
+    ),
+    pytest.param(
+        [AccessRule(key={"PK": "x"}, table=True)],
+        r"access\[0\]: a rule has either a key or table=True",
+        id="key-and-table",
+    ),
+    pytest.param([AccessRule()], r"access\[0\]: a rule has either a key", id="neither"),
+    pytest.param(
+        [AccessRule(key={"PK": "USER#{user}"})],
+        r"access\[0\]: placeholder \{user\}",
+        id="unknown-placeholder",
+    ),
+    pytest.param(
+        [AccessRule(key={"PK": "USER#{sub"})], r"access\[0\]: .*unmatched brace", id="brace"
+    ),
+    pytest.param(
+        [AccessRule(table=True, when={"role": "admin"})],
+        r"access\[0\]: when names 'role'",
+        id="when-path",
+    ),
+    pytest.param(
+        [AccessRule(table=True, fields="status")],
+        r"access\[0\]: fields must be a list",
+        id="fields-not-a-list",
+    ),
+    pytest.param(
+        [{"table": True, "columns": ["a"]}], r"access\[0\]: unknown rule field 'columns'", id="json"
+    ),
+    pytest.param(["table"], r"access\[0\] must be an AccessRule", id="not-a-rule"),
+]
+
+
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "up"])
+@pytest.mark.parametrize(("rules", "message"), BAD_RULES)
+def test_bad_rules_fail_naming_the_component_source_and_rule(
+    rules: list[Any], message: str, preview: bool
+) -> None:
+    def sources() -> list[StreamSource]:
+        table = events_table(
+            range_key="SK",
+            attributes=[
+                aws.dynamodb.TableAttributeArgs(name="PK", type="S"),
+                aws.dynamodb.TableAttributeArgs(name="SK", type="S"),
+            ],
+        )
+        return [StreamSource(table, access=rules)]
+
+    # SourceError is a ValueError; Pulumi wraps one raised while resolving an input
+    with pytest.raises(ValueError, match=r"RealtimeChannel 'chat', source 'events': " + message):
+        run(channel_program(sources=sources), preview=preview)
+
+
+def test_a_preview_that_does_not_know_the_sort_key_yet_still_checks_the_partition_key() -> None:
+    # events_table() sets no range_key: a mocked preview shows it unknown
+    def sources(rule: AccessRule) -> Callable[[], list[StreamSource]]:
+        return lambda: [StreamSource(events_table(), access=[rule])]
+
+    with pytest.raises(ValueError, match=r"access\[0\]: key must name the partition key 'PK'"):
+        run(channel_program(sources=sources(AccessRule(key={"SK": "x"}))), preview=True)
+    # the deploy knows there is no sort key
+    run(channel_program(sources=sources(AccessRule(key={"PK": "x", "SK": "y"}))), preview=True)
+    with pytest.raises(ValueError, match=r"key names 'SK', which is not a key attribute \(PK\)"):
+        run(channel_program(sources=sources(AccessRule(key={"PK": "x", "SK": "y"}))))
+
+
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "up"])
+def test_rules_of_an_existing_table_are_checked_against_its_key_schema(preview: bool) -> None:
+    source = StreamSource("orders", access=[AccessRule(key={"customer": "{sub}", "PK": "x"})])
+    with pytest.raises(
+        ValueError,
+        match=r"source 'orders': access\[0\]: key names 'PK', which is not a key attribute"
+        r" \(customer, placedAt\)",
+    ):
+        run(
+            channel_program(sources=lambda: [source]),
+            mocks=RecordingMocks(preview=preview, tables={"orders": ORDERS}),
+            preview=preview,
+        )
+
+
+@pytest.mark.parametrize(
+    ("rule", "uses"),
+    [
+        (AccessRule(key={"PK": "USER#{sub}"}), "{sub}"),
+        (AccessRule(key={"PK": "T#{claims.tenant}"}), "{claims.tenant}"),
+        (AccessRule(table=True, when={"sub": "alice"}), "when"),
+    ],
+)
+def test_identity_rules_are_refused_without_auth(rule: AccessRule, uses: str) -> None:
+    def sources() -> list[StreamSource]:
+        return [StreamSource(events_table(), access=[AccessRule(table=True), rule])]
+
+    with pytest.raises(SourceError) as error:
+        run(channel_program(sources=sources, auth_enabled=False), preview=True)
+    message = str(error.value)
+    assert message.startswith("RealtimeChannel 'chat', source 'events': access[1] uses the")
+    assert uses in message and "auth_enabled is off" in message
+
+
+def test_rules_without_identity_are_accepted_without_auth() -> None:
+    def sources() -> list[StreamSource]:
+        return [StreamSource(events_table(), access=[AccessRule(table=True, fields=["status"])])]
+
+    mocks = run(channel_program(sources=sources, auth_enabled=False))
+    assert json.loads(default_env(mocks)["SOURCES"])["events"]["access"] == [
+        {"table": True, "fields": ["status"]}
+    ]
+
+
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "up"])
+def test_target_attribute_needs_old_images_on_every_source(preview: bool) -> None:
+    def sources() -> list[StreamSource]:
+        return [StreamSource(events_table()), StreamSource(events_table("news", "NEW_IMAGE"))]
+
+    with pytest.raises(ValueError) as error:
+        run(channel_program(sources=sources, target_attribute="owner"), preview=preview)
+    message = str(error.value)
+    assert "RealtimeChannel 'chat', source 'news': target_attribute 'owner'" in message
+    assert "needs the old image, but table 'news' streams 'NEW_IMAGE'" in message
+    assert 'stream_view_type="NEW_AND_OLD_IMAGES"' in message
+
+
+def test_target_attribute_needs_old_images_on_an_existing_table_too() -> None:
+    mocks = RecordingMocks(tables={"orders": ORDERS})
+    with pytest.raises(ValueError, match=r"source 'orders': target_attribute 'owner'"):
+        run(
+            channel_program(sources=lambda: [StreamSource("orders")], target_attribute="owner"),
+            mocks=mocks,
+        )
+
+
+def test_rules_count_in_the_environment_estimate_at_preview() -> None:
+    # short names, but rules long enough to leave no room for the other variables
+    fields = [f"attribute_{i:03d}_{'x' * 20}" for i in range(100)]
+
+    def sources() -> list[StreamSource]:
+        return [StreamSource(events_table(), access=[AccessRule(table=True, fields=fields)])]
+
+    with pytest.raises(SourceError, match=r"source 'events': the functions' SOURCES") as error:
+        run(channel_program(sources=sources), preview=True)
+    assert "fewer or shorter access rules" in str(error.value)
 
 
 def test_sources_are_unknown_not_wrong_in_a_preview_of_a_new_stack() -> None:
@@ -813,7 +1130,7 @@ def test_sources_that_would_overflow_the_broadcaster_environment_are_refused_at_
         tables={name: {"streamEnabled": True, "streamViewType": "NEW_IMAGE"} for name in names},
     )
     sources = [StreamSource(name, name=f"s{i}") for i, name in enumerate(names)]
-    with pytest.raises(SourceError, match=r"source 's\d+': the broadcaster's SOURCES") as error:
+    with pytest.raises(SourceError, match=r"source 's\d+': the functions' SOURCES") as error:
         run(channel_program(sources=lambda: sources), mocks=mocks, preview=True)
     assert "4 KB" in str(error.value) and "split the sources" in str(error.value)
 

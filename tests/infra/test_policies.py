@@ -23,6 +23,7 @@ from components.sources import (
 ACCOUNT = "123456789012"
 LOG_GROUP = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:realtime-connect-logs"
 TABLE = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/realtime-connections"
+SUBSCRIPTIONS = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/realtime-subscriptions"
 SOURCE_TABLE = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/events"
 STREAM = f"{SOURCE_TABLE}/stream/2026-01-01T00:00:00.000"
 STAGE = f"arn:aws:execute-api:us-east-1:{ACCOUNT}:abc123/dev"
@@ -48,20 +49,33 @@ POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
         LOGS | {("dynamodb:PutItem", TABLE)},
     ),
     "disconnect": (
-        lambda: policies.disconnect_policy(LOG_GROUP, TABLE),
-        LOGS | {("dynamodb:DeleteItem", TABLE)},
-    ),
-    "default": (
-        lambda: policies.default_policy(LOG_GROUP, STAGE),
-        LOGS | {MANAGE},
-    ),
-    "broadcaster": (
-        lambda: policies.broadcaster_policy(LOG_GROUP, TABLE, "byUser", STAGE, QUEUE),
+        lambda: policies.disconnect_policy(LOG_GROUP, TABLE, SUBSCRIPTIONS),
         LOGS
         | {
-            ("dynamodb:Scan", TABLE),
-            ("dynamodb:Query", f"{TABLE}/index/byUser"),
             ("dynamodb:DeleteItem", TABLE),
+            ("dynamodb:DeleteItem", SUBSCRIPTIONS),
+            ("dynamodb:BatchWriteItem", SUBSCRIPTIONS),
+        },
+    ),
+    "default": (
+        lambda: policies.default_policy(LOG_GROUP, STAGE, TABLE, SUBSCRIPTIONS),
+        LOGS
+        | {
+            MANAGE,
+            ("dynamodb:GetItem", TABLE),
+            ("dynamodb:UpdateItem", TABLE),
+            ("dynamodb:PutItem", SUBSCRIPTIONS),
+            ("dynamodb:DeleteItem", SUBSCRIPTIONS),
+        },
+    ),
+    "broadcaster": (
+        lambda: policies.broadcaster_policy(LOG_GROUP, TABLE, SUBSCRIPTIONS, STAGE, QUEUE),
+        LOGS
+        | {
+            ("dynamodb:Query", SUBSCRIPTIONS),
+            ("dynamodb:DeleteItem", TABLE),
+            ("dynamodb:DeleteItem", SUBSCRIPTIONS),
+            ("dynamodb:BatchWriteItem", SUBSCRIPTIONS),
             MANAGE,
             ("sqs:SendMessage", QUEUE),
         },
@@ -159,6 +173,45 @@ def test_function_writes_only_its_own_log_group(name: str) -> None:
 @pytest.mark.parametrize("name", POLICIES)
 def test_policy_never_creates_log_groups(name: str) -> None:
     assert "logs:CreateLogGroup" not in POLICIES[name][0]()
+
+
+@pytest.mark.parametrize("name", FUNCTION_POLICIES)
+def test_no_function_scans_a_table_or_reads_an_index(name: str) -> None:
+    # recipients are found with a Query per topic on the subscriptions table, never a Scan
+    # of every connection; the connections table's byUser index is no one's business
+    grants = _grants(_statements(name))
+    assert not [action for action, _ in grants if action == "dynamodb:Scan"]
+    assert not [resource for _, resource in grants if "/index/" in resource]
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("authorizer", set()),
+        ("connect", {"dynamodb:PutItem"}),
+        ("disconnect", {"dynamodb:DeleteItem"}),
+        ("default", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
+        ("broadcaster", {"dynamodb:DeleteItem"}),
+    ],
+)
+def test_connections_table_actions_per_function(name: str, allowed: set[str]) -> None:
+    granted = {a for a, r in _grants(_statements(name)) if r == TABLE}
+    assert granted == allowed
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("authorizer", set()),
+        ("connect", set()),
+        ("disconnect", {"dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}),
+        ("default", {"dynamodb:PutItem", "dynamodb:DeleteItem"}),
+        ("broadcaster", {"dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}),
+    ],
+)
+def test_subscriptions_table_actions_per_function(name: str, allowed: set[str]) -> None:
+    granted = {a for a, r in _grants(_statements(name)) if r == SUBSCRIPTIONS}
+    assert granted == allowed
 
 
 def test_logs_statement_accepts_an_arn_that_already_ends_in_star() -> None:

@@ -41,6 +41,7 @@ ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 PARAMETER = "aws:ssm/parameter:Parameter"
 GET_TABLE = "aws:dynamodb/getTable:getTable"
 CONNECTIONS_TABLE = "realtime-connections"
+SUBSCRIPTIONS_TABLE = "realtime-subscriptions"
 EXISTING = "orders"
 EXISTING_STREAM_ARN = (
     f"arn:aws:dynamodb:us-east-1:123456789012:table/{EXISTING}/stream/2026-02-02T00:00:00.000"
@@ -70,10 +71,24 @@ def _existing_table_run() -> RecordingMocks:
                 "streamEnabled": True,
                 "streamViewType": "NEW_AND_OLD_IMAGES",
                 "streamArn": EXISTING_STREAM_ARN,
+                **ORDERS_KEYS,
             }
         }
     )
     return run_main("dev", overrides={"sourceTableName": EXISTING}, mocks=mocks)
+
+
+ORDERS_KEYS = {
+    "hashKey": "customer",
+    "rangeKey": "orderId",
+    "attributes": [{"name": "customer", "type": "S"}, {"name": "orderId", "type": "S"}],
+}
+
+
+def _sources(mocks: RecordingMocks, kind: str = "default") -> dict[str, Any]:
+    env = mocks.one(FUNCTION, f"realtime-{kind}").inputs["environment"]["variables"]
+    sources: dict[str, Any] = json.loads(env["SOURCES"])
+    return sources
 
 
 def _main_program() -> None:
@@ -204,7 +219,7 @@ def test_token_max_lifetime_config_reaches_the_authorizer() -> None:
 
 def test_source_table_override_declares_no_demo_table() -> None:
     tables = _existing_table_run().of_type(TABLE)
-    assert [t.name for t in tables] == [CONNECTIONS_TABLE]
+    assert [t.name for t in tables] == [CONNECTIONS_TABLE, SUBSCRIPTIONS_TABLE]
 
 
 def test_source_table_override_looks_the_table_up_by_name() -> None:
@@ -234,6 +249,102 @@ def test_source_table_without_new_images_fails_naming_the_table_and_the_fix(
     assert not mocks.of_type(MAPPING)
 
 
+# -- subscriptions: who may subscribe, limits -----------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_demo_table_lets_any_signed_in_user_subscribe_to_all_of_it(stack: str) -> None:
+    mocks = _stack_run(stack, False)
+    events = mocks.one(TABLE, "events").outputs["name"]
+    expected = {
+        "events": {
+            "table": events,
+            "keys": [["PK", "S"], ["SK", "S"]],
+            "oldImage": True,
+            "access": [{"table": True}],
+        }
+    }
+    assert _sources(mocks, "default") == _sources(mocks, "broadcaster") == expected
+    authorizer = mocks.one(FUNCTION, "realtime-authorizer").inputs["environment"]["variables"]
+    assert authorizer["IDENTITY_CLAIMS"] == ""
+
+
+def test_an_existing_table_without_source_access_accepts_no_one_and_says_so() -> None:
+    warnings: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pulumi.log, "warn", lambda message, *a, **k: warnings.append(message))
+        mocks = RecordingMocks(tables={EXISTING: {**ORDERS_KEYS, "streamEnabled": True,
+                                                  "streamViewType": "NEW_IMAGE"}})  # fmt: skip
+        run_main("dev", overrides={"sourceTableName": EXISTING}, mocks=mocks)
+    assert _sources(mocks)[EXISTING] == {
+        "table": EXISTING,
+        "keys": [["customer", "S"], ["orderId", "S"]],
+        "oldImage": False,
+        "access": [],
+    }
+    (warning,) = [w for w in warnings if "sourceAccess" in w]
+    assert f"table {EXISTING!r} accepts no subscription (default deny)" in warning
+
+
+def test_source_access_sets_the_rules_of_an_existing_table() -> None:
+    rules = [
+        {"key": {"customer": "{sub}"}},
+        {"table": True, "when": {"claims.role": "admin"}, "fields": ["status"]},
+    ]
+    mocks = RecordingMocks(tables={EXISTING: {**ORDERS_KEYS, "streamEnabled": True,
+                                              "streamViewType": "NEW_AND_OLD_IMAGES"}})  # fmt: skip
+    run_main(
+        "dev",
+        overrides={"sourceTableName": EXISTING, "sourceAccess": json.dumps(rules)},
+        mocks=mocks,
+    )
+    assert _sources(mocks)[EXISTING]["access"] == rules
+    assert _sources(mocks, "broadcaster")[EXISTING]["access"] == rules
+    authorizer = mocks.one(FUNCTION, "realtime-authorizer").inputs["environment"]["variables"]
+    assert authorizer["IDENTITY_CLAIMS"] == "role"
+
+
+def test_source_access_replaces_the_demo_rule() -> None:
+    rules = [{"key": {"PK": "USER#{sub}"}}]
+    mocks = run_main("dev", overrides={"sourceAccess": json.dumps(rules)})
+    assert _sources(mocks)["events"]["access"] == rules
+
+
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "up"])
+def test_source_access_that_does_not_fit_the_tables_keys_fails_naming_source_and_rule(
+    preview: bool,
+) -> None:
+    mocks = RecordingMocks(preview=preview, tables={EXISTING: {**ORDERS_KEYS,
+        "streamEnabled": True, "streamViewType": "NEW_AND_OLD_IMAGES"}})  # fmt: skip
+    access = json.dumps([{"table": True}, {"key": {"PK": "USER#{sub}"}}])
+    with pytest.raises(ValueError) as error:
+        run_main(
+            "dev",
+            preview=preview,
+            overrides={"sourceTableName": EXISTING, "sourceAccess": access},
+            mocks=mocks,
+        )
+    assert f"source {EXISTING!r}: access[1]: key must name the partition key 'customer'" in str(
+        error.value
+    )
+
+
+def test_identity_rules_without_auth_fail_naming_source_access() -> None:
+    access = json.dumps([{"key": {"PK": "USER#{sub}"}}])
+    with pytest.raises(stack_config.ConfigError) as error:
+        run_main("dev", overrides={"authEnabled": "false", "sourceAccess": access})
+    message = str(error.value)
+    assert message.startswith(f"{PROJECT}:sourceAccess: access[0] uses the identity ({{sub}})")
+
+
+def test_subscription_limits_come_from_the_stack_config() -> None:
+    mocks = run_main("dev", overrides={"maxSubscriptions": "5", "tableTopicBuckets": "16"})
+    default = mocks.one(FUNCTION, "realtime-default").inputs["environment"]["variables"]
+    broadcaster = mocks.one(FUNCTION, "realtime-broadcaster").inputs["environment"]["variables"]
+    assert (default["MAX_SUBSCRIPTIONS"], default["TABLE_TOPIC_BUCKETS"]) == ("5", "16")
+    assert broadcaster["TABLE_TOPIC_BUCKETS"] == "16"
+
+
 # -- stack outputs -----------------------------------------------------------------------------
 
 
@@ -261,6 +372,7 @@ def test_exports_the_documented_names(exports: dict[str, Any]) -> None:
         "url",
         "managementEndpoint",
         "connectionsTableName",
+        "subscriptionsTableName",
         "apiId",
         "stageName",
         "deadLetterQueueUrl",
@@ -299,6 +411,10 @@ def test_exported_source_table_name_is_the_demo_tables_physical_name(
 ) -> None:
     assert exports["sourceTableName"].startswith("events-")
     assert exports["connectionsTableName"].startswith("realtime-connections-")
+    assert exports["subscriptionsTableName"].startswith("realtime-subscriptions-")
+    mocks = _stack_run("dev", False)
+    default = mocks.one(FUNCTION, "realtime-default").inputs["environment"]["variables"]
+    assert default["SUBSCRIPTIONS_TABLE"] == mocks.one(TABLE, SUBSCRIPTIONS_TABLE).outputs["name"]
 
 
 # -- configuration errors name the key ------------------------------------------------------
@@ -321,6 +437,14 @@ def test_exported_source_table_name_is_the_demo_tables_physical_name(
         ("alarmTopicArn", "oncall"),
         ("stageName", "bad name!"),
         ("authEnabled", "maybe"),
+        ("maxSubscriptions", "0"),
+        ("maxSubscriptions", "101"),
+        ("tableTopicBuckets", "65"),
+        ("tableTopicBuckets", "many"),
+        ("sourceAccess", "table: true"),
+        ("sourceAccess", '{"table": true}'),
+        ("sourceAccess", '[{"table": "yes"}]'),
+        ("sourceAccess", '[{"table": true}, {"key": {"PK": "{user}"}}]'),
     ],
 )
 def test_bad_config_value_raises_config_error_naming_the_key(key: str, value: str) -> None:
