@@ -181,7 +181,8 @@ def build(resources: Iterable[Declared]) -> Model:
         )
     model.stage = stages[0].inputs["name"]
 
-    for resource in by_type.get("aws:dynamodb/table:Table", []):
+    # by logical name: resources register in no fixed order, and what prints them should not
+    for resource in sorted(by_type.get("aws:dynamodb/table:Table", []), key=lambda r: r.name):
         table = _table(resource)
         model.tables[table.name] = table
 

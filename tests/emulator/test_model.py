@@ -100,6 +100,14 @@ def test_build_functions_have_handler_timeout_and_archive_on_disk(
         assert Path(source).is_file(), inside
 
 
+def test_build_lists_tables_by_logical_name_whatever_their_registration_order(
+    declared: list[Declared],
+) -> None:
+    expected = ["events", "realtime-connections", "realtime-subscriptions"]
+    for order in (declared, list(reversed(declared))):
+        assert [t.logical for t in build(order).tables.values()] == expected
+
+
 def test_build_broadcaster_environment(model: Model) -> None:
     broadcaster = function(model, "realtime-broadcaster")
     connections = next(t for t in model.tables.values() if t.logical == "realtime-connections")
