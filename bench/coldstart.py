@@ -1,12 +1,22 @@
 """Cold start of each handler: a fresh interpreter that imports it and serves one event.
 
 For every handler (authorizer, connect, disconnect, default, broadcaster) a new
-Python process is started with only the environment that handler needs (its
-variables from ``handlers.config``, fake credentials, a region, and the
-``AWS_ENDPOINT_URL_*`` override of the one service it calls). AWS is a moto
-server started here on 127.0.0.1 (connections table with the ``byUser`` index,
-an SSM SecureString token secret); the ``@connections`` endpoint is the fake
+Python process is started with the environment the component declares for it
+(the ``dev`` stack's program run under mocks, as ``make dev`` runs it: its
+tables, SOURCES with keys and access rules, SUBSCRIPTIONS_TABLE...), fake
+credentials, a region, and the ``AWS_ENDPOINT_URL_*`` override of the one
+service it calls. AWS is a moto server started here on 127.0.0.1 holding the
+declared tables (connections, subscriptions, the ``events`` source) and the
+token secret's SSM parameter; ``MANAGEMENT_ENDPOINT`` points at the fake
 Management API (``bench.management_api``) in this process.
+
+Each round follows one connection through its life: the authorizer verifies
+its token, connect stores its record (with the identity the authorizer
+answered), default serves its first message, a ``subscribe`` to the
+partition of the record below, the broadcaster delivers that record (an
+INSERT of ~1 KB) to it and to ``--recipients`` other subscribers (half on the
+partition, half table-wide), and disconnect removes its record and its
+subscription.
 
 The baseline, measured in the same run and the same way: a fresh interpreter
 that does what most examples do, ``import boto3``, create a DynamoDB client and
@@ -18,9 +28,11 @@ Two figures per run: inside the child, from its first line (before the handler
 module is imported) to the handler's return; and the whole process as the
 parent sees it (interpreter start-up and exit included). Each handler runs
 ``--runs`` times (round-robin, the baseline first in each round) and the median
-is reported. Every answer must be the successful one (Allow policy, statusCode
-200, no batchItemFailures) and its side effect visible (record stored/deleted,
-pong/broadcast received). Exit status 1 when a check fails or a handler's median
+is reported. Every answer must be the successful one (Allow policy with the
+identity context, statusCode 200, no batchItemFailures) and its side effect
+visible (record stored with its identity, ``subscribed`` answered and the
+subscription stored, the record received by every subscriber, record and
+subscription deleted). Exit status 1 when a check fails or a handler's median
 in-process time is more than ``--max-ratio`` times the baseline's.
 
     python -m bench.coldstart [--max-ratio 1.25] [--runs 3]
@@ -30,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import secrets
 import statistics
@@ -46,12 +57,23 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 API_ID = "a1b2c3d4e5"
 STAGE = "dev"
-TABLE = "realtime-channel-connections"
-USER_INDEX = "byUser"
-PARAMETER_NAME = "/realtime-channel/bench/token-secret"
+STACK = "dev"
 FAKE_CREDENTIAL = "testing"
 MARKER = "@@coldstart@@ "
 HANDLERS = ("authorizer", "connect", "disconnect", "default", "broadcaster")
+"""In the order the table prints them."""
+SERVICE = {
+    "authorizer": "SSM",
+    "connect": "DYNAMODB",
+    "disconnect": "DYNAMODB",
+    "default": "DYNAMODB",
+    "broadcaster": "DYNAMODB",
+}
+"""The one AWS service each handler calls (besides @connections)."""
+ROUND = ("authorizer", "connect", "default", "broadcaster", "disconnect")
+"""The order of a round: one connection's life."""
+PARTITION = "ORDER#2026-000481"
+"""The partition of the broadcast record, which the round's connection subscribes to."""
 CHILD_TIMEOUT_SECONDS = 30
 
 # Runs in the fresh interpreter. Its first statement starts the clock.
@@ -124,26 +146,71 @@ def fake_credentials() -> dict[str, str]:
     }
 
 
-def handler_environment(name: str, aws_endpoint: str, management_endpoint: str) -> dict[str, str]:
-    """Exactly what ``handlers.<name>`` needs (see handlers/config.py), nothing inherited."""
-    env = {"PYTHONPATH": str(ROOT), **fake_credentials()}
-    if name == "authorizer":
-        env.update(TOKEN_SECRET_PARAMETER=PARAMETER_NAME, AWS_ENDPOINT_URL_SSM=aws_endpoint)
-    elif name in ("connect", "disconnect"):
-        env.update(CONNECTIONS_TABLE=TABLE, AWS_ENDPOINT_URL_DYNAMODB=aws_endpoint)
-    elif name == "default":
-        env.update(MANAGEMENT_ENDPOINT=management_endpoint)
-    elif name == "broadcaster":
-        from bench.fanout import SOURCES_VARIABLE  # the source of the record it broadcasts
+@dataclass(frozen=True)
+class Stack:
+    """What the ``dev`` stack's program declares, as far as these runs need it."""
 
-        env.update(
-            CONNECTIONS_TABLE=TABLE,
-            MANAGEMENT_ENDPOINT=management_endpoint,
-            SOURCES=SOURCES_VARIABLE,
-            AWS_ENDPOINT_URL_DYNAMODB=aws_endpoint,
-        )
-    else:
-        raise ValueError(name)
+    environments: dict[str, dict[str, str]]
+    """handler (authorizer, connect...) -> its declared environment variables."""
+    stage: str
+    connections_table: str
+    subscriptions_table: str
+    source_label: str
+    source_table: str
+    key_names: tuple[str, str]
+    """The source's partition and sort key (both strings)."""
+    buckets: int
+
+
+def declared_stack(secret: str, aws: Any) -> Stack:
+    """Run the ``dev`` program under mocks (as ``make dev`` does) and create what it declares
+    (tables, the token secret's parameter) in the local AWS ``aws`` (``emulator.services``)."""
+    from emulator.model import build
+    from emulator.program import RecordingMocks, run_main
+    from emulator.services import provision
+
+    declared = run_main(
+        STACK,
+        secret=secret,
+        with_defaults=True,
+        mocks=RecordingMocks(lookup_table=aws.describe_table),
+    )
+    model = build(declared.resources)
+    provision(aws, model)
+    environments: dict[str, dict[str, str]] = {}
+    for function in model.functions.values():
+        name = function.handler.removeprefix("handlers.").removesuffix(".handler")
+        environments[name] = dict(function.environment)
+    missing = [name for name in HANDLERS if name not in environments]
+    if missing:
+        raise RuntimeError(f"the {STACK} stack declares no function for {', '.join(missing)}")
+    broadcaster = environments["broadcaster"]
+    sources = json.loads(broadcaster["SOURCES"])
+    label, source = next(iter(sources.items()))
+    keys = source.get("keys") or []
+    if [kind for _, kind in keys] != ["S", "S"]:
+        raise RuntimeError(f"source {label!r}: expected a string partition and sort key: {keys}")
+    return Stack(
+        environments=environments,
+        stage=model.stage,
+        connections_table=broadcaster["CONNECTIONS_TABLE"],
+        subscriptions_table=broadcaster["SUBSCRIPTIONS_TABLE"],
+        source_label=label,
+        source_table=source["table"],
+        key_names=(keys[0][0], keys[1][0]),
+        buckets=int(broadcaster.get("TABLE_TOPIC_BUCKETS") or 1),
+    )
+
+
+def handler_environment(
+    name: str, stack: Stack, aws_endpoint: str, management_endpoint: str
+) -> dict[str, str]:
+    """What the component declares for ``handlers.<name>``, nothing inherited; the
+    @connections endpoint is the fake one, AWS the local one (for the one service it calls)."""
+    env = {"PYTHONPATH": str(ROOT), **fake_credentials(), **stack.environments[name]}
+    if "MANAGEMENT_ENDPOINT" in env:
+        env["MANAGEMENT_ENDPOINT"] = management_endpoint
+    env[f"AWS_ENDPOINT_URL_{SERVICE[name]}"] = aws_endpoint
     return env
 
 
@@ -185,9 +252,14 @@ def authorizer_event(token: str, connection_id: str) -> dict[str, Any]:
     }
 
 
-def connect_event(connection_id: str, user_id: str) -> dict[str, Any]:
+def connect_event(connection_id: str, authorizer: dict[str, Any]) -> dict[str, Any]:
+    """$connect as API Gateway passes it on: with the authorizer's context."""
     context = request_context("$connect", "CONNECT", connection_id)
-    context["authorizer"] = {"principalId": user_id, "userId": user_id, "integrationLatency": 41}
+    context["authorizer"] = {
+        **authorizer,
+        "principalId": authorizer["userId"],
+        "integrationLatency": 41,
+    }
     return {
         "headers": {"Host": context["domainName"], "Sec-WebSocket-Version": "13"},
         "requestContext": context,
@@ -202,12 +274,32 @@ def disconnect_event(connection_id: str) -> dict[str, Any]:
     return {"headers": {"Host": context["domainName"]}, "requestContext": context}
 
 
-def default_event(connection_id: str, ping_id: str) -> dict[str, Any]:
+def default_event(connection_id: str, body: dict[str, Any]) -> dict[str, Any]:
     return {
         "requestContext": request_context("$default", "MESSAGE", connection_id),
-        "body": json.dumps({"action": "ping", "id": ping_id}),
+        "body": json.dumps(body),
         "isBase64Encoded": False,
     }
+
+
+def change_record(stack: Stack, sequence: str) -> dict[str, Any]:
+    """``bench.fanout``'s ~1 KB INSERT, as the stack's source stream carries it."""
+    from bench.fanout import stream_record
+
+    record = stream_record(sequence=sequence)
+    partition, sort = stack.key_names
+    keys = {partition: {"S": PARTITION}, sort: {"S": "META"}}
+    image = {
+        **keys,
+        **{k: v for k, v in record["dynamodb"]["NewImage"].items() if k not in ("pk", "sk")},
+    }
+    record["eventID"] = f"{int(sequence):032x}"[-32:]
+    record["eventSourceARN"] = (
+        f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{stack.source_table}"
+        "/stream/2026-11-26T12:00:00.000"
+    )
+    record["dynamodb"].update(Keys=keys, NewImage=image, StreamViewType="NEW_AND_OLD_IMAGES")
+    return record
 
 
 @dataclass
@@ -229,9 +321,9 @@ class Row:
         return float(statistics.median(getattr(sample, attribute) for sample in self.samples))
 
 
-def baseline_environment(aws_endpoint: str) -> dict[str, str]:
+def baseline_environment(stack: Stack, aws_endpoint: str) -> dict[str, str]:
     """The baseline's environment: the connect handler's (the same table, the same service)."""
-    return handler_environment("connect", aws_endpoint, management_endpoint="")
+    return handler_environment("connect", stack, aws_endpoint, management_endpoint="")
 
 
 def run_child(name: str, event: dict[str, Any], env: dict[str, str]) -> tuple[Sample, Any, str]:
@@ -276,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per handler (median)")
     parser.add_argument(
-        "--recipients", type=int, default=10, help="connections the broadcaster posts to"
+        "--recipients",
+        type=int,
+        default=10,
+        help="standing subscribers the broadcaster posts to, besides the round's connection",
     )
     parser.add_argument(
         "--latency-ms",
@@ -291,131 +386,155 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-ratio must be a positive number")
 
     os.environ.update(fake_credentials())
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto server's request log
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    from bench.fanout import connection_ids, stream_record
+    from bench.fanout import connection_ids
     from bench.management_api import FakeManagementApi
-    from handlers.tokens import mint_token
+    from emulator.services import LocalAws
+    from handlers import subscriptions as store
+    from handlers.tokens import mint_token, verify_token
+    from handlers.topics import bucket_of, key_topic, table_topic, typed_part
 
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    try:
-        management = FakeManagementApi(stage=STAGE, latency=args.latency_ms / 1000).start()
-    except BaseException:
-        moto.stop()
-        raise
+    aws = LocalAws("127.0.0.1").start()  # moto on 127.0.0.1, as the emulator runs it
+    management: FakeManagementApi | None = None
     rows = {name: Row(name) for name in (BASELINE_NAME, *HANDLERS)}
     try:
-        host, port = moto.get_host_and_port()
-        aws_endpoint = f"http://{host}:{port}"
-        dynamodb = boto3.client("dynamodb", endpoint_url=aws_endpoint, region_name=REGION)
-        ssm = boto3.client("ssm", endpoint_url=aws_endpoint, region_name=REGION)
-        dynamodb.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[
-                {"AttributeName": "connectionId", "AttributeType": "S"},
-                {"AttributeName": "userId", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "connectionId", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": USER_INDEX,
-                    "KeySchema": [{"AttributeName": "userId", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "KEYS_ONLY"},
-                }
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
         token_secret = secrets.token_urlsafe(32)
-        ssm.put_parameter(Name=PARAMETER_NAME, Value=token_secret, Type="SecureString")
+        stack = declared_stack(token_secret, aws)
+        management = FakeManagementApi(stage=stack.stage, latency=args.latency_ms / 1000).start()
+        aws_endpoint = aws.endpoint
+        dynamodb = aws.client("dynamodb")
+        label = stack.source_label
+        partition_topic = key_topic(label, [typed_part("S", PARTITION)])
 
-        # Ids the runs use: recipients of the broadcast, and per run one connection that
-        # connects and disconnects, one that pings.
-        ids = connection_ids(args.recipients + 2 * args.runs, seed=11)
-        recipients, ids = ids[: args.recipients], ids[args.recipients :]
-        churn, pingers = ids[: args.runs], ids[args.runs :]
-        now = int(time.time())
+        # Ids the runs use: the broadcast's standing subscribers, and per run the connection
+        # that lives through one round (connect, subscribe, receive, disconnect).
+        ids = connection_ids(args.recipients + args.runs, seed=11)
+        recipients, rounds = ids[: args.recipients], ids[args.recipients :]
+        ttl = int(time.time()) + 7200
         for number, connection_id in enumerate(recipients):
+            # half on the record's partition, half table-wide: both kinds of topic are read
+            if number % 2:
+                topic = table_topic(label, bucket_of(connection_id, stack.buckets))
+            else:
+                topic = partition_topic
+            connection = store.Connection(connection_id, f"user-{number}", None, ttl, {})
             dynamodb.put_item(
-                TableName=TABLE,
+                TableName=stack.subscriptions_table,
+                Item=store.subscription_item(connection, "s1", topic, label, None, None),
+            )
+            dynamodb.put_item(
+                TableName=stack.connections_table,
                 Item={
                     "connectionId": {"S": connection_id},
                     "userId": {"S": f"user-{number}"},
                     "connectedAt": {"S": "2026-11-26T12:00:00.000Z"},
-                    "ttl": {"N": str(now + 7200)},
+                    "subs": {"M": {"s1": {"S": topic}}},
+                    "ttl": {"N": str(ttl)},
                 },
             )
-        management.connect(*recipients, *pingers)
+        management.connect(*recipients, *rounds)
 
-        def has_record(connection_id: str) -> dict[str, Any] | None:
-            key = {"connectionId": {"S": connection_id}}
+        def stored(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
             item: dict[str, Any] | None = dynamodb.get_item(
-                TableName=TABLE, Key=key, ConsistentRead=True
+                TableName=table, Key=key, ConsistentRead=True
             ).get("Item")
             return item
+
+        def record_of(connection_id: str) -> dict[str, Any] | None:
+            return stored(stack.connections_table, {"connectionId": {"S": connection_id}})
+
+        def subscription_of(connection_id: str, sub_id: str) -> dict[str, Any] | None:
+            key = {"topic": {"S": partition_topic}, "sk": {"S": f"{connection_id} {sub_id}"}}
+            return stored(stack.subscriptions_table, key)
 
         for run in range(args.runs):
             user = f"user-bench-{run}"
             token = mint_token(user, token_secret, ttl_seconds=600)
-            record = stream_record(sequence=f"42100000000000000000{run:05d}")
+            expires = int(verify_token(token, token_secret)["exp"])
+            identity = {"userId": user, "claims": "{}", "expiresAt": expires}
+            sub_id = f"order-{run}"
+            connection_id = rounds[run]
+            subscribe = {
+                "action": "subscribe",
+                "id": sub_id,
+                "table": label,
+                "key": {stack.key_names[0]: PARTITION},
+            }
+            record = change_record(stack, sequence=f"42100000000000000000{run:05d}")
             events = {
-                "authorizer": authorizer_event(token, churn[run]),
-                "connect": connect_event(churn[run], user),
-                "disconnect": disconnect_event(churn[run]),
-                "default": default_event(pingers[run], f"ping-{run}"),
+                "authorizer": authorizer_event(token, connection_id),
+                "connect": connect_event(connection_id, identity),
+                "default": default_event(connection_id, subscribe),
                 "broadcaster": {"Records": [record]},
+                "disconnect": disconnect_event(connection_id),
                 BASELINE_NAME: {"connectionId": f"baseline-{run}"},
             }
 
             def problem_with(
-                name: str, result: Any, run: int = run, user: str = user
+                name: str,
+                result: Any,
+                run: int = run,
+                connection_id: str = connection_id,
+                identity: dict[str, Any] = identity,
+                sub_id: str = sub_id,
             ) -> str | None:
                 """Why ``result`` (and its side effect) is not the successful answer, or None."""
                 if name == BASELINE_NAME:
-                    stored = has_record(f"baseline-{run}")
-                    if stored is not None:
+                    if record_of(f"baseline-{run}") is not None:
                         return None
                     return f"answer {result}, no record stored"
                 if name == "authorizer":
                     statement = result.get("policyDocument", {}).get("Statement", [{}])[0]
                     if (
-                        result.get("principalId") == user
+                        result.get("principalId") == identity["userId"]
                         and statement.get("Effect") == "Allow"
-                        and result.get("context") == {"userId": user}
+                        and result.get("context") == identity
                     ):
                         return None
-                    return f"not an Allow policy for {user}: {result}"
+                    return f"not an Allow policy with context {identity}: {result}"
                 if name == "connect":
-                    stored = has_record(churn[run])
-                    if result.get("statusCode") == 200 and (stored or {}).get("userId") == {
-                        "S": user
-                    }:
+                    item = record_of(connection_id) or {}
+                    if (
+                        result.get("statusCode") == 200
+                        and item.get("userId") == {"S": identity["userId"]}
+                        and item.get("expiresAt") == {"N": str(identity["expiresAt"])}
+                        and item.get("subs") == {"M": {}}
+                    ):
                         return None
-                    return f"answer {result}, stored record {stored}"
-                if name == "disconnect":
-                    stored = has_record(churn[run])
-                    if result.get("statusCode") == 200 and stored is None:
-                        return None
-                    return f"answer {result}, record still stored: {stored}"
+                    return f"answer {result}, stored record {item or None}"
+                received = management.messages(connection_id)
                 if name == "default":
-                    received = management.messages(pingers[run])
-                    if result.get("statusCode") == 200 and received == [
-                        {"type": "pong", "id": f"ping-{run}"}
-                    ]:
+                    held = subscription_of(connection_id, sub_id)
+                    if (
+                        result.get("statusCode") == 200
+                        and received == [{"type": "subscribed", "id": sub_id}]
+                        and held is not None
+                    ):
                         return None
-                    return f"answer {result}, messages {received}"
+                    return f"answer {result}, messages {received}, subscription stored: {held}"
+                if name == "disconnect":
+                    left = record_of(connection_id)
+                    held = subscription_of(connection_id, sub_id)
+                    if result.get("statusCode") == 200 and left is None and held is None:
+                        return None
+                    return f"answer {result}, record {left}, subscription {held} still stored"
+                mine = [m for m in received if m.get("type") == "event_update"]
                 reached = sum(len(management.messages(cid)) == run + 1 for cid in recipients)
-                if result == {"batchItemFailures": []} and reached == len(recipients):
+                if (
+                    result == {"batchItemFailures": []}
+                    and reached == len(recipients)
+                    and [m.get("matches") for m in mine] == [{sub_id: "added"}]
+                ):
                     return None
-                return f"answer {result}, recipients reached: {reached}/{len(recipients)}"
+                return (
+                    f"answer {result}, subscribers reached: {reached}/{len(recipients)},"
+                    f" the round's connection received {mine}"
+                )
 
-            for name in (BASELINE_NAME, *HANDLERS):
+            for name in (BASELINE_NAME, *ROUND):
                 if name == BASELINE_NAME:
-                    env = baseline_environment(aws_endpoint)
+                    env = baseline_environment(stack, aws_endpoint)
                 else:
-                    env = handler_environment(name, aws_endpoint, management.endpoint)
+                    env = handler_environment(name, stack, aws_endpoint, management.endpoint)
                 try:
                     sample, result, _ = run_child(name, events[name], env)
                 except (RuntimeError, subprocess.TimeoutExpired) as failed:
@@ -426,13 +545,16 @@ def main(argv: list[str] | None = None) -> int:
                 if problem:
                     rows[name].errors.append(f"run {run + 1}: {problem}")
     finally:
-        management.stop()
-        moto.stop()
+        if management is not None:
+            management.stop()
+        aws.stop()
 
     print(
         f"cold starts: fresh interpreter per run, median of {args.runs};"
-        f" AWS = moto server on 127.0.0.1, @connections latency {args.latency_ms:g} ms,"
-        f" broadcaster posts to {args.recipients} connections"
+        f" each handler with the environment the {STACK} stack declares;"
+        f" AWS = moto server on 127.0.0.1, @connections latency {args.latency_ms:g} ms;"
+        f" default's event is a subscribe, the broadcaster's record reaches"
+        f" {args.recipients + 1} subscribers"
     )
     print()
     baseline = rows[BASELINE_NAME]

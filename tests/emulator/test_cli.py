@@ -427,6 +427,10 @@ def test_coldstart_is_judged_as_a_ratio_to_a_baseline_in_the_same_run() -> None:
         assert re.search(
             rf"^FAIL: {name}: median \d+ ms is [\d.]+x the baseline", answer.stdout, re.M
         )
+        # each answered with the stack's declared environment (default: a subscribe; the
+        # broadcaster reached every subscriber): the only failures are the ratios
+        assert re.search(rf"^{name} .* ok\s*$", answer.stdout, re.M), answer.stdout
+    assert not re.search(r"^FAIL: (?!\w+: median )", answer.stdout, re.M), answer.stdout
 
 
 def test_ctrl_c_stops_everything_cleanly(cli: Cli) -> None:
