@@ -18,7 +18,6 @@ from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
 from handlers.topics import KEY_TYPES
 
 DEFAULT_CONNECTION_TTL_SECONDS = 7200  # API Gateway's 2-hour connection maximum
-DEFAULT_USER_INDEX = "byUser"
 DEFAULT_SEND_CONCURRENCY = 64
 DEFAULT_SEND_MAX_ATTEMPTS = 5
 DEFAULT_MAX_INPUT_BYTES = 32 * 1024  # one API Gateway WebSocket frame
@@ -203,7 +202,6 @@ class BroadcasterConfig:
     connections_table: str
     management_endpoint: str
     target_attribute: str | None
-    user_index: str
     include_old_image: bool
     send_concurrency: int
     send_max_attempts: int
@@ -277,7 +275,6 @@ def broadcaster_config(env: Mapping[str, str] = os.environ) -> BroadcasterConfig
             env, "MANAGEMENT_ENDPOINT", "the stage's https:// @connections endpoint"
         ),
         target_attribute=env.get("TARGET_ATTRIBUTE", "").strip() or None,
-        user_index=env.get("USER_INDEX_NAME", "").strip() or DEFAULT_USER_INDEX,
         include_old_image=_bool(env, "INCLUDE_OLD_IMAGE", False),
         send_concurrency=_int(env, "SEND_CONCURRENCY", DEFAULT_SEND_CONCURRENCY, 1, 256),
         send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", DEFAULT_SEND_MAX_ATTEMPTS, 1, 10),

@@ -11,7 +11,6 @@ stored here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,60 +77,3 @@ def put_connection(client: Any, table: str, item: dict[str, Any]) -> None:
 def delete_connection(client: Any, table: str, connection_id: str) -> None:
     """Delete a record; deleting one that is already gone succeeds (idempotent)."""
     client.delete_item(TableName=table, Key={"connectionId": {"S": connection_id}})
-
-
-def delete_stale_connection(
-    client: Any, table: str, connection_id: str, *, connected_before: str
-) -> bool:
-    """Delete the record of a connection API Gateway no longer knows (410).
-
-    Only records older than ``connected_before`` (ISO-8601 UTC, or without
-    ``connectedAt``) go: a client whose ``$connect`` has stored its record but
-    whose socket is not open yet also answers 410, and must keep its record.
-    Returns whether the record was deleted (or already gone).
-    """
-    try:
-        client.delete_item(
-            TableName=table,
-            Key={"connectionId": {"S": connection_id}},
-            ConditionExpression="attribute_not_exists(connectedAt) OR connectedAt < :cutoff",
-            ExpressionAttributeValues={":cutoff": {"S": connected_before}},
-        )
-    except client.exceptions.ConditionalCheckFailedException:
-        return False
-    return True
-
-
-FIRST_PAGE_ITEMS = 100
-"""The first page is small so posting starts early; later pages are DynamoDB's 1 MB ones."""
-
-
-def _connection_ids(call: Any, **request: Any) -> Iterator[str]:
-    """Run a Scan or Query page by page, yielding each item's ``connectionId`` as it comes."""
-    request["Limit"] = FIRST_PAGE_ITEMS
-    while True:
-        page = call(**request)
-        for item in page.get("Items", []):
-            yield item["connectionId"]["S"]
-        last = page.get("LastEvaluatedKey")
-        if not last:
-            return
-        request.pop("Limit", None)
-        request["ExclusiveStartKey"] = last
-
-
-def all_connection_ids(client: Any, table: str) -> Iterator[str]:
-    """Every connection id, scanning page by page and projecting only the key."""
-    return _connection_ids(client.scan, TableName=table, ProjectionExpression="connectionId")
-
-
-def user_connection_ids(client: Any, table: str, index: str, user_id: str) -> Iterator[str]:
-    """The connection ids of one user, through the ``byUser`` index."""
-    return _connection_ids(
-        client.query,
-        TableName=table,
-        IndexName=index,
-        KeyConditionExpression="userId = :u",
-        ExpressionAttributeValues={":u": {"S": user_id}},
-        ProjectionExpression="connectionId",
-    )

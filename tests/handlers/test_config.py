@@ -187,7 +187,6 @@ def test_broadcaster_config_defaults() -> None:
         connections_table="conns",
         management_endpoint="https://x.example/dev",
         target_attribute=None,
-        user_index="byUser",
         include_old_image=False,
         send_concurrency=64,
         send_max_attempts=5,
@@ -202,7 +201,6 @@ def test_broadcaster_config_reads_every_setting() -> None:
         {
             **BROADCASTER_ENV,
             "TARGET_ATTRIBUTE": "owner",
-            "USER_INDEX_NAME": "byOwner",
             "INCLUDE_OLD_IMAGE": "true",
             "SEND_CONCURRENCY": "8",
             "SEND_MAX_ATTEMPTS": "2",
@@ -213,7 +211,6 @@ def test_broadcaster_config_reads_every_setting() -> None:
         connections_table="conns",
         management_endpoint="https://x.example/dev",
         target_attribute="owner",
-        user_index="byOwner",
         include_old_image=True,
         send_concurrency=8,
         send_max_attempts=2,
