@@ -158,7 +158,7 @@ def read_message(body: Any, is_base64: bool, max_bytes: int) -> dict[str, Any]:
     if size > max_bytes:
         raise Refusal("too_large", f"message is {size} bytes; the limit is {max_bytes}")
     try:
-        parsed = strict_json.loads(body)
+        parsed = strict_json.loads(body, exact=True)  # filters compare numbers exactly
     except strict_json.InvalidJson as bad:
         raise Refusal("invalid_json", f"message is not valid JSON: {bad}") from None
     if not isinstance(parsed, dict):
@@ -270,9 +270,7 @@ def subscribe_request(
             f"source {shown(label)} cannot take filters: its stream carries new images"
             " only, and telling an item leaving a filter needs the old one",
         )
-    filter_json = (
-        json.dumps(message["filter"], separators=(",", ":"), allow_nan=False) if compiled else None
-    )
+    filter_json = strict_json.dumps(message["filter"]) if compiled else None  # every digit
     return SubscribeRequest(sub_id, source, key, topic, compiled, filter_json)
 
 

@@ -20,11 +20,11 @@ and the new owner never sees the previous owner's ``old`` image.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from handlers import strict_json
 from handlers.access import trim
 from handlers.dynamo_json import image_to_plain, to_plain
 from handlers.filters import Filter, classify, matches, parse_filter
@@ -61,7 +61,9 @@ def subscription_of(item: Mapping[str, Any]) -> Subscription:
     raw_filter = (item.get("filter") or {}).get("S")
     compiled: Filter = ()
     if raw_filter:
-        compiled = _filters.get(raw_filter) or parse_filter(json.loads(raw_filter))
+        compiled = _filters.get(raw_filter) or parse_filter(
+            strict_json.loads(raw_filter, exact=True)
+        )
         if len(_filters) < 10_000:
             _filters[raw_filter] = compiled
     fields = item.get("fields")

@@ -31,7 +31,7 @@ from handlers.default import (
     subscribe_request,
 )
 from handlers.dynamo_json import MAX_SAFE_INTEGER
-from handlers.filters import parse_filter
+from handlers.filters import matches, parse_filter
 from handlers.management import ManagementApi, Response, endpoint_from_request, frozen_credentials
 from handlers.recipients import subscription_of
 from handlers.subscriptions import Connection, read_connection
@@ -758,6 +758,42 @@ def test_filter_is_stored_as_json_the_broadcaster_compiles_to_the_same_filter(
     assert json.loads(item["filter"]["S"]) == raw
     assert subscription_of(item).filter == parse_filter(raw)
     assert "fields" not in item  # the table rule grants every field
+
+
+@pytest.mark.parametrize("operator", ["bare", "eq", "in", "ge-and-le"])
+def test_filter_numbers_keep_every_digit_from_message_to_broadcaster(
+    tables: Any, operator: str
+) -> None:
+    literal = "12345678901234567890.5"  # 21 significant digits: a double holds about 17
+    condition = {
+        "bare": literal,
+        "eq": f'{{"eq": {literal}}}',
+        "in": f'{{"in": [{literal}]}}',
+        "ge-and-le": f'{{"ge": {literal}, "le": {literal}}}',
+    }[operator]
+    connect(tables)
+    body = (
+        '{"action": "subscribe", "id": "s1", "table": "events", "filter": '
+        f'[{{"n": {condition}}}]}}'
+    )
+
+    assert send(tables, body) == {"type": "subscribed", "id": "s1"}
+
+    [item] = stored(tables).values()
+    assert literal in item["filter"]["S"]  # stored with every digit
+    compiled = subscription_of(item).filter  # what the broadcaster compiles
+    assert matches(compiled, {"n": {"N": literal}})
+    assert matches(compiled, {"n": {"N": "12345678901234567890.50"}})  # same value
+    assert not matches(compiled, {"n": {"N": "12345678901234567890.4"}})
+    assert not matches(compiled, {"n": {"N": "12345678901234567890"}})
+    assert not matches(compiled, {"n": {"N": "12345678901234567000"}})  # what a double holds
+
+
+def test_ping_id_with_a_fraction_is_still_not_echoed_and_nan_still_refused(tables: Any) -> None:
+    assert send(tables, '{"action": "ping", "id": 1.5}') == {"type": "pong"}
+    assert send(tables, '{"action": "ping", "id": 12345678901234567890.5}') == {"type": "pong"}
+    assert send(tables, '{"action": "ping", "id": NaN}')["code"] == "invalid_json"
+    assert send(tables, '{"action": "ping", "id": 1e400}')["code"] == "invalid_json"
 
 
 def test_subscribing_again_with_the_same_id_replaces_the_subscription(tables: Any) -> None:
