@@ -2,31 +2,49 @@
 
 The whole dev stack runs on this machine as ``make dev`` runs it
 (``emulator.local.Emulator`` with the default ``dev`` configuration: auth on,
-broadcast to everyone): the embedded moto server, the aiohttp gateway and the
-stream poller on the emulator's own asyncio loop in a background thread of
-this process, each Lambda function in its worker processes.
+the demo table ``events`` open to any signed-in user): the embedded moto
+server, the aiohttp gateway and the stream poller on the emulator's own
+asyncio loop in a background thread of this process, each Lambda function in
+its worker processes.
 
 1. ``--clients`` real WebSocket clients (``aiohttp`` ``ws_connect``), users
    ``user-0`` .. ``user-N-1``, each with its own minted token, connect
-   ``--connect-concurrency`` at a time; the connect time runs until all N
-   connection records exist in the connections table (scan).
+   ``--connect-concurrency`` at a time and each sends one ``subscribe`` and
+   waits for ``subscribed``: the even-numbered half to a partition
+   (``key {"PK": "<run>ROOM#r"}``, client ``2k`` on room ``k mod
+   --partitions``: a room, an order, a tenant watched by a dozen users), the
+   other half to the whole table with a filter (``status`` in new/paid and
+   ``n >= 0``: a string and a number condition). The connect time runs until
+   all N connection records and N subscriptions exist (scans, this process's
+   own checks; the broadcaster never scans).
 2. A writer thread puts ``--rate`` items per second for ``--duration`` seconds
-   into the source table (logical ``events``), each with a unique ``PK`` and
-   ``sentAt`` = ``time.time()`` taken just before its ``put_item``.
+   into the source table (logical ``events``): item ``i`` in room ``i mod
+   --partitions`` (``SK`` unique), ``status`` cycling new, paid, shipped (so a
+   third is outside the filter), ``sentAt`` = ``time.time()`` taken just
+   before its ``put_item``. Every room gets items, so every client has
+   something to receive: a room's subscribers get its items, the table-wide
+   ones two thirds of all items.
 3. Every client timestamps each ``event_update`` it receives; the latency of a
-   delivery is receive time - ``sentAt`` of the item named by ``keys.PK``
-   (same host, same clock).
-4. After the last write the run waits until every client has every item, or
-   ``--drain-timeout`` seconds.
+   delivery is receive time - ``sentAt`` of the item named by ``keys.SK``
+   (same host, same clock). Deliveries are de-duplicated by (subscription
+   id, change id), as the protocol tells clients to.
+4. After the last write the run waits until every client has every item its
+   subscription should see, or ``--drain-timeout`` seconds; then the clients
+   disconnect and the run waits until no connection record and no
+   subscription is left.
 
-Printed: clients, items, deliveries expected/received, lost (expected - unique
-received), duplicates, write-to-receive latency p50/p95/p99/max over every
+Printed: clients and their subscriptions, items, deliveries expected/received,
+lost (expected, never received), duplicates, unexpected (an item outside the
+client's subscription, or a ``matches`` other than ``added`` under its own
+subscription id), write-to-receive latency p50/p95/p99/max over every
 delivery, the same per item for the first and the last client reached (the
-pipeline's latency vs. the fan-out's spread), the broadcaster's invocations and
-its own per-batch figures (from its ``batch`` log lines), the CPU seconds each
-part used during the write phase, this process's memory, the CPU count, then
-the verdict. Exit status 1 when a latency target is missed, a delivery is
-lost, or a client could not connect.
+pipeline's latency vs. the fan-out's spread), the broadcaster's invocations
+and its own per-batch figures (from its ``batch`` log lines), the CPU seconds
+each part used during the write phase, this process's memory, the CPU count,
+what disconnect left behind, then the verdict. Exit status 1 when a latency
+target is missed, a delivery is lost, duplicated or unexpected, a client
+could not connect or subscribe, or a record or subscription outlives its
+connection.
 
 A warm-up item (``--warmup``, default 1) goes through first and is not
 counted: the broadcaster's first fan-out also opens its keep-alive connections
@@ -42,14 +60,15 @@ system does not have (clients are elsewhere, API Gateway is not Python). In
 ``subprocess`` mode (the default) this same module runs the clients in a
 second interpreter (``--client-process``, driven over its stdin/stdout), so
 they compete for CPU only, like any load generator on the same box. Measured
-both ways on the 2-core machine (500 clients, 2 writes/s, 30 s, same code):
-in-process p50 255 ms / p99 627 ms, the clients' loop taking 2.0 CPU-s of the
-emulator's GIL, against subprocess p50 223-237 ms / p99 540-588 ms; after the
-fixes that came out of this benchmark, in-process 202 / 542 ms against
-subprocess 183-219 / 439-537 ms. Subprocess is the default;
-``--client-mode inprocess`` stays for comparison.
+both ways on the 2-core machine before subscriptions (500 clients each
+receiving every item, 2 writes/s, 30 s, same code): in-process p50 255 ms /
+p99 627 ms, the clients' loop taking 2.0 CPU-s of the emulator's GIL, against
+subprocess p50 223-237 ms / p99 540-588 ms; after the fixes that came out of
+this benchmark, in-process 202 / 542 ms against subprocess 183-219 / 439-537
+ms. Subprocess is the default; ``--client-mode inprocess`` stays for
+comparison.
 
-    python -m bench.e2e [--clients 500] [--rate 2] [--duration 30]
+    python -m bench.e2e [--clients 500] [--rate 2] [--duration 30] [--partitions 20]
                         [--p50-ms 200] [--p99-ms 750] [--drain-timeout 30] [--warmup 1]
                         [--connect-concurrency 25] [--client-mode subprocess|inprocess]
 """
@@ -86,6 +105,83 @@ CHILD_REPLY_TIMEOUT = 30.0
 RESULT_LIMIT = 64 * 1024 * 1024
 
 
+# -- what the clients subscribe to and what each should receive (pure) ---------------------------
+
+SOURCE = "events"
+"""The demo table's label: what ``subscribe`` names and ``event_update`` carries."""
+FILTER: list[dict[str, Any]] = [{"status": {"in": ["new", "paid"]}, "n": {"ge": 0}}]
+"""The table-wide subscribers' filter."""
+STATUSES = ("new", "paid", "shipped")
+"""Item ``i``'s status is ``STATUSES[i % 3]``: every third item is outside ``FILTER``."""
+KEYED_ID = "room"
+TABLE_ID = "feed"
+
+
+class Plan:
+    """Who subscribes to what, which item goes where, and so who should receive what."""
+
+    def __init__(self, prefix: str, clients: int, partitions: int) -> None:
+        if clients < 1 or partitions < 1:
+            raise ValueError("clients and partitions must be >= 1")
+        self.prefix = prefix
+        self.clients = clients
+        self.partitions = partitions
+
+    @staticmethod
+    def keyed(client: int) -> bool:
+        """Even-numbered clients watch a partition, odd-numbered ones the whole table."""
+        return client % 2 == 0
+
+    def room_of_client(self, client: int) -> int:
+        return (client // 2) % self.partitions
+
+    def room_key(self, room: int) -> str:
+        return f"{self.prefix}ROOM#{room:04d}"
+
+    def subscribe(self, client: int) -> dict[str, Any]:
+        """The ``subscribe`` message client ``client`` sends."""
+        if self.keyed(client):
+            return {
+                "action": "subscribe",
+                "id": KEYED_ID,
+                "table": SOURCE,
+                "key": {"PK": self.room_key(self.room_of_client(client))},
+            }
+        return {"action": "subscribe", "id": TABLE_ID, "table": SOURCE, "filter": FILTER}
+
+    def item(self, number: int, sent_at: float) -> dict[str, Any]:
+        """Item ``number`` as ``put_item`` writes it (its ``SK`` names it: ``item_id``)."""
+        return {
+            "PK": {"S": self.room_key(number % self.partitions)},
+            "SK": {"S": self.item_id(number)},
+            "status": {"S": STATUSES[number % len(STATUSES)]},
+            "n": {"N": str(number)},
+            "sentAt": {"N": repr(sent_at)},
+        }
+
+    def item_id(self, number: int) -> str:
+        return f"{self.prefix}{number:06d}"
+
+    def expected(self, numbers: Iterable[int]) -> tuple[dict[str, list[str]], list[str]]:
+        """For the items written, (group -> item ids it should receive, each client's group):
+        a room's subscribers get every item of the room, the table-wide ones those the
+        filter admits."""
+        groups: dict[str, list[str]] = {TABLE_ID: []}
+        for number in sorted(numbers):
+            room = f"{KEYED_ID}{number % self.partitions}"
+            groups.setdefault(room, []).append(self.item_id(number))
+            if STATUSES[number % len(STATUSES)] in FILTER[0]["status"]["in"]:
+                groups[TABLE_ID].append(self.item_id(number))
+        members = [
+            f"{KEYED_ID}{self.room_of_client(c)}" if self.keyed(c) else TABLE_ID
+            for c in range(self.clients)
+        ]
+        return groups, members
+
+    def subscription_id(self, client: int) -> str:
+        return KEYED_ID if self.keyed(client) else TABLE_ID
+
+
 # -- the clients (in this process or in the client process) --------------------------------------
 
 
@@ -96,11 +192,13 @@ class Client:
         self.index = index
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.task: asyncio.Task[None] | None = None
-        self.first: dict[str, float] = {}
-        """PK -> latency (s) of its first delivery."""
-        self.latencies: list[tuple[str, float]] = []
-        """(PK, latency s) of every delivery, duplicates included."""
-        self.duplicates = 0
+        self.deliveries: list[tuple[str, str, str, str, float]] = []
+        """(item id, subscription id, matches kind, change id, latency s) of every delivery
+        of this run's items, under each subscription ``matches`` names, duplicates included."""
+        self.expected: set[str] | None = None
+        """Item ids it should receive, once the writes are done (``drain``)."""
+        self.got: set[str] = set()
+        """Of ``expected``, those received."""
         self.other_messages = 0
         self.closed_early: str | None = None
 
@@ -113,13 +211,17 @@ class Fleet:
         self.token = token
         self.prefix = prefix
         self.clients: list[Client] = []
-        self.unique = 0
+        self.remaining = 0
+        """Expected deliveries not received yet (set by ``drain``)."""
         self.errors: list[str] = []
         self.closing = False
         self._session: aiohttp.ClientSession | None = None
 
-    async def connect(self, count: int, concurrency: int) -> dict[str, Any]:
-        """Connect ``count`` clients, ``concurrency`` handshakes at a time."""
+    async def connect(
+        self, count: int, concurrency: int, subscriptions: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Connect ``count`` clients, ``concurrency`` at a time; each sends its subscription
+        (``subscriptions[i]``) and waits for ``subscribed`` before the next one starts."""
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=False),
             timeout=aiohttp.ClientTimeout(total=HANDSHAKE_TIMEOUT),
@@ -129,9 +231,10 @@ class Fleet:
 
         async def one(index: int) -> None:
             client = Client(index)
+            subscribe = subscriptions[index]
             async with gate:
                 try:
-                    client.ws = await self._session.ws_connect(  # type: ignore[union-attr]
+                    ws = await self._session.ws_connect(  # type: ignore[union-attr]
                         f"{self.url}?token={self.token(f'user-{index}')}",
                         autoping=True,
                         heartbeat=None,
@@ -140,14 +243,26 @@ class Fleet:
                 except Exception as exc:  # reported; the run fails
                     self.errors.append(f"client {index}: connect failed: {exc!r}")
                     return
+                client.ws = ws
+                self.clients.append(client)  # closed with the others, even if not subscribed
+                try:
+                    await ws.send_json(subscribe)
+                    answer = await ws.receive_json(timeout=HANDSHAKE_TIMEOUT)
+                except Exception as exc:
+                    self.errors.append(f"client {index}: subscribe failed: {exc!r}")
+                    return
+                if answer != {"type": "subscribed", "id": subscribe["id"]}:
+                    self.errors.append(f"client {index}: subscribe answered {answer}")
+                    return
             client.task = asyncio.ensure_future(self._receive(client))
-            self.clients.append(client)
 
         await asyncio.gather(*(one(i) for i in range(count)))
         self.clients.sort(key=lambda c: c.index)
+        subscribed = sum(1 for c in self.clients if c.task is not None)
         return {
             "connected": len(self.clients),
-            "failed": count - len(self.clients),
+            "subscribed": subscribed,
+            "failed": count - subscribed,
             "seconds": time.monotonic() - started,
             "errors": self.errors[:10],
         }
@@ -165,45 +280,52 @@ class Fleet:
                 if body.get("type") != "event_update":
                     client.other_messages += 1
                     continue
-                pk = (body.get("keys") or {}).get("PK")
-                if not isinstance(pk, str) or not pk.startswith(prefix):
-                    client.other_messages += 1
+                item = (body.get("keys") or {}).get("SK")
+                matches = body.get("matches")
+                if not isinstance(item, str) or not item.startswith(prefix):
+                    client.other_messages += 1  # the warm-up's
                     continue
                 try:
                     latency = now - float(body["data"]["sentAt"])
                 except (KeyError, TypeError, ValueError):
-                    client.other_messages += 1
-                    continue
-                client.latencies.append((pk, latency))
-                if pk in client.first:
-                    client.duplicates += 1
-                else:
-                    client.first[pk] = latency
-                    self.unique += 1
+                    latency = math.nan  # no data: still a delivery (it counts as unexpected)
+                change = str(body.get("id"))
+                for sub_id, kind in (matches if isinstance(matches, dict) else {"": ""}).items():
+                    client.deliveries.append((item, str(sub_id), str(kind), change, latency))
+                expected = client.expected
+                if expected is not None and item in expected and item not in client.got:
+                    client.got.add(item)
+                    self.remaining -= 1
         except Exception as exc:
             client.closed_early = repr(exc)
         if not self.closing and client.closed_early is None:
             code = client.ws.close_code
             client.closed_early = f"closed by the server (code {code})"
 
-    async def drain(self, items: int, timeout: float) -> float:
-        """Wait until every client has ``items`` items, or ``timeout``; the seconds waited."""
+    async def drain(
+        self, groups: dict[str, list[str]], members: list[str], timeout: float
+    ) -> float:
+        """Wait until every client has every item its group should receive, or ``timeout``;
+        the seconds waited."""
         started = time.monotonic()
-        expected = len(self.clients) * items
-        while self.unique < expected and time.monotonic() - started < timeout:
+        sets = {name: set(items) for name, items in groups.items()}
+        remaining = 0
+        for client in self.clients:
+            client.expected = sets[members[client.index]]
+            client.got = {d[0] for d in client.deliveries} & client.expected
+            remaining += len(client.expected) - len(client.got)
+        self.remaining = remaining  # the loop is single-threaded: no delivery in between
+        while self.remaining > 0 and time.monotonic() - started < timeout:
             await asyncio.sleep(0.05)
         return time.monotonic() - started
 
     def results(self) -> dict[str, Any]:
         return {
-            "deliveries": [[pk, lat] for c in self.clients for pk, lat in c.latencies],
-            "unique": self.unique,
-            "duplicates": sum(c.duplicates for c in self.clients),
+            "deliveries": {str(c.index): c.deliveries for c in self.clients},
             "other_messages": sum(c.other_messages for c in self.clients),
             "closed_early": [
                 f"client {c.index}: {c.closed_early}" for c in self.clients if c.closed_early
             ],
-            "per_client_unique": [len(c.first) for c in self.clients],
         }
 
     async def close(self) -> None:
@@ -220,6 +342,7 @@ class Fleet:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
 
 class InProcessClients:
@@ -229,11 +352,15 @@ class InProcessClients:
         self.fleet = Fleet(url, token, prefix)
         self.pid: int | None = None
 
-    async def connect(self, count: int, concurrency: int) -> dict[str, Any]:
-        return await self.fleet.connect(count, concurrency)
+    async def connect(
+        self, count: int, concurrency: int, subscriptions: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return await self.fleet.connect(count, concurrency, subscriptions)
 
-    async def drain(self, items: int, timeout: float) -> dict[str, Any]:
-        waited = await self.fleet.drain(items, timeout)
+    async def drain(
+        self, groups: dict[str, list[str]], members: list[str], timeout: float
+    ) -> dict[str, Any]:
+        waited = await self.fleet.drain(groups, members, timeout)
         return {"drain_seconds": waited, **self.fleet.results()}
 
     async def close(self) -> None:
@@ -265,7 +392,9 @@ class SubprocessClients:
         self.proc.stdin.write((json.dumps(command) + "\n").encode())
         await self.proc.stdin.drain()
 
-    async def connect(self, count: int, concurrency: int) -> dict[str, Any]:
+    async def connect(
+        self, count: int, concurrency: int, subscriptions: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -281,11 +410,15 @@ class SubprocessClients:
             env={**os.environ, SECRET_VARIABLE: self.secret},
             limit=RESULT_LIMIT,
         )
-        await self._send({"connect": count, "concurrency": concurrency})
+        await self._send(
+            {"connect": count, "concurrency": concurrency, "subscriptions": subscriptions}
+        )
         return await self._reply(CONNECT_TIMEOUT)
 
-    async def drain(self, items: int, timeout: float) -> dict[str, Any]:
-        await self._send({"drain": items, "timeout": timeout})
+    async def drain(
+        self, groups: dict[str, list[str]], members: list[str], timeout: float
+    ) -> dict[str, Any]:
+        await self._send({"drain": {"groups": groups, "members": members}, "timeout": timeout})
         return await self._reply(timeout + CHILD_REPLY_TIMEOUT)
 
     async def close(self) -> None:
@@ -321,9 +454,18 @@ async def client_process(url: str, prefix: str) -> None:
                 return
             command = json.loads(line)
             if "connect" in command:
-                answer(await fleet.connect(int(command["connect"]), int(command["concurrency"])))
+                answer(
+                    await fleet.connect(
+                        int(command["connect"]),
+                        int(command["concurrency"]),
+                        list(command["subscriptions"]),
+                    )
+                )
             elif "drain" in command:
-                waited = await fleet.drain(int(command["drain"]), float(command["timeout"]))
+                plan = command["drain"]
+                waited = await fleet.drain(
+                    plan["groups"], plan["members"], float(command["timeout"])
+                )
                 answer({"drain_seconds": waited, **fleet.results()})
             else:
                 return
@@ -369,6 +511,14 @@ class RunningEmulator:
         if not self.thread.is_alive():
             self.loop.close()
 
+    def subscriptions_table(self) -> str:
+        """The subscriptions (topic index) table the stack's functions are given."""
+        assert self.emulator.model is not None
+        for function in self.emulator.model.functions.values():
+            if "SUBSCRIPTIONS_TABLE" in function.environment:
+                return function.environment["SUBSCRIPTIONS_TABLE"]
+        raise LookupError("no function declares SUBSCRIPTIONS_TABLE")
+
     def broadcaster_invocations(self) -> int:
         return sum(poller.invocations for poller in self.emulator.pollers)
 
@@ -397,9 +547,15 @@ def count_records(dynamodb: Any, table: str) -> int:
 
 
 def write_items(
-    dynamodb: Any, table: str, prefix: str, rate: float, duration: float, sent: dict[str, float]
+    dynamodb: Any,
+    table: str,
+    item: Callable[[int, float], dict[str, Any]],
+    rate: float,
+    duration: float,
+    sent: dict[int, float],
 ) -> dict[str, float]:
-    """``rate`` x ``duration`` puts on schedule (never faster); returns the writer's own figures."""
+    """``rate`` x ``duration`` puts of ``item(number, sent_at)`` on schedule (never faster);
+    records ``sent[number] = sent_at``; returns the writer's own figures."""
     total = max(1, round(rate * duration))
     started = time.monotonic()
     hard_stop = started + duration + 30  # bounded even if moto stalls
@@ -414,25 +570,69 @@ def write_items(
             late = max(late, -delay)
         if time.monotonic() > hard_stop:
             break
-        pk = f"{prefix}{index:06d}"
         sent_at = time.time()
         before = time.perf_counter()
-        dynamodb.put_item(
-            TableName=table,
-            Item={
-                "PK": {"S": pk},
-                "SK": {"S": "METADATA"},
-                "sentAt": {"N": repr(sent_at)},
-                "n": {"N": str(index)},
-            },
-        )
+        dynamodb.put_item(TableName=table, Item=item(index, sent_at))
         slowest = max(slowest, time.perf_counter() - before)
-        sent[pk] = sent_at
+        sent[index] = sent_at
     return {
         "seconds": time.monotonic() - started,
         "slowest_put_ms": slowest * 1000,
         "most_late_ms": late * 1000,
     }
+
+
+class Tally:
+    """What the clients received, against what each should have (pure)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        written: Iterable[int],
+        deliveries: dict[str, list[list[Any]]],
+        clients: Iterable[int],
+    ) -> None:
+        groups, members = plan.expected(written)
+        expected = {name: set(items) for name, items in groups.items()}
+        self.expected = 0
+        self.received = 0
+        self.lost = 0
+        self.duplicates = 0
+        self.unexpected = 0
+        self.unexpected_examples: list[str] = []
+        self.latencies: list[float] = []
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.clients_missing = 0
+        self.fewest = math.inf
+        self.nothing_to_receive = 0
+        for client in clients:
+            wanted = expected[members[client]]
+            own = plan.subscription_id(client)
+            self.expected += len(wanted)
+            self.nothing_to_receive += not wanted
+            seen: set[tuple[str, str]] = set()
+            got: set[str] = set()
+            for item, sub_id, kind, change, latency in deliveries.get(str(client), []):
+                self.received += 1
+                if (sub_id, change) in seen:
+                    self.duplicates += 1
+                    continue
+                seen.add((sub_id, change))
+                if item not in wanted or sub_id != own or kind != "added" or math.isnan(latency):
+                    self.unexpected += 1
+                    if len(self.unexpected_examples) < 5:
+                        self.unexpected_examples.append(
+                            f"client {client} ({own}): {item} under {sub_id!r} as {kind!r}"
+                        )
+                    continue
+                got.add(item)
+                self.latencies.append(latency)
+                self.first[item] = min(self.first.get(item, latency), latency)
+                self.last[item] = max(self.last.get(item, latency), latency)
+            self.lost += len(wanted - got)
+            self.clients_missing += bool(wanted - got)
+            self.fewest = min(self.fewest, len(got))
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -574,6 +774,16 @@ def error_lines(lines: list[str]) -> list[str]:
 # -- the run ---------------------------------------------------------------------------------------
 
 
+async def wait_until_empty(dynamodb: Any, tables: list[str], timeout: float) -> list[int]:
+    """Items left in each table once all are empty, or when ``timeout`` ran out."""
+    started = time.monotonic()
+    while True:
+        left = [await asyncio.to_thread(count_records, dynamodb, table) for table in tables]
+        if not any(left) or time.monotonic() - started > timeout:
+            return left
+        await asyncio.sleep(0.25)
+
+
 async def run(args: argparse.Namespace) -> int:
     running = RunningEmulator()
     clients: InProcessClients | SubprocessClients | None = None
@@ -584,53 +794,74 @@ async def run(args: argparse.Namespace) -> int:
         await asyncio.to_thread(running.start)
         emulator = running.emulator
         dynamodb = emulator.aws.client("dynamodb")
-        source = emulator.table_names()["events"]
+        source = emulator.table_names()[SOURCE]
         connections = emulator.connections_table()
+        subscriptions = running.subscriptions_table()
         prefix = f"BENCH#{secrets.token_hex(4)}#"
+        plan = Plan(prefix, args.clients, args.partitions)
         print(
             f"emulator up in {time.monotonic() - started:.1f} s: {emulator.url};"
             f" clients: {args.client_mode}",
             flush=True,
         )
 
-        # -- connect ---------------------------------------------------------------------------
+        # -- connect and subscribe -------------------------------------------------------------
         if args.client_mode == "inprocess":
             clients = InProcessClients(emulator.url, emulator.token, prefix)
         else:
             clients = SubprocessClients(emulator.url, running.secret, prefix)
         connect_started = time.monotonic()
-        connected = await clients.connect(args.clients, args.connect_concurrency)
+        connected = await clients.connect(
+            args.clients,
+            args.connect_concurrency,
+            [plan.subscribe(index) for index in range(args.clients)],
+        )
         handshakes = time.monotonic() - connect_started
         for error in connected.get("errors", []):
             print(f"  {error}")
         expected_clients = int(connected["connected"])
-        records = 0
+        subscribed = int(connected["subscribed"])
+        records = stored = 0
         while time.monotonic() - connect_started < CONNECT_TIMEOUT:
             records = await asyncio.to_thread(count_records, dynamodb, connections)
-            if records >= expected_clients:
+            stored = await asyncio.to_thread(count_records, dynamodb, subscriptions)
+            if records >= expected_clients and stored >= subscribed:
                 break
             await asyncio.sleep(0.25)
         connect_seconds = time.monotonic() - connect_started
+        keyed = sum(1 for index in range(args.clients) if plan.keyed(index))
         print(
-            f"connected {expected_clients}/{args.clients} clients"
-            f" ({args.connect_concurrency} at a time): handshakes {handshakes:.1f} s,"
-            f" all {records} connection records in the table after {connect_seconds:.1f} s",
+            f"connected {expected_clients}/{args.clients} clients, {subscribed} subscribed"
+            f" ({args.connect_concurrency} at a time; {keyed} to one of {args.partitions}"
+            f" partitions, {args.clients - keyed} table-wide with a filter):"
+            f" handshakes and subscribes {handshakes:.1f} s, {records} connection records and"
+            f" {stored} subscriptions in the tables after {connect_seconds:.1f} s",
             flush=True,
         )
         if connected["failed"]:
-            failures.append(f"{connected['failed']} client(s) could not connect")
+            failures.append(f"{connected['failed']} client(s) could not connect and subscribe")
         if records < expected_clients:
             failures.append(f"only {records}/{expected_clients} connection records appeared")
+        if stored < subscribed:
+            failures.append(f"only {stored}/{subscribed} subscriptions stored")
 
         # -- write -----------------------------------------------------------------------------
         if args.warmup:
             # The broadcaster's first fan-out opens its 64 keep-alive connections to the
             # gateway and starts its threads (~0.3 s more); bench.coldstart measures cold
             # starts, so the warm-up items are not part of the figures (shown on their own).
+            # They go to the table-wide subscribers (status "new", outside every room).
+            warm_plan = Plan(f"WARMUP#{prefix}", args.clients, args.partitions)
             before = len(batch_lines(running.lines))
-            warm_sent: dict[str, float] = {}
+            warm_sent: dict[int, float] = {}
             await asyncio.to_thread(
-                write_items, dynamodb, source, f"WARMUP#{prefix}", 2.0, args.warmup / 2, warm_sent
+                write_items,
+                dynamodb,
+                source,
+                lambda n, at: warm_plan.item(n * len(STATUSES), at),
+                2.0,
+                args.warmup / 2,
+                warm_sent,
             )
             waited = time.monotonic()
             while time.monotonic() - waited < args.drain_timeout:
@@ -648,47 +879,57 @@ async def run(args: argparse.Namespace) -> int:
         invocations_before = running.broadcaster_invocations()
         batches_before = len(batch_lines(running.lines))
         meter = CpuMeter(running, clients.pid)
-        sent: dict[str, float] = {}
+        sent: dict[int, float] = {}
         total = max(1, round(args.rate * args.duration))
         print(f"writing {total} items ({args.rate:g}/s for {args.duration:g} s)...", flush=True)
         rss_before = rss_mb()
         meter.start()
         writer = await asyncio.to_thread(
-            write_items, dynamodb, source, prefix, args.rate, args.duration, sent
+            write_items, dynamodb, source, plan.item, args.rate, args.duration, sent
         )
         items = len(sent)
-        result = await clients.drain(items, args.drain_timeout)
+        groups, members = plan.expected(sent)
+        result = await clients.drain(groups, members, args.drain_timeout)
         meter.stop()
         rss_after = rss_mb()
         invocations = running.broadcaster_invocations() - invocations_before
         batches = batch_lines(running.lines)[batches_before:]
 
+        # -- disconnect ------------------------------------------------------------------------
+        await clients.close()
+        clients = None
+        left = await wait_until_empty(dynamodb, [connections, subscriptions], CONNECT_TIMEOUT)
+
         # -- report ----------------------------------------------------------------------------
-        deliveries = [(pk, lat) for pk, lat in result["deliveries"] if pk in sent]
-        expected = expected_clients * items
-        unique = int(result["unique"])
-        lost = expected - unique
-        latency = summary(lat for _, lat in deliveries)
-        first: dict[str, float] = {}
-        last: dict[str, float] = {}
-        for pk, lat in deliveries:
-            first[pk] = min(first.get(pk, lat), lat)
-            last[pk] = max(last.get(pk, lat), lat)
-        per_client = result["per_client_unique"]
+        tally = Tally(plan, sent, result["deliveries"], range(args.clients))
+        latency = summary(tally.latencies)
         print()
-        print(f"clients                 {expected_clients}")
         print(
-            f"items written           {items} in {writer['seconds']:.1f} s"
-            f" (slowest put {writer['slowest_put_ms']:.0f} ms,"
+            f"clients                 {expected_clients} ({keyed} on a partition,"
+            f" {args.clients - keyed} table-wide with a filter)"
+        )
+        print(
+            f"items written           {items} in {writer['seconds']:.1f} s over"
+            f" {min(items, args.partitions)} partitions, {len(groups[TABLE_ID])} inside the"
+            f" filter (slowest put {writer['slowest_put_ms']:.0f} ms,"
             f" most behind schedule {writer['most_late_ms']:.0f} ms)"
         )
-        print(f"deliveries expected     {expected}")
-        print(f"deliveries received     {len(deliveries)} ({unique} unique)")
-        print(f"lost                    {lost}")
-        print(f"duplicates              {result['duplicates']}")
-        if per_client and min(per_client) < items:
-            short = sum(1 for n in per_client if n < items)
-            print(f"clients missing items   {short} (fewest received: {min(per_client)})")
+        print(f"deliveries expected     {tally.expected}")
+        print(
+            f"deliveries received     {tally.received}"
+            f" ({tally.received - tally.duplicates} unique by (subscription id, change id))"
+        )
+        print(f"lost                    {tally.lost}")
+        print(f"duplicates              {tally.duplicates}")
+        print(f"unexpected              {tally.unexpected}")
+        for line in tally.unexpected_examples:
+            print(f"  {line}")
+        if tally.nothing_to_receive:
+            print(f"clients with nothing to receive {tally.nothing_to_receive}")
+        if tally.clients_missing:
+            print(
+                f"clients missing items   {tally.clients_missing} (fewest received: {tally.fewest})"
+            )
         if result["closed_early"]:
             print(f"clients closed early    {len(result['closed_early'])}")
             for line in result["closed_early"][:5]:
@@ -697,9 +938,9 @@ async def run(args: argparse.Namespace) -> int:
             print(f"other messages          {result['other_messages']} (warm-up items, pongs...)")
         print(f"drain after last write  {result['drain_seconds']:.2f} s")
         print(f"latency ms, every delivery   {fmt(latency)}")
-        print(f"  per item, first client     {fmt(summary(first.values()))}")
-        print(f"  per item, last client      {fmt(summary(last.values()))}")
-        spreads = [last[pk] - first[pk] for pk in first]
+        print(f"  per item, first client     {fmt(summary(tally.first.values()))}")
+        print(f"  per item, last client      {fmt(summary(tally.last.values()))}")
+        spreads = [tally.last[item] - tally.first[item] for item in tally.first]
         print(f"  per item, last - first     {fmt(summary(spreads))}")
         print(f"broadcaster invocations {invocations} (for {items} items)")
         if batches:
@@ -711,7 +952,9 @@ async def run(args: argparse.Namespace) -> int:
                 f" recipients {sum(int(b.get('recipients', 0)) for b in batches)},"
                 f" delivered {sum(int(b.get('delivered', 0)) for b in batches)},"
                 f" retried {sum(int(b.get('retried', 0)) for b in batches)},"
-                f" failed {sum(int(b.get('failed', 0)) for b in batches)}"
+                f" failed {sum(int(b.get('failed', 0)) for b in batches)};"
+                f" topics queried {sum(int(b.get('topicsQueried', 0)) for b in batches)},"
+                f" subscriptions read {sum(int(b.get('subscriptionsRead', 0)) for b in batches)}"
             )
             print(f"  its fanoutMs per batch     {fmt(summary(fanout))}")
         print(f"CPU seconds used while writing and draining ({meter.wall:.1f} s wall):")
@@ -722,19 +965,29 @@ async def run(args: argparse.Namespace) -> int:
             f"this process's memory   {rss_before:.0f} MB -> {rss_after:.0f} MB RSS while writing"
         )
         print(f"CPUs                    {os.cpu_count()}")
+        print(f"after disconnect        {left[0]} connection records, {left[1]} subscriptions left")
 
-        if not deliveries:
+        if not tally.latencies:
             failures.append("no delivery at all")
         if latency["p50"] > args.p50_ms:
             failures.append(f"p50 {latency['p50']:.1f} ms > {args.p50_ms:g} ms")
         if latency["p99"] > args.p99_ms:
             failures.append(f"p99 {latency['p99']:.1f} ms > {args.p99_ms:g} ms")
-        if lost > 0:
-            failures.append(f"{lost} deliveries lost")
+        if tally.lost > 0:
+            failures.append(f"{tally.lost} deliveries lost")
+        if tally.duplicates > 0:
+            failures.append(f"{tally.duplicates} duplicate deliveries")
+        if tally.unexpected > 0:
+            failures.append(f"{tally.unexpected} unexpected deliveries")
+        if any(left):
+            failures.append(
+                f"{left[0]} connection records and {left[1]} subscriptions outlived"
+                " their connections"
+            )
         print()
         print(
             f"targets: p50 <= {args.p50_ms:g} ms, p99 <= {args.p99_ms:g} ms, lost = 0:"
-            f" p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, lost {lost}"
+            f" p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, lost {tally.lost}"
         )
     finally:
         if clients is not None:
@@ -754,7 +1007,11 @@ async def run(args: argparse.Namespace) -> int:
     if failures:
         print("FAIL: " + "; ".join(failures))
         return 1
-    print(f"PASS ({time.monotonic() - started:.0f} s in all)")
+    print(
+        f"OK: {tally.expected} deliveries, none lost, duplicated or unexpected; p50"
+        f" {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms"
+        f" ({time.monotonic() - started:.0f} s in all)"
+    )
     return 0
 
 
@@ -763,6 +1020,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--rate", type=float, default=2.0, help="writes per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of writing")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=20,
+        help="partitions the items are spread over; each keyed subscriber watches one",
+    )
     parser.add_argument("--p50-ms", type=float, default=200.0)
     parser.add_argument("--p99-ms", type=float, default=750.0)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
@@ -781,8 +1044,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.client_process:
-        if args.clients < 1 or args.rate <= 0 or args.duration <= 0:
-            parser.error("--clients, --rate and --duration must be positive")
+        if args.clients < 1 or args.rate <= 0 or args.duration <= 0 or args.partitions < 1:
+            parser.error("--clients, --rate, --duration and --partitions must be positive")
         if args.rate * args.duration > 100_000:
             parser.error("at most 100000 items per run")
         if args.warmup < 0 or args.connect_concurrency < 1:
