@@ -162,8 +162,10 @@ def banner(emulator: Emulator) -> str:
             f"  @connections  {emulator.management_endpoint}/@connections/{{connectionId}}",
             f"  DynamoDB      {emulator.aws.endpoint}   tables: {tables}",
             "",
-            "Try it:",
+            "Try it: connect, subscribe (type the > line into wscat), then write from another"
+            " terminal:",
             f"  npx wscat -c '{emulator.url}?token={token}'",
+            f'  > {{"action": "subscribe", "id": "s1", "table": "{source_logical}"}}',
             f"  {command(stack, 'put')} {source_logical} "
             '\'{"PK": "EVENT#1", "SK": "METADATA", "title": "hello"}\'',
             "",

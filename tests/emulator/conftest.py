@@ -56,9 +56,30 @@ class RunningEmulator:
         items = self.dynamodb().scan(TableName=self.emulator.connections_table())["Items"]
         return {item["connectionId"]["S"] for item in items}
 
+    def subscriptions_table(self) -> str:
+        """The topic index, as the functions' environment names it."""
+        assert self.emulator.model is not None
+        for function in self.emulator.model.functions.values():
+            if "SUBSCRIPTIONS_TABLE" in function.environment:
+                return function.environment["SUBSCRIPTIONS_TABLE"]
+        raise LookupError("no function declares SUBSCRIPTIONS_TABLE")
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every stored subscription (a Scan of the emulator's moto table)."""
+        return list(self.dynamodb().scan(TableName=self.subscriptions_table())["Items"])
+
 
 def receive_json(client: ClientConnection, timeout: float = 10) -> dict[str, Any]:
     return dict(json.loads(client.recv(timeout=timeout)))
+
+
+def subscribe(
+    client: ClientConnection, sub_id: str = "s1", table: str = "events", **fields: Any
+) -> None:
+    """Send a ``subscribe`` and require its ``subscribed`` (stored before it is answered)."""
+    client.send(json.dumps({"action": "subscribe", "id": sub_id, "table": table, **fields}))
+    reply = receive_json(client)
+    assert reply == {"type": "subscribed", "id": sub_id}, reply
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
@@ -82,5 +103,6 @@ def start(**options: Any) -> Iterator[RunningEmulator]:
 
 @pytest.fixture(scope="module")
 def local() -> Iterator[RunningEmulator]:
-    """The dev stack as `make dev` runs it (auth on, broadcast to everyone)."""
+    """The dev stack as `make dev` runs it (auth on; the demo table lets any signed-in user
+    subscribe to the whole table or any partition)."""
     yield from start()

@@ -87,19 +87,34 @@ def test_banner_names_every_address_and_the_recipe(cli: Cli) -> None:
         r"DynamoDB\s+http://127\.0\.0\.1:\d+\s+tables: events \(events-", cli.line("DynamoDB")
     )
     assert cli.line("npx wscat -c").endswith(f"'{cli.url}'")
+    assert printed_subscribe(cli) == {"action": "subscribe", "id": "s1", "table": "events"}
     assert cli.line(f"{printed_python()} -m emulator put events")
+    recipe = [line.strip() for line in cli.banner]
+    wscat, subscribe, put = (
+        recipe.index(cli.line(prefix).strip())
+        for prefix in ("npx wscat -c", "> ", f"{printed_python()} -m emulator put events")
+    )
+    assert wscat < subscribe < put  # in the order they are done
+
+
+def printed_subscribe(cli: Cli) -> dict[str, str]:
+    """The message the banner says to type into wscat (its prompt is ``>``)."""
+    return dict(json.loads(cli.line("> ").strip().removeprefix("> ")))
 
 
 def test_printed_recipe_works_write_an_item_and_watch_it_arrive(cli: Cli) -> None:
     with connect(cli.url, open_timeout=20) as client:
         client.send(json.dumps({"action": "ping"}))
         assert receive_json(client) == {"type": "pong"}
+        client.send(json.dumps(printed_subscribe(cli)))
+        assert receive_json(client) == {"type": "subscribed", "id": "s1"}
         recipe = cli.line(f"{printed_python()} -m emulator put events")
         item = recipe.split("put events ", 1)[1].strip().strip("'")
         written = cli.run("put", "events", item)
         assert written.returncode == 0, written.stderr
         message = receive_json(client, timeout=20)
         assert (message["action"], message["data"]["title"]) == ("created", "hello")
+        assert message["matches"] == {"s1": "added"}
         deleted = cli.run("delete", "events", json.dumps({"PK": "EVENT#1", "SK": "METADATA"}))
         assert deleted.returncode == 0, deleted.stderr
         assert receive_json(client, timeout=20)["action"] == "deleted"
@@ -135,13 +150,15 @@ def test_wscat_connects_and_receives_an_update(cli: Cli, tmp_path: Path) -> None
     if fetched.returncode != 0:
         pytest.skip(f"wscat could not be fetched from the npm registry: {fetched.stderr[-300:]}")
     command = [npx, "--yes", "wscat@6", "--no-color", "-c", cli.url]
-    # wscat quits when its stdin closes: keep a pipe open; -x pings, -w 8 exits 8 s later
+    # wscat quits when its stdin closes: keep a pipe open; -x sends the banner's subscribe,
+    # -w 8 exits 8 s later
+    subscribe = json.dumps(printed_subscribe(cli))
     wscat = subprocess.Popen(
-        [*command, "-x", '{"action": "ping"}', "-w", "8"],
+        [*command, "-x", subscribe, "-w", "8"],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        time.sleep(3)  # connected and pinged
+        time.sleep(3)  # connected and subscribed
         written = cli.run(
             "put", "events", '{"PK": "EVENT#wscat", "SK": "METADATA", "via": "wscat"}'
         )
@@ -152,7 +169,7 @@ def test_wscat_connects_and_receives_an_update(cli: Cli, tmp_path: Path) -> None
     finally:
         if wscat.poll() is None:
             wscat.kill()
-    assert '"type":"pong"' in output.replace(" ", "")
+    assert '"type":"subscribed"' in output.replace(" ", "")
     assert "EVENT#wscat" in output and "event_update" in output
 
 
@@ -228,6 +245,8 @@ def test_printed_commands_work_as_printed_for_another_stack(prod: Cli) -> None:
     with connect(f"{base}?token={minted.stdout.strip()}", open_timeout=20) as client:
         client.send(json.dumps({"action": "ping"}))
         assert receive_json(client) == {"type": "pong"}
+        client.send(json.dumps(printed_subscribe(prod)))
+        assert receive_json(client) == {"type": "subscribed", "id": "s1"}
         written = as_typed(recipe.strip(), prod.env)
         assert written.returncode == 0, written.stderr
         message = receive_json(client, timeout=20)

@@ -10,7 +10,8 @@ import boto3
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.emulator.conftest import RunningEmulator, receive_json, wait_for
+from handlers.topics import table_topic
+from tests.emulator.conftest import RunningEmulator, receive_json, subscribe, wait_for
 
 
 def put(local: RunningEmulator, item: dict[str, Any]) -> None:
@@ -126,8 +127,10 @@ def test_plain_http_get_with_a_valid_token_leaves_no_connection_record(
 # -- stream -> clients -----------------------------------------------------------------------
 
 
-def test_insert_update_delete_reach_every_client_in_order(local: RunningEmulator) -> None:
+def test_insert_update_delete_reach_every_subscriber_in_order(local: RunningEmulator) -> None:
     with local.connect("alice") as first, local.connect("bob") as second:
+        subscribe(first, "everything")  # table-wide
+        subscribe(second, "order", key={"PK": "EVENT#order"})  # its partition
         table = local.table()
         dynamodb = local.dynamodb()
         put(local, event_item("EVENT#order", title="v1"))
@@ -140,9 +143,13 @@ def test_insert_update_delete_reach_every_client_in_order(local: RunningEmulator
         dynamodb.delete_item(
             TableName=table, Key={"PK": {"S": "EVENT#order"}, "SK": {"S": "METADATA"}}
         )
-        for client in (first, second):
+        for client, sub_id in ((first, "everything"), (second, "order")):
             messages = [receive_json(client) for _ in range(3)]
             assert [m["action"] for m in messages] == ["created", "updated", "deleted"]
+            assert [m["matches"] for m in messages] == [
+                {sub_id: "added"}, {sub_id: "modified"}, {sub_id: "removed"},
+            ]  # fmt: skip
+            assert all(m["table"] == "events" for m in messages)  # the label, not the name
             assert messages[0]["data"]["title"] == "v1"
             assert messages[1]["data"] == {
                 "PK": "EVENT#order", "SK": "METADATA", "title": "v2", "seats": 42,
@@ -161,6 +168,7 @@ def test_item_nested_past_dynamodbs_limit_is_refused_and_later_writes_flow(
     for _ in range(40):  # past DynamoDB's 32 levels; moto alone would store it
         deep = {"M": {"n": deep}}
     with local.connect() as client:
+        subscribe(client)
         with pytest.raises(ClientError) as refused:
             put(local, {**event_item("EVENT#deep"), "doc": deep})
         assert refused.value.response["Error"]["Code"] == "ValidationException"
@@ -171,16 +179,38 @@ def test_item_nested_past_dynamodbs_limit_is_refused_and_later_writes_flow(
     assert not [line for line in local.lines if "poll failed" in line]
 
 
-def test_stale_connection_is_removed_and_the_others_still_receive(local: RunningEmulator) -> None:
-    connections = local.emulator.connections_table()
+def test_stale_connection_and_its_subscription_are_removed_and_the_others_still_receive(
+    local: RunningEmulator,
+) -> None:
+    ghost = "GhostConnId0000="  # a record and a subscription, but no socket: a 410
+    topic = table_topic("events", 0)  # a table-wide bucket: the broadcaster reads every one
     local.dynamodb().put_item(
-        TableName=connections,
-        Item={"connectionId": {"S": "GhostConnId0000="}, "userId": {"S": "ghost"}},
+        TableName=local.emulator.connections_table(),
+        Item={
+            "connectionId": {"S": ghost},
+            "userId": {"S": "ghost"},
+            "subs": {"M": {"s1": {"S": topic}}},
+        },
+    )
+    local.dynamodb().put_item(
+        TableName=local.subscriptions_table(),
+        Item={
+            "topic": {"S": topic},
+            "sk": {"S": f"{ghost} s1"},
+            "connectionId": {"S": ghost},
+            "subId": {"S": "s1"},
+            "source": {"S": "events"},
+        },
     )
     with local.connect("alice") as client:
+        subscribe(client)
         put(local, event_item("EVENT#stale"))
         assert receive_json(client)["keys"]["PK"] == "EVENT#stale"
-        wait_for(lambda: "GhostConnId0000=" not in local.connection_ids(), what="stale removal")
+        wait_for(lambda: ghost not in local.connection_ids(), what="stale removal")
+        wait_for(
+            lambda: all(i["connectionId"]["S"] != ghost for i in local.subscriptions()),
+            what="the stale connection's subscription to go",
+        )
 
 
 # -- closing -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.emulator.conftest import RunningEmulator, receive_json, start, wait_for
+from tests.emulator.conftest import RunningEmulator, receive_json, start, subscribe, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,8 @@ def test_only_the_target_users_connections_receive_the_change(targeted: RunningE
         targeted.connect("carol") as carol_laptop,
         targeted.connect("dave") as dave,
     ):
+        for client in (carol_phone, carol_laptop, dave):
+            subscribe(client)  # table-wide: the target attribute decides which rows
         targeted.dynamodb().put_item(TableName=targeted.table(), Item=owned("EVENT#c1", "carol"))
         targeted.dynamodb().put_item(TableName=targeted.table(), Item=owned("EVENT#d1", "dave"))
         assert receive_json(carol_phone)["keys"]["PK"] == "EVENT#c1"
@@ -48,13 +50,22 @@ def test_only_the_target_users_connections_receive_the_change(targeted: RunningE
         assert receive_json(dave)["keys"]["PK"] == "EVENT#d1"  # not carol's first
         with pytest.raises(TimeoutError):
             carol_phone.recv(timeout=1)
+        # an item that names no owner reaches no one (fail closed), though all are subscribed
+        targeted.dynamodb().put_item(
+            TableName=targeted.table(), Item={"PK": {"S": "EVENT#x"}, "SK": {"S": "METADATA"}}
+        )
+        for client in (carol_phone, carol_laptop, dave):
+            with pytest.raises(TimeoutError):
+                client.recv(timeout=1)
 
 
 def test_record_failing_every_time_goes_to_the_dead_letter_queue_and_the_rest_flow(
     targeted: RunningEmulator,
 ) -> None:
     before = targeted.connection_ids()
-    with targeted.connect("victim"), targeted.connect("bystander") as bystander:
+    with targeted.connect("victim") as victim, targeted.connect("bystander") as bystander:
+        subscribe(victim)
+        subscribe(bystander)
         victim_id = connection_of(targeted, "victim", before)
         targeted.emulator.gateway.post_faults[victim_id] = [500]  # its socket never accepts a post
         table = targeted.table()

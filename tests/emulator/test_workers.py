@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import textwrap
@@ -451,6 +452,12 @@ def test_a_real_handler_runs_in_a_worker(tmp_path: Path) -> None:
         environment={
             "MAX_INPUT_BYTES": "1024",
             "MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/dev",
+            # what $default needs at import (the component declares the same variables)
+            "CONNECTIONS_TABLE": "rt-connections-1a2b3c",
+            "SUBSCRIPTIONS_TABLE": "rt-subscriptions-1a2b3c",
+            "SOURCES": json.dumps(
+                {"events": {"table": "events-1a2b3c", "keys": [["PK", "S"], ["SK", "S"]]}}
+            ),
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing",
