@@ -42,8 +42,17 @@ class RunningEmulator:
 
     # -- helpers the tests share ------------------------------------------------------------
 
-    def connect(self, user: str = "alice", **kwargs: Any) -> ClientConnection:
-        url = f"{self.emulator.url}?token={self.emulator.token(user)}"
+    def token(self, user: str, claims: dict[str, Any] | None = None, ttl: int = 3600) -> str:
+        """A token the running stack accepts, with extra claims (e.g. ``{"role": "admin"}``)."""
+        from handlers.tokens import mint_token
+
+        cap = self.emulator.token_max_lifetime()
+        return mint_token(user, self.emulator.secret, ttl, claims=claims, max_lifetime=cap)
+
+    def connect(
+        self, user: str = "alice", claims: dict[str, Any] | None = None, **kwargs: Any
+    ) -> ClientConnection:
+        url = f"{self.emulator.url}?token={self.token(user, claims)}"
         return connect(url, open_timeout=20, **kwargs)
 
     def dynamodb(self) -> Any:
