@@ -1378,7 +1378,9 @@ def test_identity_of_a_record_reads_its_stored_claims(
 
 def test_the_readme_error_table_lists_every_code_the_handler_answers() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.split("### Messages to clients", 1)[1].split("\n### ", 1)[0]
+    protocol = readme.split("\n## Protocol (version 2)\n", 1)[1].split("\n## ", 1)[0]
+    section = protocol.split("\n### Errors\n", 1)[1].split("\n### ", 1)[0]
+    assert readme.count("| code | when |") == 1  # one table of error codes, not two
     table = section.split("| code | when |", 1)[1].split("\n\n", 1)[0]
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE))
 
