@@ -29,12 +29,13 @@ number is ever approximated.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from handlers import strict_json
 
 MAX_GROUPS = 5
 MAX_CONDITIONS = 10
@@ -171,7 +172,7 @@ def parse_filter(raw: Any) -> Filter:
     if raw is None:
         return ()
     try:
-        size = len(json.dumps(raw, separators=(",", ":"), default=str).encode("utf-8"))
+        size = len(strict_json.dumps(raw, ascii=False).encode("utf-8", "surrogatepass"))
     except (TypeError, ValueError):
         raise InvalidFilter("filter is not JSON") from None
     if size > MAX_FILTER_BYTES:

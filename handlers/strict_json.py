@@ -62,11 +62,11 @@ def loads(text: str | bytes, *, exact: bool = False) -> Any:
         raise InvalidJson(str(bad)) from None
 
 
-def _write(value: Any, out: list[str], depth: int) -> None:
+def _write(value: Any, out: list[str], depth: int, ascii: bool = True) -> None:
     if depth > 512:
         raise ValueError("nested too deeply to write")
     if isinstance(value, str) or value is None or isinstance(value, (bool, int)):
-        out.append(json.dumps(value))
+        out.append(json.dumps(value, ensure_ascii=ascii))
     elif isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{value} has no JSON spelling")
@@ -80,27 +80,28 @@ def _write(value: Any, out: list[str], depth: int) -> None:
         for index, (key, item) in enumerate(value.items()):
             if not isinstance(key, str):
                 raise TypeError(f"object keys must be strings, not {type(key).__name__}")
-            out.append(("," if index else "") + json.dumps(key) + ":")
-            _write(item, out, depth + 1)
+            out.append(("," if index else "") + json.dumps(key, ensure_ascii=ascii) + ":")
+            _write(item, out, depth + 1, ascii)
         out.append("}")
     elif isinstance(value, (list, tuple)):
         out.append("[")
         for index, item in enumerate(value):
             if index:
                 out.append(",")
-            _write(item, out, depth + 1)
+            _write(item, out, depth + 1, ascii)
         out.append("]")
     else:
         raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, *, ascii: bool = True) -> str:
     """Compact JSON text for a parsed JSON value, ``Decimal`` numbers with every digit
     (``str(Decimal)`` is valid JSON for a finite number: ``1.10``, ``1E+400``).
 
     Like ``json.dumps(value, separators=(",", ":"), allow_nan=False)`` otherwise
-    (non-ASCII escaped); raises ``ValueError``/``TypeError`` for what has no JSON.
+    (non-ASCII escaped unless ``ascii=False``); raises ``ValueError``/``TypeError``
+    for what has no JSON.
     """
     out: list[str] = []
-    _write(value, out, 0)
+    _write(value, out, 0, ascii)
     return "".join(out)
