@@ -80,3 +80,34 @@ def put_connection(client: Any, table: str, connection_id: str, user_id: str | N
 def connection_ids(client: Any, table: str) -> set[str]:
     items = client.scan(TableName=table)["Items"]
     return {item["connectionId"]["S"] for item in items}
+
+
+def create_replay_table(client: Any, name: str) -> None:
+    """The replay table as the component declares it: ``topic`` + ``change``, the local
+    index ``byTime`` (``topic`` + ``at``, all attributes) and TTL on ``ttl``."""
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "topic", "AttributeType": "S"},
+            {"AttributeName": "change", "AttributeType": "S"},
+            {"AttributeName": "at", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "topic", "KeyType": "HASH"},
+            {"AttributeName": "change", "KeyType": "RANGE"},
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "byTime",
+                "KeySchema": [
+                    {"AttributeName": "topic", "KeyType": "HASH"},
+                    {"AttributeName": "at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+    )
