@@ -25,14 +25,15 @@ from components.sources import (
     OTHER_BROADCASTER_VARIABLES,
     SourceError,
     StreamSource,
+    broadcaster_filters,
     check_access,
     check_old_image,
     check_source,
     check_stream,
     environment_size,
-    filter_pattern,
     key_schema,
     label_of,
+    lambda_patterns,
     source_entry,
     sources_variable,
     where_of,
@@ -794,14 +795,15 @@ class RealtimeChannel(pulumi.ComponentResource):
                 f"RealtimeChannel {self._channel!r}: the {kind} function's environment would be"
                 f" {size} bytes with SOURCES for {len(entries)} sources, over Lambda's"
                 f" {LAMBDA_ENVIRONMENT_LIMIT}: use shorter source names or table names, fewer"
-                " or shorter access rules, or split the sources across two channels"
+                " or shorter access rules or source filters, or split the sources across two"
+                " channels"
             )
         return value
 
     def _check_sources_size(self, label: str) -> None:
         """Before deploy (preview too): SOURCES, with autonamed tables at their likely length
-        and the access rules as written, must leave room for the functions' other
-        variables."""
+        and the access rules and source filters as written, must leave room for the
+        functions' other variables."""
         estimate = environment_size({"SOURCES": sources_variable(self._source_hints)})
         room = LAMBDA_ENVIRONMENT_LIMIT - OTHER_BROADCASTER_VARIABLES
         if estimate > room:
@@ -809,7 +811,8 @@ class RealtimeChannel(pulumi.ComponentResource):
                 f"RealtimeChannel {self._channel!r}, source {label!r}: the functions' SOURCES"
                 f" variable would take about {estimate} bytes, over the {room} their 4 KB"
                 " environment leaves for it: use shorter source names or table names, fewer"
-                " or shorter access rules, or split the sources across two channels"
+                " or shorter access rules or source filters, or split the sources across two"
+                " channels"
             )
 
     def _described(
@@ -827,6 +830,10 @@ class RealtimeChannel(pulumi.ComponentResource):
         if sort_key_unknown:
             range_key = None
         check_stream(table_name, stream_enabled, view_type)
+        try:
+            lambda_patterns(source.filters, old_image=view_type == "NEW_AND_OLD_IMAGES")
+        except SourceError as bad:
+            raise SourceError(f"{where}: {bad}") from None
         if self._args.target_attribute:
             check_old_image(
                 where,
@@ -873,7 +880,8 @@ class RealtimeChannel(pulumi.ComponentResource):
                         result.attributes,
                     ),
                 )
-                return result, source_entry(table, keys, old_image, rules)
+                filters = broadcaster_filters(source.filters, old_image=old_image)
+                return result, source_entry(table, keys, old_image, rules, filters)
 
             checked = found.apply(check_found)
             return (
@@ -897,7 +905,13 @@ class RealtimeChannel(pulumi.ComponentResource):
         ).apply(lambda a: self._described(source, logical, rules, (a[0], a[1], a[2], a[3], a[4])))
         stream_arn = pulumi.Output.all(described, table.stream_arn).apply(lambda a: a[1])
         entry = pulumi.Output.all(described, table.name).apply(
-            lambda a: source_entry(a[1], a[0][0], a[0][1], rules)
+            lambda a: source_entry(
+                a[1],
+                a[0][0],
+                a[0][1],
+                rules,
+                broadcaster_filters(source.filters, old_image=a[0][1]),
+            )
         )
         return table.arn, stream_arn, entry
 
@@ -928,7 +942,9 @@ class RealtimeChannel(pulumi.ComponentResource):
         hint = (
             source.table if isinstance(source.table, str) else source.table._name + AUTONAME_SUFFIX
         )
-        self._source_hints[label] = source_entry(hint, ESTIMATED_KEYS, True, rules)
+        self._source_hints[label] = source_entry(
+            hint, ESTIMATED_KEYS, True, rules, broadcaster_filters(source.filters, old_image=True)
+        )
         try:
             self._check_sources_size(label)
         except SourceError:
@@ -948,13 +964,15 @@ class RealtimeChannel(pulumi.ComponentResource):
         )
         filters = None
         if source.filters:
+            # on a NEW_AND_OLD_IMAGES stream a new_image filter is matched on both images
+            # (checked against Lambda's 5 with the stream, in _described)
             filters = aws.lambda_.EventSourceMappingFilterCriteriaArgs(
-                filters=[
-                    aws.lambda_.EventSourceMappingFilterCriteriaFilterArgs(
-                        pattern=filter_pattern(f)
-                    )
-                    for f in source.filters
-                ]
+                filters=entry.apply(
+                    lambda e: [
+                        aws.lambda_.EventSourceMappingFilterCriteriaFilterArgs(pattern=pattern)
+                        for pattern in lambda_patterns(source.filters, old_image=e["oldImage"])
+                    ]
+                )
             )
         args = aws.lambda_.EventSourceMappingArgs(
             event_source_arn=stream_arn,

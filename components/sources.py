@@ -93,7 +93,7 @@ class AccessRule:
 
 @dataclass(frozen=True)
 class SourceFilter:
-    """One Lambda filter (records matching any filter of a source are delivered).
+    """One source filter (records matching any filter of a source are delivered).
 
     ``event_names``: subset of INSERT, MODIFY, REMOVE (default: all).
     ``new_image``: attribute -> rule on the DynamoDB-typed value, in Lambda's
@@ -102,6 +102,13 @@ class SourceFilter:
     ``{"status": ["active", "pending"]}``. ``N`` rules take exact values as strings
     (the stream carries numbers as strings); ``numeric`` rules and bare numbers on ``N``
     never match on AWS and are refused.
+
+    On a ``NEW_AND_OLD_IMAGES`` stream the item is matched before and after the change:
+    ``new_image`` rules compile to two Lambda filters (on NewImage and on OldImage), so a
+    record whose item leaves the filter (or is deleted while in it) still reaches the
+    broadcaster, which tells the subscribers that saw the item ``removed``; each counts
+    against Lambda's 5 filters. On a ``NEW_IMAGE`` stream they match the new image only
+    (an item leaving the filter is never heard of, and REMOVE cannot be named with them).
     """
 
     event_names: Sequence[str] = ()
@@ -117,7 +124,8 @@ class StreamSource:
     name: str | None = None
     """Label used in child resource names. Default: the table's logical or physical name."""
     filters: Sequence[SourceFilter] = ()
-    """Up to 5 filters; default none (every record)."""
+    """Up to 5 Lambda filters (a ``new_image`` filter counts twice on a ``NEW_AND_OLD_IMAGES``
+    stream); default none (every record)."""
     batch_size: int = 100
     """Records per invocation, 1 to 10,000. Default 100."""
     batching_window_seconds: int = 0
@@ -246,8 +254,13 @@ def check_source(component: str, source: StreamSource, *, auth_enabled: bool = T
     if len(source.filters) > MAX_FILTERS:
         raise SourceError(f"{where}: at most {MAX_FILTERS} filters (Lambda's limit)")
     for position, source_filter in enumerate(source.filters):
+        if not isinstance(source_filter, SourceFilter):
+            raise SourceError(
+                f"{where}: filters[{position}] must be a SourceFilter,"
+                f" not {type(source_filter).__name__}"
+            )
         try:
-            filter_pattern(source_filter)
+            filter_pattern(source_filter, old_image=True)
         except SourceError as bad:
             raise SourceError(f"{where}: filters[{position}]: {bad}") from None
     check_access(component, source, auth_enabled=auth_enabled)
@@ -294,8 +307,13 @@ def _image_rule(attribute: str, rule: Any) -> Any:
     )
 
 
-def filter_pattern(source_filter: SourceFilter) -> str:
-    """The filter as Lambda's ``FilterCriteria.Filters[].Pattern`` JSON for DynamoDB records."""
+def filter_pattern(
+    source_filter: SourceFilter, *, image: str = "NewImage", old_image: bool = False
+) -> str:
+    """The filter as Lambda's ``FilterCriteria.Filters[].Pattern`` JSON for DynamoDB records,
+    its ``new_image`` rules on ``image`` (``NewImage``, or ``OldImage`` for the filter that
+    lets an item leaving it through). ``old_image``: the stream carries old images, so
+    ``new_image`` rules may be combined with REMOVE (the OldImage filter matches it)."""
     pattern: dict[str, Any] = {}
     names = list(source_filter.event_names)
     unknown = [name for name in names if name not in EVENT_NAMES]
@@ -303,22 +321,55 @@ def filter_pattern(source_filter: SourceFilter) -> str:
         raise SourceError(f"unknown event names {unknown}; use {', '.join(EVENT_NAMES)}")
     if len(set(names)) != len(names):
         raise SourceError("event_names lists a name twice")
-    if source_filter.new_image and "REMOVE" in names:
+    if source_filter.new_image and "REMOVE" in names and not old_image:
         raise SourceError(
-            "a new_image rule never matches REMOVE (deleted items have no new image);"
-            " filter REMOVE in a separate filter"
+            "a new_image rule never matches REMOVE on a stream without old images (deleted"
+            ' items have no new image): set stream_view_type="NEW_AND_OLD_IMAGES", or filter'
+            " REMOVE in a separate filter"
         )
     if names:
         pattern["eventName"] = names
     if source_filter.new_image:
         pattern["dynamodb"] = {
-            "NewImage": {
-                name: _image_rule(name, rule) for name, rule in source_filter.new_image.items()
-            }
+            image: {name: _image_rule(name, rule) for name, rule in source_filter.new_image.items()}
         }
     if not pattern:
         raise SourceError("an empty filter matches everything; leave filters out instead")
     return json.dumps(pattern, sort_keys=True, separators=(",", ":"))
+
+
+def lambda_patterns(filters: Sequence[SourceFilter], *, old_image: bool) -> list[str]:
+    """The Lambda filters (pattern JSON) of a source's filters. With old images, a filter with
+    ``new_image`` rules gives two: the rules on NewImage and on OldImage, so a record passes
+    when its item matches before or after the change (an item leaving the filter, or
+    deleted while in it, still reaches the broadcaster). ``SourceError`` past Lambda's 5."""
+    patterns: list[str] = []
+    for position, source_filter in enumerate(filters):
+        try:
+            patterns.append(filter_pattern(source_filter, old_image=old_image))
+            if old_image and source_filter.new_image:
+                patterns.append(filter_pattern(source_filter, image="OldImage", old_image=True))
+        except SourceError as bad:
+            raise SourceError(f"filters[{position}]: {bad}") from None
+    if len(patterns) > MAX_FILTERS:
+        doubled = sum(1 for f in filters if f.new_image)
+        raise SourceError(
+            f"{len(filters)} filters compile to {len(patterns)} Lambda filters, over Lambda's"
+            f" {MAX_FILTERS}: on a NEW_AND_OLD_IMAGES stream each of the {doubled} filters with"
+            " new_image rules is matched on the new image and on the old one (so an item"
+            " leaving the filter still reaches subscribers as removed) and counts twice;"
+            " merge filters (a rule lists several values) or use fewer"
+        )
+    return patterns
+
+
+def broadcaster_filters(filters: Sequence[SourceFilter], *, old_image: bool) -> list[Any]:
+    """The source filters as the broadcaster applies them to each image (``SOURCES``
+    ``filters``: the NewImage patterns, as objects); none without old images, where Lambda
+    has already matched the only image there is."""
+    if not old_image:
+        return []
+    return [json.loads(filter_pattern(f, old_image=True)) for f in filters]
 
 
 def check_stream(table_name: str, stream_enabled: Any, view_type: Any) -> None:
@@ -373,19 +424,27 @@ def key_schema(
 
 
 def source_entry(
-    table: str, keys: Sequence[Sequence[str]], old_image: bool, access: Sequence[Any]
+    table: str,
+    keys: Sequence[Sequence[str]],
+    old_image: bool,
+    access: Sequence[Any],
+    filters: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """One source as the functions read it in ``SOURCES``."""
-    return {
+    """One source as the functions read it in ``SOURCES`` (``filters`` only when some)."""
+    entry: dict[str, Any] = {
         "table": table,
         "keys": [list(key) for key in keys],
         "oldImage": old_image,
         "access": list(access),
     }
+    if filters:
+        entry["filters"] = list(filters)
+    return entry
 
 
 def sources_variable(entries: Mapping[str, Mapping[str, Any]]) -> str:
-    """``SOURCES``: label -> {"table", "keys", "oldImage", "access"}, compact JSON."""
+    """``SOURCES``: label -> {"table", "keys", "oldImage", "access", "filters"?}, compact
+    JSON."""
     return json.dumps(dict(entries), sort_keys=True, separators=(",", ":"))
 
 

@@ -3,7 +3,11 @@
 For each stream record (INSERT, MODIFY, REMOVE), in stream order:
 
 1. read it into a ``recipients.Change`` (its source by physical table name in
-   ``SOURCES``; messages name the source by its label);
+   ``SOURCES``; messages name the source by its label), and match each image against
+   the source's own filters (``SOURCES`` ``filters``, Lambda's patterns on NewImage, with
+   the record's eventName): an image they leave out is visible to no subscription, so
+   an item leaving them is ``removed`` (keys only) and one entering them ``added``; a
+   record neither image of which passes reaches no one and costs no Query;
 2. find the subscriptions on the topics it touches (its item, its partition,
    each bucket of its table-wide topic): one paginated, strongly consistent
    Query per topic, read once per batch;
@@ -37,6 +41,7 @@ from handlers import subscriptions as store
 from handlers.connections import iso_utc
 from handlers.delivery import Poster, fan_out
 from handlers.dynamo_json import MalformedAttribute, image_to_plain
+from handlers.lambda_filters import matches_any
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.recipients import Change, Subscription, owner_of, plan, subscription_of
 from handlers.topics import InvalidKey, record_topics, table_topic
@@ -66,6 +71,23 @@ class Read:
     change: Change
     key_names: tuple[str, ...]
     topics: list[str]
+    old_visible: bool = True
+    """Whether the source's own filters let the old image through (True without filters)."""
+    new_visible: bool = True
+    """Whether they let the new image through."""
+
+    @property
+    def outside_source(self) -> bool:
+        """The record has images and the source's filters let none of them through."""
+        images = [
+            visible
+            for image, visible in (
+                (self.change.old, self.old_visible),
+                (self.change.new, self.new_visible),
+            )
+            if image is not None
+        ]
+        return bool(images) and not any(images)
 
 
 @dataclass
@@ -208,6 +230,22 @@ def read_record(
         change=Change(event_name=event_name, keys=keys, old=old, new=new, envelope=envelope),
         key_names=tuple(name for name, _ in source.keys) or tuple(keys),
         topics=topics,
+        old_visible=old is not None and in_source(record, source, "OldImage"),
+        new_visible=new is not None and in_source(record, source, "NewImage"),
+    )
+
+
+def in_source(record: Mapping[str, Any], source: config.Source, image: str) -> bool:
+    """Whether the source's own filters let a record's image (``NewImage`` or ``OldImage``)
+    through: each pattern (as written, on NewImage) is matched against the record as Lambda
+    sees it, with that image as its NewImage, so the pattern's eventName still applies.
+    True without filters; an absent image passes (nobody sees it anyway)."""
+    stream = record["dynamodb"]
+    if not source.filters or stream.get(image) is None:
+        return True
+    others = {name: value for name, value in stream.items() if name not in ("NewImage", "OldImage")}
+    return matches_any(
+        source.filters, {**record, "dynamodb": {**others, "NewImage": stream[image]}}
     )
 
 
@@ -441,6 +479,9 @@ class Broadcaster:
                 },
             )
             return True
+        if read.outside_source:  # Lambda's filters let it through on neither image either
+            stats.unheard += 1
+            return True
         try:
             found = self._subscriptions(read.topics, batch, stats)
             messages = plan(
@@ -449,6 +490,8 @@ class Broadcaster:
                 key_names=read.key_names,
                 target_attribute=self.settings.target_attribute,
                 include_old=self.settings.include_old_image,
+                old_visible=read.old_visible,
+                new_visible=read.new_visible,
             )
             deliveries, truncated = payloads(messages)
             if not deliveries:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers.access import InvalidRule, Rule, parse_rules
+from handlers.lambda_filters import FilterError, check_pattern
 from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
 from handlers.topics import KEY_TYPES
 
@@ -23,6 +24,7 @@ DEFAULT_SEND_MAX_ATTEMPTS = 5
 DEFAULT_MAX_INPUT_BYTES = 32 * 1024  # one API Gateway WebSocket frame
 DEFAULT_MAX_SUBSCRIPTIONS = 20
 DEFAULT_TABLE_TOPIC_BUCKETS = 4
+MAX_SOURCE_FILTERS = 5  # Lambda's limit on a mapping's filters
 MIN_TOKEN_LIFETIME_SECONDS = 60
 MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
 
@@ -78,6 +80,10 @@ class Source:
     """Whether the stream carries old images (NEW_AND_OLD_IMAGES)."""
     access: tuple[Rule, ...]
     """Access rules; none: no subscription is accepted (default deny)."""
+    filters: tuple[Mapping[str, Any], ...] = ()
+    """The source's own filters (Lambda filter patterns on ``dynamodb.NewImage``, any may
+    match); none: every record. The broadcaster matches each image of a record against them,
+    so an item leaving them is ``removed`` for its subscribers. Only with old images."""
 
 
 _SOURCES_EXAMPLE = (
@@ -125,11 +131,35 @@ def _source(name: str, label: Any, fields: Any) -> Source:
         keys=tuple((k[0], k[1]) for k in raw_keys),
         old_image=old_image,
         access=access,
+        filters=_source_filters(where, fields.get("filters", []), old_image),
     )
 
 
+def _source_filters(where: str, raw: Any, old_image: bool) -> tuple[Mapping[str, Any], ...]:
+    """``"filters"``: up to 5 Lambda filter patterns (objects), as the source's mapping has
+    them on NewImage; they need old images (to see an item leave them)."""
+    if not isinstance(raw, list) or len(raw) > MAX_SOURCE_FILTERS:
+        raise ConfigError(
+            f'{where}: "filters" must be a list of at most {MAX_SOURCE_FILTERS} Lambda filter'
+            ' patterns, such as [{"dynamodb": {"NewImage": {"status": {"S": ["live"]}}}}]'
+        )
+    if raw and not old_image:
+        raise ConfigError(
+            f'{where}: "filters" need "oldImage": true (the broadcaster matches the item'
+            " before and after each change to tell an item leaving them)"
+        )
+    patterns: list[Mapping[str, Any]] = []
+    for position, pattern in enumerate(raw):
+        try:
+            patterns.append(check_pattern(pattern))
+        except FilterError as bad:
+            raise ConfigError(f'{where}: "filters"[{position}]: {bad}') from None
+    return tuple(patterns)
+
+
 def _sources(env: Mapping[str, str], name: str) -> dict[str, Source]:
-    """``{"<label>": {"table": ..., "keys": ..., "oldImage": ..., "access": [...]}}``.
+    """``{"<label>": {"table": ..., "keys": ..., "oldImage": ..., "access": [...],
+    "filters": [...]}}``.
 
     Only ``table`` is required; unknown fields are ignored (room for more settings).
     An empty object is a channel with no source yet.

@@ -3,7 +3,8 @@
 For each subscription found on the change's topics, the item is *visible* to
 it before (old image) and after (new image) when its filter matches the image
 and, with ``targetAttribute``, the image names the subscriber as its owner
-(an image that names no owner is visible to no one: fail closed). From
+(an image that names no owner is visible to no one: fail closed); an image
+the source's own filters leave out is visible to no subscription. From
 before/after, ``handlers.filters.classify`` says ``added``, ``modified`` or
 ``removed``; subscriptions that see nothing are left out.
 
@@ -125,15 +126,20 @@ def plan(
     key_names: Sequence[str],
     target_attribute: str | None,
     include_old: bool,
+    old_visible: bool = True,
+    new_visible: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """connection id -> its message for this change (connections that see nothing are absent).
-    A subscription listed twice (found on two topics) counts once."""
+    A subscription listed twice (found on two topics) counts once. ``old_visible`` /
+    ``new_visible`` False: the source's own filters leave that image out, so no
+    subscription sees it (an item leaving them is ``removed``, keys only; one entering
+    them is ``added``)."""
     seen: dict[str, _Seen] = {}
     for subscription in subscriptions:
         before: bool | None = None
         if change.old is not None or change.event_name == "INSERT":
-            before = _visible(subscription, change.old, target_attribute)
-        after = _visible(subscription, change.new, target_attribute)
+            before = old_visible and _visible(subscription, change.old, target_attribute)
+        after = new_visible and _visible(subscription, change.new, target_attribute)
         what = classify(change.event_name, before, after)
         if what is None:
             continue

@@ -20,6 +20,7 @@ import pytest
 
 import handlers.broadcaster as broadcaster_module
 from bench.management_api import FakeManagementApi
+from components.sources import SourceFilter, broadcaster_filters, lambda_patterns
 from handlers import aws
 from handlers import subscriptions as store
 from handlers.broadcaster import (
@@ -33,6 +34,7 @@ from handlers.broadcaster import (
 )
 from handlers.config import Source, broadcaster_config
 from handlers.connections import iso_utc
+from handlers.lambda_filters import matches_any, parse_pattern
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.topics import bucket_of, key_topic, subscription_key, table_topic
 from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
@@ -365,6 +367,120 @@ def test_filters_give_added_modified_removed_as_items_enter_and_leave(
     assert "data" not in left and left["keys"] == ITEM  # leaving a filter: keys only
     assert len(management_api.messages("all=")) == 7
     assert stats.unheard == 0
+
+
+PAID = {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"status": {"S": ["paid"]}}}}
+
+
+def source_filtered(*patterns: dict[str, Any]) -> dict[str, Source]:
+    """The sample source with its own filters (SOURCES "filters", as the component writes)."""
+    return {SOURCE_LABEL: dataclasses.replace(SOURCES[SOURCE_LABEL], filters=patterns)}
+
+
+def test_an_item_leaving_the_source_filter_is_removed_keys_only_and_entering_it_added(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    client_on(management_api, tables, "A=")
+    client_on(management_api, tables, "N=", filter=[{"n": {"ge": 10}}])
+    records = [
+        stream("INSERT", "1", new={"status": "new", "n": 50}),  # outside the source filter
+        stream("MODIFY", "2", old={"status": "new", "n": 50}, new={"status": "paid", "n": 50}),
+        stream("MODIFY", "3", old={"status": "paid", "n": 50}, new={"status": "paid", "n": 5}),
+        stream("MODIFY", "4", old={"status": "paid", "n": 5}, new={"status": "paid", "n": 51}),
+        stream("MODIFY", "5", old={"status": "paid", "n": 51}, new={"status": "done", "n": 51}),
+        stream("MODIFY", "6", old={"status": "done", "n": 51}, new={"status": "gone", "n": 52}),
+    ]
+    b = make(management_api, tables, sources=source_filtered(PAID), include_old_image=True)
+    failures, stats = run(b, records)
+    assert failures == []
+    seen = [(m["sequence"], m["matches"]) for m in management_api.messages("A=")]
+    assert seen == [("2", {"s1": "added"}), ("3", {"s1": "modified"}), ("4", {"s1": "modified"}),
+                    ("5", {"s1": "removed"})]  # fmt: skip
+    entered, *_, left = management_api.messages("A=")
+    assert entered["data"]["status"] == "paid" and "old" not in entered  # never saw it before
+    assert left["keys"] == ITEM and "data" not in left and "old" not in left  # keys only
+    seen = [(m["sequence"], m["matches"]) for m in management_api.messages("N=")]
+    assert seen == [("2", {"s1": "added"}), ("3", {"s1": "removed"}), ("4", {"s1": "added"}),
+                    ("5", {"s1": "removed"})]  # fmt: skip
+    assert stats.unheard == 2  # 1 and 6: neither image passes the source filter
+    assert stats.topicsQueried == 2 + BUCKETS  # read for 2 on; not for 1 (6 reads the cache)
+
+
+def test_a_record_neither_image_of_which_passes_the_source_filter_reaches_no_one(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    client_on(management_api, tables, "A=")
+    records = [
+        stream("INSERT", "1", new={"status": "new"}),
+        stream("MODIFY", "2", old={"status": "new"}, new={"status": "done"}),
+        stream("REMOVE", "3", old={"status": "done"}),
+        stream("REMOVE", "4", old={"status": "paid"}),  # the filter's eventName leaves it out
+    ]
+    failures, stats = run(make(management_api, tables, sources=source_filtered(PAID)), records)
+    assert failures == [] and management_api.messages("A=") == []
+    assert stats.unheard == 4 and stats.topicsQueried == 0 and stats.subscriptionsRead == 0
+
+
+def test_a_deleted_item_the_source_filter_matched_is_removed_for_who_saw_it(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    client_on(management_api, tables, "A=")
+    paid_any_event = {"dynamodb": {"NewImage": {"status": {"S": ["paid"]}}}}
+    records = [
+        stream("REMOVE", "1", old={"status": "paid"}),
+        stream("REMOVE", "2", old={"status": "new"}),
+    ]
+    b = make(
+        management_api, tables, sources=source_filtered(paid_any_event), include_old_image=True
+    )
+    failures, stats = run(b, records)
+    assert failures == []
+    (removed,) = management_api.messages("A=")
+    assert removed["sequence"] == "1" and removed["matches"] == {"s1": "removed"}
+    assert removed["old"]["status"] == "paid"  # deleted while visible: old as configured
+    assert stats.unheard == 1
+
+
+def test_the_source_filters_event_name_applies_to_each_image(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    client_on(management_api, tables, "A=")
+    inserts_only = {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"status": {"S": ["paid"]}}}}
+    removals = {"eventName": ["REMOVE"]}
+    records = [
+        stream("INSERT", "1", new={"status": "paid"}),
+        stream("MODIFY", "2", old={"status": "paid"}, new={"status": "paid", "n": 1}),
+        stream("REMOVE", "3", old={"status": "new"}),
+    ]
+    b = make(management_api, tables, sources=source_filtered(inserts_only, removals))
+    failures, _ = run(b, records)
+    assert failures == []
+    seen = [(m["sequence"], m["matches"]) for m in management_api.messages("A=")]
+    assert seen == [("1", {"s1": "added"}), ("3", {"s1": "removed"})]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        [SourceFilter(new_image={"status": ["paid"]})],
+        [SourceFilter(event_names=["INSERT", "MODIFY"], new_image={"status": ["paid"]})],
+        [SourceFilter(event_names=["MODIFY", "REMOVE"], new_image={"status": ["paid"]})],
+        [SourceFilter(event_names=["INSERT"]), SourceFilter(new_image={"n": {"N": ["1"]}})],
+    ],
+    ids=["any-event", "insert-modify", "modify-remove", "two"],
+)
+def test_the_broadcaster_hears_a_record_exactly_when_lambdas_filters_pass_it(
+    filters: list[SourceFilter],
+) -> None:
+    source = source_filtered(*broadcaster_filters(filters, old_image=True))
+    lambda_side = [parse_pattern(p) for p in lambda_patterns(filters, old_image=True)]
+    images = [{"status": "paid", "n": 1}, {"status": "paid"}, {"status": "new", "n": 1}, {}]
+    records = [stream("INSERT", "1", new=new) for new in images]
+    records += [stream("MODIFY", "2", old=old, new=new) for old in images for new in images]
+    records += [stream("REMOVE", "3", old=old) for old in images]
+    for record in records:
+        read = read_record(record, now=0.0, sources=source, buckets=BUCKETS)
+        assert (not read.outside_source) == matches_any(lambda_side, record), record
 
 
 def test_granted_fields_trim_data_and_old_and_unite_per_connection(

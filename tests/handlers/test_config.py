@@ -294,6 +294,17 @@ def test_sources_carry_key_schema_stream_images_and_access_rules() -> None:
     assert source.access[0].to_json() == {"key": {"PK": "USER#{sub}"}, "fields": ["status"]}
 
 
+def test_sources_carry_their_filters_as_lambda_patterns() -> None:
+    paid = {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"s": {"S": ["paid"]}}}}
+    removals = {"eventName": ["REMOVE"]}
+    raw = json.dumps({"orders": {"table": "o", "oldImage": True, "filters": [paid, removals]}})
+
+    (source,) = config.broadcaster_config({**BROADCASTER_ENV, "SOURCES": raw}).sources.values()
+
+    assert source.filters == (paid, removals)
+    assert config.broadcaster_config(BROADCASTER_ENV).sources["events"].filters == ()
+
+
 def test_no_source_yet_is_an_empty_object() -> None:
     assert config.broadcaster_config({**BROADCASTER_ENV, "SOURCES": "{}"}).sources == {}
 
@@ -316,6 +327,18 @@ def test_no_source_yet_is_an_empty_object() -> None:
         ('{"events": {"table": 7}}', "source 'events' must be an object"),
         ('{" ": {"table": "t"}}', "must be an object"),
         ('{"a": {"table": "t"}, "b": {"table": "t"}}', "named by both 'a' and 'b'"),
+        ('{"e": {"table": "t", "oldImage": true, "filters": {}}}', '"filters" must be a list'),
+        (
+            '{"e": {"table": "t", "oldImage": true, "filters": [' + '{"a": ["x"]},' * 5 + "{}]}}",
+            "at most 5",
+        ),
+        ('{"e": {"table": "t", "oldImage": true, "filters": ["x"]}}', '"filters"[0]: pattern'),
+        ('{"e": {"table": "t", "oldImage": true, "filters": [{"a": []}]}}', "a: empty arrays"),
+        (
+            '{"e": {"table": "t", "oldImage": true, "filters": [{"a": [{"contains": "x"}]}]}}',
+            "unknown matcher 'contains'",
+        ),
+        ('{"e": {"table": "t", "filters": [{"eventName": ["INSERT"]}]}}', 'need "oldImage"'),
     ],
 )
 def test_bad_sources_are_config_errors_naming_sources(raw: str, says: str) -> None:

@@ -86,6 +86,35 @@ def test_filters_say_added_modified_removed_and_removed_is_keys_only() -> None:
     assert run(change("MODIFY", READY, READY), only_paid) == {}
 
 
+def test_an_image_the_source_filters_leave_out_is_visible_to_no_subscription() -> None:
+    subs = [sub("c1"), sub("c2", filter_=[{"total": {"gt": 20}}])]
+
+    def seen(one: Change, old_visible: bool, new_visible: bool) -> dict[str, Any]:
+        out = plan(
+            one,
+            subs,
+            key_names=KEYS,
+            target_attribute=None,
+            include_old=True,
+            old_visible=old_visible,
+            new_visible=new_visible,
+        )
+        return {cid: message["matches"]["s1"] for cid, message in out.items()}
+
+    modify = change("MODIFY", READY, PAID)
+    assert seen(modify, True, True) == {"c1": "modified", "c2": "modified"}
+    assert seen(modify, False, True) == {"c1": "added", "c2": "added"}  # entering
+    assert seen(modify, True, False) == {"c1": "removed", "c2": "removed"}  # leaving
+    assert seen(modify, False, False) == {}
+    assert seen(change("REMOVE", old=PAID), False, False) == {}
+    left = plan(modify, subs, key_names=KEYS, target_attribute=None, include_old=True,
+                new_visible=False)["c1"]  # fmt: skip
+    assert "data" not in left and "old" not in left  # keys only
+    entered = plan(modify, subs, key_names=KEYS, target_attribute=None, include_old=True,
+                   old_visible=False)["c1"]  # fmt: skip
+    assert entered["data"]["status"] == "paid" and "old" not in entered  # not seen before
+
+
 def test_deleted_items_are_removed_with_the_old_image_when_configured() -> None:
     out = run(change("REMOVE", old=PAID), [sub("c1")], old=True)["c1"]
     assert out["matches"] == {"s1": "removed"} and "data" not in out

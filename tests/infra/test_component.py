@@ -491,11 +491,111 @@ def test_source_becomes_a_mapping_with_lambda_semantics(declared: RecordingMocks
         mapping["destinationConfig"]["onFailure"]["destinationArn"]
         == outputs_of(declared, "chat-dlq")["arn"]
     )
-    (pattern,) = [json.loads(f["pattern"]) for f in mapping["filterCriteria"]["filters"]]
-    assert pattern == {
-        "eventName": ["INSERT", "MODIFY"],
-        "dynamodb": {"NewImage": {"status": {"S": ["live"]}}},
-    }
+    # a NEW_AND_OLD_IMAGES stream: the rules on both images, so an item leaving the filter
+    # still reaches the broadcaster (which tells its subscribers removed)
+    patterns = [json.loads(f["pattern"]) for f in mapping["filterCriteria"]["filters"]]
+    assert patterns == [
+        {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"status": {"S": ["live"]}}}},
+        {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"OldImage": {"status": {"S": ["live"]}}}},
+    ]
+
+
+def mapping_patterns(mocks: RecordingMocks) -> list[dict[str, Any]]:
+    criteria = mocks.one(MAPPING).inputs.get("filterCriteria")
+    return [json.loads(f["pattern"]) for f in (criteria or {}).get("filters", [])]
+
+
+def sources_of(mocks: RecordingMocks) -> dict[str, Any]:
+    variables: dict[str, Any] = mocks.named("chat-broadcaster").inputs["environment"]["variables"]
+    return dict(json.loads(variables["SOURCES"]))
+
+
+PAID = SourceFilter(new_image={"status": ["paid"]})
+DELETES = SourceFilter(event_names=["REMOVE"])
+
+
+def test_source_filters_on_a_stream_without_old_images_match_the_new_image_only() -> None:
+    sources = lambda: [StreamSource(events_table(view="NEW_IMAGE"), filters=[PAID, DELETES])]  # noqa: E731
+    mocks = run(channel_program(sources=sources))
+    assert mapping_patterns(mocks) == [
+        {"dynamodb": {"NewImage": {"status": {"S": ["paid"]}}}},
+        {"eventName": ["REMOVE"]},
+    ]
+    assert "filters" not in sources_of(mocks)["events"]  # Lambda matched the only image
+
+
+@pytest.mark.parametrize("preview", [False, True])
+def test_new_image_rules_count_twice_against_lambdas_five_filters_with_old_images(
+    preview: bool,
+) -> None:
+    three = [PAID, SourceFilter(new_image={"kind": ["a"]}), SourceFilter(new_image={"n": ["1"]})]
+    with pytest.raises(ValueError) as failure:
+        run(
+            channel_program(sources=lambda: [StreamSource(events_table(), filters=three)]),
+            preview=preview,
+        )
+    message = str(failure.value)
+    assert "RealtimeChannel 'chat', source 'events': 3 filters compile to 6" in message
+    assert "over Lambda's 5" in message and "counts twice" in message
+    # the same filters on a stream without old images are three Lambda filters
+    mocks = run(
+        channel_program(
+            sources=lambda: [StreamSource(events_table(view="NEW_IMAGE"), filters=three)]
+        )
+    )
+    assert len(mapping_patterns(mocks)) == 3
+    # five at the limit: two doubled and one event-name filter
+    five = [PAID, SourceFilter(new_image={"kind": ["a"]}), DELETES]
+    mocks = run(channel_program(sources=lambda: [StreamSource(events_table(), filters=five)]))
+    assert len(mapping_patterns(mocks)) == 5
+
+
+def test_new_image_rules_may_name_remove_only_when_the_stream_has_old_images() -> None:
+    paid_any = SourceFilter(event_names=["MODIFY", "REMOVE"], new_image={"status": ["paid"]})
+    mocks = run(channel_program(sources=lambda: [StreamSource(events_table(), filters=[paid_any])]))
+    rule = {"status": {"S": ["paid"]}}
+    assert mapping_patterns(mocks) == [
+        {"eventName": ["MODIFY", "REMOVE"], "dynamodb": {"NewImage": rule}},
+        {"eventName": ["MODIFY", "REMOVE"], "dynamodb": {"OldImage": rule}},  # deleted, paid
+    ]
+    assert sources_of(mocks)["events"]["filters"] == [
+        {"eventName": ["MODIFY", "REMOVE"], "dynamodb": {"NewImage": rule}}
+    ]
+    table = lambda: [StreamSource(events_table(view="NEW_IMAGE"), filters=[paid_any])]  # noqa: E731
+    with pytest.raises(ValueError) as failure:
+        run(channel_program(sources=table), preview=True)
+    assert (
+        "RealtimeChannel 'chat', source 'events': filters[0]: a new_image rule never matches"
+        " REMOVE on a stream without old images"
+    ) in str(failure.value)
+
+
+def test_an_existing_tables_source_filters_follow_its_stream() -> None:
+    orders = {**ORDERS, "streamViewType": "NEW_AND_OLD_IMAGES"}
+    mocks = RecordingMocks(tables={"orders": orders})
+    run(channel_program(sources=lambda: [StreamSource("orders", filters=[PAID])]), mocks=mocks)
+    rule = {"status": {"S": ["paid"]}}
+    assert mapping_patterns(mocks) == [
+        {"dynamodb": {"NewImage": rule}},
+        {"dynamodb": {"OldImage": rule}},
+    ]
+    assert sources_of(mocks)["orders"]["filters"] == [{"dynamodb": {"NewImage": rule}}]
+    mocks = RecordingMocks(tables={"orders": ORDERS})  # NEW_IMAGE
+    run(channel_program(sources=lambda: [StreamSource("orders", filters=[PAID])]), mocks=mocks)
+    assert mapping_patterns(mocks) == [{"dynamodb": {"NewImage": rule}}]
+    assert "filters" not in sources_of(mocks)["orders"]
+
+
+def test_source_filters_count_in_the_environment_estimate_at_preview() -> None:
+    values = [f"value_{i:03d}_{'x' * 30}" for i in range(70)]
+    big = [SourceFilter(new_image={f"a{n}": values}) for n in range(2)]
+
+    with pytest.raises(SourceError, match=r"source 'events': the functions' SOURCES") as error:
+        run(
+            channel_program(sources=lambda: [StreamSource(events_table(), filters=big)]),
+            preview=True,
+        )
+    assert "source filters" in str(error.value)
 
 
 def test_existing_table_is_looked_up_by_name() -> None:
@@ -831,13 +931,25 @@ def test_sources_describe_each_source_to_the_broadcaster_and_the_default_functio
     declared: RecordingMocks,
 ) -> None:
     events = outputs_of(declared, "events")["name"]
-    expected = {"events": {"table": events, "keys": [["PK", "S"]], "oldImage": True, "access": []}}
+    live = {
+        "eventName": ["INSERT", "MODIFY"],
+        "dynamodb": {"NewImage": {"status": {"S": ["live"]}}},
+    }
+    expected = {
+        "events": {
+            "table": events,
+            "keys": [["PK", "S"]],
+            "oldImage": True,
+            "access": [],
+            "filters": [live],  # the source filter as written, for the broadcaster
+        }
+    }
     assert json.loads(broadcaster_env(declared)["SOURCES"]) == expected
     assert default_env(declared)["SOURCES"] == broadcaster_env(declared)["SOURCES"]
     config = handler_config.broadcaster_config(broadcaster_env(declared))
     source = config.sources["events"]
-    assert (source.table, source.keys, source.old_image, source.access) == (
-        events, (("PK", "S"),), True, ()
+    assert (source.table, source.keys, source.old_image, source.access, source.filters) == (
+        events, (("PK", "S"),), True, (), (live,)
     )  # fmt: skip
 
 

@@ -15,9 +15,11 @@ from components.sources import (
     SourceError,
     SourceFilter,
     StreamSource,
+    broadcaster_filters,
     check_source,
     check_stream,
     filter_pattern,
+    lambda_patterns,
 )
 
 ACCOUNT = "123456789012"
@@ -339,6 +341,58 @@ def test_bad_filter_raises_source_error(source_filter: SourceFilter, fragment: s
     with pytest.raises(SourceError) as failure:
         filter_pattern(source_filter)
     assert fragment in str(failure.value)
+
+
+def test_new_image_rules_on_remove_are_allowed_with_old_images() -> None:
+    paid = SourceFilter(event_names=["REMOVE"], new_image={"status": ["paid"]})
+    assert json.loads(filter_pattern(paid, old_image=True)) == {
+        "eventName": ["REMOVE"],
+        "dynamodb": {"NewImage": {"status": {"S": ["paid"]}}},
+    }
+    assert json.loads(filter_pattern(paid, image="OldImage", old_image=True)) == {
+        "eventName": ["REMOVE"],
+        "dynamodb": {"OldImage": {"status": {"S": ["paid"]}}},
+    }
+
+
+def test_lambda_patterns_match_new_image_rules_on_both_images_with_old_images() -> None:
+    filters = [SourceFilter(new_image={"status": ["paid"]}), SourceFilter(event_names=["REMOVE"])]
+    rule = {"status": {"S": ["paid"]}}
+    assert [json.loads(p) for p in lambda_patterns(filters, old_image=True)] == [
+        {"dynamodb": {"NewImage": rule}},
+        {"dynamodb": {"OldImage": rule}},
+        {"eventName": ["REMOVE"]},
+    ]
+    assert [json.loads(p) for p in lambda_patterns(filters, old_image=False)] == [
+        {"dynamodb": {"NewImage": rule}},
+        {"eventName": ["REMOVE"]},
+    ]
+    assert broadcaster_filters(filters, old_image=True) == [
+        {"dynamodb": {"NewImage": rule}},
+        {"eventName": ["REMOVE"]},
+    ]
+    assert broadcaster_filters(filters, old_image=False) == []
+
+
+def test_lambda_patterns_refuse_more_than_five_saying_why() -> None:
+    three = [SourceFilter(new_image={"n": [str(i)]}) for i in range(3)]
+    assert len(lambda_patterns(three, old_image=False)) == 3
+    with pytest.raises(SourceError) as failure:
+        lambda_patterns(three, old_image=True)
+    message = str(failure.value)
+    assert "3 filters compile to 6 Lambda filters, over Lambda's 5" in message
+    assert "counts twice" in message
+    with pytest.raises(SourceError, match=r"^filters\[1\]: a new_image rule never matches"):
+        lambda_patterns(
+            [three[0], SourceFilter(event_names=["REMOVE"], new_image={"n": ["1"]})],
+            old_image=False,
+        )
+
+
+def test_a_source_filter_that_is_not_a_source_filter_is_refused() -> None:
+    source = StreamSource(table="orders", filters=[{"new_image": {"s": ["x"]}}])  # type: ignore[list-item]
+    with pytest.raises(SourceError, match=r"filters\[0\] must be a SourceFilter, not dict"):
+        check_source("chan", source)
 
 
 # -- stream checks -----------------------------------------------------------------------------
