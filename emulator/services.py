@@ -8,6 +8,15 @@ moto accepts items DynamoDB refuses: ``refuse_what_dynamodb_refuses`` makes it
 answer writes nested deeper than DynamoDB's 32 levels with DynamoDB's own
 ``ValidationException``, instead of storing an item whose stream record moto
 then cannot serve (its GetRecords fails from ~160 levels on, for good).
+
+moto's DynamoDB is not safe for concurrent requests, which the emulator sends
+(the gateway's handlers, the broadcaster's query threads, the stream poller):
+a transaction deep-copies its tables for rollback, and a query iterates a
+table's items, while other threads write them ("dictionary changed size
+during iteration", answered as HTTP 500); a cancelled transaction even puts
+back its copy, losing what other threads wrote meanwhile. ``serialize_writes``
+makes every DynamoDB write (and transaction) run alone and reads run
+together, never beside a write.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from emulator.model import Model, TableSpec
@@ -149,6 +159,94 @@ def refuse_what_dynamodb_refuses() -> None:
         setattr(DynamoHandler, name, guarded)
 
 
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer goes before readers that come after it
+    (a steady stream of queries cannot starve the writes)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            while self._writing or self._writers_waiting:
+                self._changed.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._readers -= 1
+                if not self._readers:
+                    self._changed.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._changed:
+            self._writers_waiting += 1
+            try:
+                while self._writing or self._readers:
+                    self._changed.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
+
+
+DYNAMODB_LOCK = ReadWriteLock()
+"""Held around every request moto's DynamoDB and DynamoDB Streams handlers serve."""
+
+DYNAMODB_READS = frozenset(
+    {
+        "BatchGetItem",
+        "DescribeContinuousBackups",
+        "DescribeEndpoints",
+        "DescribeTable",
+        "DescribeTimeToLive",
+        "GetItem",
+        "ListTables",
+        "ListTagsOfResource",
+        "Query",
+        "Scan",
+        "TransactGetItems",
+    }
+)
+"""DynamoDB actions that only read moto's tables; any other action (PartiQL included) runs
+alone. Every DynamoDB Streams action reads."""
+
+
+def serialize_writes() -> None:
+    """Make moto's DynamoDB serve a write or transaction only when no other request is in
+    flight, and reads side by side (idempotent). See the module's docstring."""
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+
+    for handler_class in (DynamoHandler, DynamoDBStreamsHandler):
+        call_action = handler_class.call_action
+        if getattr(call_action, "_serialized", False):
+            continue
+        streams = handler_class is DynamoDBStreamsHandler
+
+        def serialized(
+            handler: Any, call_action: Callable[[Any], Any] = call_action, streams: bool = streams
+        ) -> Any:
+            reads = streams or handler._get_action() in DYNAMODB_READS
+            with DYNAMODB_LOCK.reading() if reads else DYNAMODB_LOCK.writing():
+                return call_action(handler)
+
+        functools.update_wrapper(serialized, call_action)
+        serialized._serialized = True  # type: ignore[attr-defined]
+        handler_class.call_action = serialized  # type: ignore[method-assign]
+
+
 class LocalAws:
     """The embedded moto server and clients for it."""
 
@@ -157,6 +255,7 @@ class LocalAws:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         refuse_what_dynamodb_refuses()
+        serialize_writes()
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.endpoint = ""
         self._clients: dict[str, Any] = {}
