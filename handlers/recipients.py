@@ -29,6 +29,7 @@ from handlers import strict_json
 from handlers.access import trim
 from handlers.dynamo_json import image_to_plain, to_plain
 from handlers.filters import Filter, classify, matches, parse_filter
+from handlers.subscriptions import split_sort_key
 
 DATA_CHANGES = ("added", "modified")
 
@@ -58,7 +59,8 @@ _filters: dict[str, Filter] = {}
 
 
 def subscription_of(item: Mapping[str, Any]) -> Subscription:
-    """A subscription from its stored item; its filter is compiled once per container."""
+    """A subscription from its stored item, whole or as ``topic_subscriptions`` projects it
+    (the ids from ``sk``); its filter is compiled once per container."""
     raw_filter = (item.get("filter") or {}).get("S")
     compiled: Filter = ()
     if raw_filter:
@@ -68,9 +70,13 @@ def subscription_of(item: Mapping[str, Any]) -> Subscription:
         if len(_filters) < 10_000:
             _filters[raw_filter] = compiled
     fields = item.get("fields")
+    if "connectionId" in item and "subId" in item:
+        connection_id, sub_id = item["connectionId"]["S"], item["subId"]["S"]
+    else:
+        connection_id, sub_id = split_sort_key(item["sk"]["S"])
     return Subscription(
-        connection_id=item["connectionId"]["S"],
-        sub_id=item["subId"]["S"],
+        connection_id=connection_id,
+        sub_id=sub_id,
         filter=compiled,
         fields=None if fields is None else frozenset(v["S"] for v in fields["L"]),
         user_id=(item.get("userId") or {}).get("S"),

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from handlers import subscriptions as store
+from handlers.recipients import subscription_of
 from handlers.subscriptions import Connection, ConnectionGone, TooManySubscriptions
 from tests.helpers import create_subscriptions_table
 
@@ -154,10 +155,54 @@ def test_topic_queries_read_every_page(tables: Any) -> None:
         query = staticmethod(small_pages)
 
     found = [
-        i["connectionId"]["S"] for i in store.topic_subscriptions(Client, SUBSCRIPTIONS, "T|1:e|0")
+        subscription_of(i).connection_id
+        for i in store.topic_subscriptions(Client, SUBSCRIPTIONS, "T|1:e|0")
     ]
     assert sorted(found) == [f"c{number:02}" for number in range(30)]
     assert len(pages) >= 5
+
+
+def test_topic_queries_read_only_what_recipients_need_and_lose_nothing_of_it(
+    tables: Any,
+) -> None:
+    """The broadcaster's Query projects sk, filter, fields and userId: the subscription it
+    reads back is the one stored whole, ids with spaces and every optional field included."""
+    topic = "T|1:e|0"
+    ttl = 4102444800
+    stored = [
+        store.subscription_item(
+            Connection("L0SM9cOFvHcCIhw=", "alice", None, ttl, {}),
+            "orders paid  ",
+            topic,
+            "events",
+            '[{"status": {"in": ["new", "paid"]}, "n": {"ge": 12345678901234567890.5}}]',
+            ["status", "total"],
+        ),
+        store.subscription_item(
+            Connection("c2", None, None, None, {}), "s", topic, "events", None, None
+        ),
+        store.subscription_item(
+            Connection("c3", "bob", None, ttl, {}), "x y", topic, "events", None, []
+        ),
+    ]
+    for item in stored:
+        tables.put_item(TableName=SUBSCRIPTIONS, Item=item)
+    read = list(store.topic_subscriptions(tables, SUBSCRIPTIONS, topic))
+    assert {name for item in read for name in item} == {"sk", "filter", "fields", "userId"}
+    assert sorted(map(subscription_of, read), key=repr) == sorted(
+        map(subscription_of, stored), key=repr
+    )
+    (first,) = [s for s in map(subscription_of, read) if s.connection_id == "L0SM9cOFvHcCIhw="]
+    assert first.sub_id == "orders paid  " and first.user_id == "alice"
+    assert first.fields == frozenset({"status", "total"}) and first.filter
+
+
+@pytest.mark.parametrize("sk", ["nospace", " s1", "c1 ", ""])
+def test_a_sort_key_without_both_ids_is_refused(sk: str) -> None:
+    with pytest.raises(ValueError, match="not a subscription sort key"):
+        store.split_sort_key(sk)
+    with pytest.raises(ValueError):
+        subscription_of({"sk": {"S": sk}})
 
 
 def test_delete_items_retries_unprocessed_and_counts_what_is_left() -> None:
