@@ -17,10 +17,17 @@ during iteration", answered as HTTP 500); a cancelled transaction even puts
 back its copy, losing what other threads wrote meanwhile. ``serialize_writes``
 makes every DynamoDB write (and transaction) run alone and reads run
 together, never beside a write.
+
+moto writes each attribute value of an answer through its generic,
+model-driven serializer (ten members looked up under several aliases per
+value): over half of a 250-item Query's time. ``serialize_attribute_values_fast``
+writes the well-formed values directly, to the same JSON, and leaves anything
+else to moto.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib
 import logging
@@ -247,6 +254,94 @@ def serialize_writes() -> None:
         handler_class.call_action = serialized  # type: ignore[method-assign]
 
 
+class UnusualValue(ValueError):
+    """An attribute value ``attribute_value_json`` leaves to moto's own serializer."""
+
+
+_STRINGS = frozenset({"S", "N"})
+_STRING_SETS = frozenset({"SS", "NS"})
+_BOOLEANS = frozenset({"NULL", "BOOL"})
+
+
+def _base64(value: bytes | str) -> str:
+    """moto's blob serialization: text is encoded as UTF-8 first."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    return base64.b64encode(raw).decode("utf-8")
+
+
+def attribute_value_json(value: Any) -> dict[str, Any]:
+    """The JSON moto's serializer writes for one DynamoDB ``AttributeValue`` as moto's
+    DynamoDB handlers hand it over (``{"S": "x"}``, ``{"B": b"..."}``, ``{"M": {...}}``...).
+
+    Only the shapes moto's own handlers produce are written here: one type key with a
+    value of exactly the expected Python type (strings for S, N and set members, bytes
+    or text for binaries, bool for NULL and BOOL), maps with non-empty keys, no ``None``
+    anywhere. Anything else raises ``UnusualValue`` and goes through moto's serializer,
+    whose answers (aliases, ``str()`` of other types, skipped ``None`` members) stay its
+    own. Recursion follows the value's depth, which writes keep within 32 levels.
+    """
+    if type(value) is not dict or len(value) != 1:
+        raise UnusualValue(value)
+    ((kind, inner),) = value.items()
+    if kind in _STRINGS:
+        if type(inner) is str:
+            return {kind: inner}
+    elif kind == "M":
+        if type(inner) is dict:
+            if "" in inner:
+                raise UnusualValue(value)  # moto writes such an entry's members into the map
+            return {"M": {name: attribute_value_json(child) for name, child in inner.items()}}
+    elif kind == "L":
+        if type(inner) is list:
+            return {"L": [attribute_value_json(child) for child in inner]}
+    elif kind in _BOOLEANS:
+        if type(inner) is bool:
+            return {kind: inner}
+    elif kind == "B":
+        if type(inner) in (bytes, str):
+            return {"B": _base64(inner)}
+    elif kind in _STRING_SETS:
+        if type(inner) is list and all(type(member) is str for member in inner):
+            return {kind: list(inner)}
+    elif (
+        kind == "BS"
+        and type(inner) is list
+        and all(type(member) in (bytes, str) for member in inner)
+    ):
+        return {"BS": [_base64(member) for member in inner]}
+    raise UnusualValue(value)
+
+
+FAST_SERIALIZED_SERVICES = frozenset({"dynamodb", "dynamodbstreams"})
+
+
+def serialize_attribute_values_fast() -> None:
+    """Make moto's JSON serializer write DynamoDB and DynamoDB Streams attribute values with
+    ``attribute_value_json`` (idempotent): same bytes, a fraction of the time."""
+    from moto.core.serialize import JSONSerializer
+
+    generic = JSONSerializer._serialize_type_structure
+    if getattr(generic, "_fast_attribute_values", False):
+        return
+
+    def structure(serializer: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if (
+            key
+            and shape.name == "AttributeValue"
+            and serializer.service_model.service_name in FAST_SERIALIZED_SERVICES
+        ):
+            try:
+                serialized[serializer.get_serialized_name(shape, key)] = attribute_value_json(value)
+                return
+            except (UnusualValue, RecursionError):
+                pass
+        generic(serializer, serialized, value, shape, key)
+
+    functools.update_wrapper(structure, generic)
+    structure._fast_attribute_values = True  # type: ignore[attr-defined]
+    JSONSerializer._serialize_type_structure = structure  # type: ignore[method-assign,assignment]
+
+
 class LocalAws:
     """The embedded moto server and clients for it."""
 
@@ -256,6 +351,7 @@ class LocalAws:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         refuse_what_dynamodb_refuses()
         serialize_writes()
+        serialize_attribute_values_fast()
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.endpoint = ""
         self._clients: dict[str, Any] = {}

@@ -3,6 +3,7 @@ levels) and serves concurrent requests without failing or losing writes."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,10 @@ from emulator.services import (
     NESTING_ERROR,
     LocalAws,
     ReadWriteLock,
+    UnusualValue,
+    attribute_value_json,
     refuse_what_dynamodb_refuses,
+    serialize_attribute_values_fast,
     serialize_writes,
     too_deep,
 )
@@ -356,3 +360,192 @@ def test_serializing_twice_wraps_moto_once() -> None:
     first = DynamoHandler.call_action
     serialize_writes()
     assert DynamoHandler.call_action is first
+
+
+# --- attribute values written fast, to the same JSON as moto's serializer ----------------------
+
+
+def every_type(number: int) -> dict[str, Any]:
+    """An item with every attribute type, edge cases included."""
+    return {
+        "id": {"S": f"item-{number}"},
+        "empty": {"S": ""},
+        "text": {"S": 'héllo "quoted" \\ back\nline \u2028 \U0001f600 \x00 end'},
+        "int": {"N": "-42"},
+        "exact": {"N": "12345678901234567890.123456789"},
+        "exponent": {"N": "1E+10"},
+        "bytes": {"B": bytes(range(256))},
+        "no_bytes": {"B": b"\x00"},
+        "strings": {"SS": ["a", "b", "\u00e9"]},
+        "numbers": {"NS": ["1", "-2.5", "1E-130"]},
+        "binaries": {"BS": [b"\x00\xff", b"abc"]},
+        "map": {
+            "M": {
+                "nested": {"M": {"deep": {"L": [{"N": "1"}, {"NULL": True}, {"M": {}}]}}},
+                "a.b#c": {"BOOL": False},
+                "bin": {"B": b"\xfe"},
+            }
+        },
+        "empty_map": {"M": {}},
+        "list": {"L": [{"S": "x"}, {"L": []}, {"SS": ["z"]}, {"BS": [b"1"]}, {"NS": ["0"]}]},
+        "empty_list": {"L": []},
+        "null": {"NULL": True},
+        "yes": {"BOOL": True},
+        "no": {"BOOL": False},
+        "deep": nested(31),
+        "deep_list": nested(31, "L"),
+    }
+
+
+def bodies(client: Any) -> list[bytes]:
+    """The raw answer bodies of reads, writes that return items and stream records."""
+    seen: list[bytes] = []
+
+    def keep(response_dict: Any, **_: Any) -> None:
+        seen.append(response_dict["body"])
+
+    client.meta.events.register("before-parse", keep)
+    return seen
+
+
+def exercise(client: Any, streams: Any) -> None:
+    keys = [{"id": {"S": f"item-{n}"}} for n in range(3)]
+    client.get_item(TableName=TABLE, Key=keys[0], ConsistentRead=True)
+    client.query(
+        TableName=TABLE,
+        KeyConditionExpression="id = :id",
+        ExpressionAttributeValues={":id": {"S": "item-1"}},
+    )
+    client.query(
+        TableName=TABLE,
+        KeyConditionExpression="id = :id",
+        ExpressionAttributeValues={":id": {"S": "item-1"}},
+        ProjectionExpression="#m.nested, #l, #b, #n",
+        ExpressionAttributeNames={"#m": "map", "#l": "list", "#b": "bytes", "#n": "numbers"},
+    )
+    client.scan(TableName=TABLE)
+    client.scan(TableName=TABLE, Limit=2)
+    client.batch_get_item(RequestItems={TABLE: {"Keys": keys}})
+    client.transact_get_items(TransactItems=[{"Get": {"TableName": TABLE, "Key": k}} for k in keys])
+    client.put_item(TableName=TABLE, Item=every_type(0), ReturnValues="ALL_OLD")
+    client.update_item(
+        TableName=TABLE,
+        Key=keys[1],
+        UpdateExpression="SET added = :v",
+        ExpressionAttributeValues={":v": {"L": [{"B": b"\x01"}]}},
+        ReturnValues="ALL_NEW",
+    )
+    client.delete_item(TableName=TABLE, Key=keys[2], ReturnValues="ALL_OLD")
+    arn = client.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+    (shard,) = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    streams.get_records(ShardIterator=iterator)
+
+
+RUN_SPECIFIC = re.compile(
+    rb'"(eventID|ApproximateCreationDateTime|SizeBytes|NextShardIterator)": ("[^"]*"|[0-9.]+)'
+)
+
+
+def answers(monkeypatch: pytest.MonkeyPatch, fast: bool) -> list[bytes]:
+    from moto.core.serialize import JSONSerializer
+
+    serialize_attribute_values_fast()
+    if not fast:
+        monkeypatch.setattr(
+            JSONSerializer,
+            "_serialize_type_structure",
+            JSONSerializer._serialize_type_structure.__wrapped__,  # type: ignore[attr-defined]
+        )
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        streams = boto3.client("dynamodbstreams", region_name="us-east-1")
+        client.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        for number in range(3):
+            client.put_item(TableName=TABLE, Item=every_type(number))
+        seen = bodies(client)
+        stream_seen = bodies(streams)
+        exercise(client, streams)
+    monkeypatch.undo()
+    records = [
+        RUN_SPECIFIC.sub(rb'"\1": ~', body) for body in stream_seen[-1:]
+    ]  # GetRecords, without what differs between two runs (moto's size counts the time)
+    return [body for body in seen if not body.startswith(b'{"Table"')] + records
+
+
+def test_fast_attribute_values_answer_byte_for_byte_what_moto_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import emulator.services as services
+
+    written: list[Any] = []
+    real = services.attribute_value_json
+
+    def counted(value: Any) -> dict[str, Any]:
+        written.append(value)
+        return real(value)
+
+    monkeypatch.setattr(services, "attribute_value_json", counted)
+    fast = answers(monkeypatch, fast=True)
+    assert written  # the fast path wrote the values
+    generic = answers(monkeypatch, fast=False)
+    assert len(fast) == 11 and b'"Records"' in fast[-1] and b'"BS"' in fast[-1]
+    assert fast == generic
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"S": None},
+        {"S": 1},
+        {"N": 5},
+        {"S": "a", "N": "1"},
+        {},
+        {"s": "lower case"},
+        {"M": {"": {"S": "x"}}},
+        {"M": {"a": None}},
+        {"L": [None]},
+        {"L": [{"S": "a"}, {"N": 1}]},
+        {"SS": ["a", 1]},
+        {"BS": [None]},
+        {"NULL": 1},
+        {"BOOL": "true"},
+        {"X": "unknown"},
+        None,
+        "text",
+    ],
+)
+def test_unusual_values_go_through_moto_and_come_out_as_moto_writes_them(value: Any) -> None:
+    from moto.core.serialize import JSONSerializer, XFormedAttributePicker
+    from moto.core.utils import get_service_model
+
+    with pytest.raises(UnusualValue):
+        attribute_value_json(value)
+    serialize_attribute_values_fast()
+    model = get_service_model("dynamodb").operation_model("GetItem")
+    result = {"Item": {"id": {"S": "x"}, "odd": value}}
+
+    def body() -> Any:
+        """The body, or the exception moto's serializer raises (a 500 for the client)."""
+        serializer = JSONSerializer(operation_model=model, value_picker=XFormedAttributePicker())
+        try:
+            return serializer.serialize(result)["body"]
+        except Exception as failed:  # compared, not hidden
+            return repr(failed)
+
+    fast = body()
+    generic = JSONSerializer._serialize_type_structure.__wrapped__  # type: ignore[attr-defined]
+    patched = JSONSerializer._serialize_type_structure
+    JSONSerializer._serialize_type_structure = generic  # type: ignore[method-assign]
+    try:
+        assert fast == body()
+    finally:
+        JSONSerializer._serialize_type_structure = patched  # type: ignore[method-assign]
