@@ -54,9 +54,29 @@ def client(service: str) -> Any:
         return found
 
 
+_parameters: dict[str, str] = {}
+
+
+def secure_parameter(name: str) -> str:
+    """An SSM SecureString's value, read once per container (a rotated value takes effect in
+    new containers). Raises what SSM raises; an empty value is a ``ValueError``."""
+    with _lock:
+        found = _parameters.get(name)
+    if found is None:
+        answer = client("ssm").get_parameter(Name=name, WithDecryption=True)
+        found = str(answer["Parameter"]["Value"])
+        if not found:
+            raise ValueError(f"SSM parameter {name} is empty")
+        with _lock:
+            _parameters[name] = found
+    return found
+
+
 def reset() -> None:
-    """Forget every client and the session (tests switch credentials and endpoints)."""
+    """Forget every client, the session and the parameters read (tests switch credentials
+    and endpoints)."""
     global _session
     with _lock:
         _clients.clear()
+        _parameters.clear()
         _session = None

@@ -27,7 +27,6 @@ that record and stream order is kept.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,17 +35,27 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from handlers import aws, config, logs
+from handlers import aws, config, logs, replay
 from handlers import subscriptions as store
 from handlers.connections import iso_utc
+from handlers.cursors import Position, cursor_key, make_cursor
 from handlers.delivery import Poster, fan_out
 from handlers.dynamo_json import MalformedAttribute, image_to_plain
 from handlers.lambda_filters import matches_any
 from handlers.management import ManagementApi, frozen_credentials
-from handlers.recipients import Change, Subscription, owner_of, plan, subscription_of
+from handlers.recipients import (
+    CURSOR_ROOM,
+    MAX_MESSAGE_BYTES,
+    Change,
+    Subscription,
+    encode,
+    owner_of,
+    plan,
+    subscription_of,
+    with_cursor,
+)
 from handlers.topics import InvalidKey, record_topics, table_topic
 
-MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway WebSocket message limit
 ACTIONS = {"INSERT": "created", "MODIFY": "updated", "REMOVE": "deleted"}
 DEADLINE_MARGIN_SECONDS = 2.0
 STALE_GRACE_SECONDS = 30.0
@@ -121,6 +130,10 @@ class BatchStats:
     truncated: int = 0
     """Messages sent without ``data``/``old`` because they passed 128 KB."""
     fanoutMs: float = 0.0
+    replayWritten: int = 0
+    """Items written to the replay store (2 or 3 per recorded change)."""
+    replayMs: float = 0.0
+    """Time spent recording the batch in the replay store."""
     failedCodes: dict[str, int] = field(default_factory=dict)
 
 
@@ -249,16 +262,6 @@ def in_source(record: Mapping[str, Any], source: config.Source, image: str) -> b
     )
 
 
-def encode(message: Mapping[str, Any], limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, bool]:
-    """UTF-8 JSON of the message; over ``limit`` it drops ``data``/``old``, adds ``truncated``."""
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    if len(data) <= limit:
-        return data, False
-    slim = {key: value for key, value in message.items() if key not in ("data", "old")}
-    slim["truncated"] = True
-    return json.dumps(slim, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), True
-
-
 def _shape(message: Mapping[str, Any]) -> tuple[Any, ...]:
     """What makes two messages of one record differ: their matches and trimmed fields.
 
@@ -275,20 +278,49 @@ def _shape(message: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def payloads(
     messages: Mapping[str, Mapping[str, Any]],
+    cursors: Mapping[str, str] | None = None,
 ) -> tuple[list[tuple[str, bytes]], int]:
     """(connection id, encoded message) for each connection, encoding each distinct message
-    once; and how many connections get a truncated one."""
+    once and appending the connection's cursor (``cursors``, when given) to its bytes; and
+    how many connections get a truncated one."""
     encoded: dict[tuple[Any, ...], tuple[bytes, bool]] = {}
     deliveries: list[tuple[str, bytes]] = []
     truncated = 0
+    limit = MAX_MESSAGE_BYTES - CURSOR_ROOM if cursors is not None else MAX_MESSAGE_BYTES
     for connection_id, message in messages.items():
         shape = _shape(message)
         if shape not in encoded:
-            encoded[shape] = encode(message)
+            encoded[shape] = encode(message, limit)
         data, cut = encoded[shape]
         truncated += cut
-        deliveries.append((connection_id, data))
+        cursor = cursors.get(connection_id) if cursors is not None else None
+        deliveries.append((connection_id, with_cursor(data, cursor)))
     return deliveries, truncated
+
+
+def message_cursors(
+    key: bytes,
+    position: Position,
+    messages: Mapping[str, Mapping[str, Any]],
+    subscriptions: Iterable[Subscription],
+) -> dict[str, str]:
+    """Each connection's cursor for this change: its position, bound to the connection's
+    identity and to the scope of every subscription in its ``matches`` (pure)."""
+    by_id = {(s.connection_id, s.sub_id): s for s in subscriptions}
+    cursors: dict[str, str] = {}
+    for connection_id, message in messages.items():
+        matched = [by_id[(connection_id, sub_id)] for sub_id in message["matches"]]
+        cursors[connection_id] = make_cursor(
+            key, position, matched[0].user_id, [s.scope for s in matched]
+        )
+    return cursors
+
+
+def replay_topics(read: Read) -> list[str]:
+    """Where a change is recorded: its item and partition topics, and its table's bucket 0
+    (every bucket of a table-wide topic is one scope, ``handlers.cursors.scope_topic``)."""
+    keyed = [topic for topic in read.topics if not topic.startswith("T|")]
+    return [*keyed, table_topic(read.source.label, 0)]
 
 
 def untargeted_reason(change: Change, attribute: str | None) -> str | None:
@@ -356,12 +388,19 @@ class Broadcaster:
         api: Poster,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        cursor_key: bytes | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.dynamodb = dynamodb
         self.api = api
         self.clock = clock
         self.sleep = sleep
+        self.cursor_key = cursor_key
+        """Signs each message's cursor; None: messages carry no cursor."""
+        self.wall = wall
+        self._last_ms = 0
+        """The last position recorded: positions of one container strictly increase."""
 
     def _remove_stale(self, connection_id: str, batch: _Batch) -> bool:
         """Delete the record and subscriptions of a connection that answered 410; whether
@@ -400,7 +439,7 @@ class Broadcaster:
         ):
             read += 1
             try:
-                found.append(subscription_of(item))
+                found.append(subscription_of(item, topic))
             except Exception as bad:  # written by $default only; never block the shard on one
                 skipped += 1
                 log.error(
@@ -436,14 +475,118 @@ class Broadcaster:
         batch = _Batch()
         started = self.clock()
         try:
-            for record in records:
-                if not self._one(record, deadline, batch, stats):
+            reads, malformed = self._read_all(records, stats)
+            positions = self._positions(reads)
+            if reads and not self._record(reads, positions, stats):
+                stats.recordsFailed += 1
+                return self._finish([_sequence_of(records[0])], stats, started)
+            for (record, read), position in zip(reads, positions, strict=True):
+                if not self._one(record, read, position, deadline, batch, stats):
                     return self._finish([_sequence_of(record)], stats, started)
+            if malformed is not None:
+                return self._finish([_sequence_of(malformed)], stats, started)
             return self._finish([], stats, started)
         finally:
             stats.subscriptionsRemoved = batch.subscriptions_removed
 
-    def _one(self, record: Any, deadline: float, batch: _Batch, stats: BatchStats) -> bool:
+    def _read_all(
+        self, records: list[Any], stats: BatchStats
+    ) -> tuple[list[tuple[Any, Read]], Any]:
+        """The records read, up to the first malformed one (returned second, else None): it
+        is reported and nothing after it is attempted."""
+        reads: list[tuple[Any, Read]] = []
+        for record in records:
+            try:
+                read = read_record(
+                    record,
+                    now=self.wall(),
+                    sources=self.settings.sources,
+                    buckets=self.settings.table_buckets,
+                )
+            except Exception as bad:  # MalformedRecord, or input shaped beyond what it checks
+                stats.malformed += 1
+                stats.recordsFailed += 1
+                log.error(
+                    "malformed stream record; reported as a batch item failure",
+                    extra={"reason": str(bad), "sequence": _sequence_of(record), "record": record},
+                )
+                return reads, record
+            reads.append((record, read))
+        return reads, None
+
+    def _heard(self, read: Read) -> bool:
+        """Whether any subscriber could ever see this change (else it is neither recorded
+        nor delivered)."""
+        untargeted = untargeted_reason(read.change, self.settings.target_attribute)
+        return untargeted is None and not read.outside_source
+
+    def _positions(self, reads: list[tuple[Any, Read]]) -> list[Position | None]:
+        """Each heard change's position: recorded now, strictly after the previous one."""
+        positions: list[Position | None] = []
+        for _, read in reads:
+            if not self._heard(read):
+                positions.append(None)
+                continue
+            self._last_ms = max(int(self.wall() * 1000), self._last_ms + 1)
+            positions.append(Position(self._last_ms, str(read.change.envelope["id"])))
+        return positions
+
+    def _record(
+        self, reads: list[tuple[Any, Read]], positions: list[Position | None], stats: BatchStats
+    ) -> bool:
+        """Write the batch's heard changes to the replay store before any delivery; False
+        (logged) when the store could not take them all: the whole batch is retried."""
+        resume = self.settings.resume
+        if not resume.enabled or resume.table is None:
+            return True
+        started = self.clock()
+        items: list[dict[str, Any]] = []
+        try:
+            for (_, read), position in zip(reads, positions, strict=True):
+                if position is None:
+                    continue
+                change = read.change
+                text = replay.record_text(
+                    change.event_name,
+                    change.keys,
+                    change.new,
+                    change.old,
+                    change.envelope,
+                    old_visible=read.old_visible,
+                    new_visible=read.new_visible,
+                )
+                items.extend(
+                    replay.replay_item(
+                        topic,
+                        position.change_id,
+                        position.recorded_at_ms,
+                        text,
+                        resume.retention_seconds,
+                    )
+                    for topic in replay_topics(read)
+                )
+            stats.replayWritten += replay.record_change(
+                self.dynamodb, resume.table, items, sleep=self.sleep
+            )
+        except Exception:
+            log.exception(
+                "could not record the batch in the replay store; the batch is retried",
+                extra={"items": len(items)},
+            )
+            return False
+        finally:
+            stats.replayMs = round((self.clock() - started) * 1000, 3)
+        return True
+
+    def _one(
+        self,
+        record: Any,
+        read: Read,
+        position: Position | None,
+        deadline: float,
+        batch: _Batch,
+        stats: BatchStats,
+    ) -> bool:
         """Deliver one record; False when it must be reported (and the batch stops)."""
         sequence = _sequence_of(record)
         if self.clock() >= deadline:
@@ -451,21 +594,6 @@ class Broadcaster:
                 "out of time; the rest of the batch is retried", extra={"sequence": sequence}
             )
             stats.recordsFailed += 1
-            return False
-        try:
-            read = read_record(
-                record,
-                now=time.time(),
-                sources=self.settings.sources,
-                buckets=self.settings.table_buckets,
-            )
-        except Exception as bad:  # MalformedRecord, or input shaped beyond what it checks
-            stats.malformed += 1
-            stats.recordsFailed += 1
-            log.error(
-                "malformed stream record; reported as a batch item failure",
-                extra={"reason": str(bad), "sequence": sequence, "record": record},
-            )
             return False
         nobody = untargeted_reason(read.change, self.settings.target_attribute)
         if nobody is not None:
@@ -493,7 +621,10 @@ class Broadcaster:
                 old_visible=read.old_visible,
                 new_visible=read.new_visible,
             )
-            deliveries, truncated = payloads(messages)
+            cursors = None
+            if self.cursor_key is not None and position is not None:
+                cursors = message_cursors(self.cursor_key, position, messages, found)
+            deliveries, truncated = payloads(messages, cursors)
             if not deliveries:
                 stats.unheard += 1
                 return True
@@ -559,8 +690,9 @@ def record_batch(stats: BatchStats, function_name: str) -> None:
                 "Failed": stats.failed,
                 "RecordsFailed": stats.recordsFailed,
                 "Truncated": stats.truncated,
+                "ReplayWritten": stats.replayWritten,
             },
-            milliseconds={"FanoutTime": stats.fanoutMs},
+            milliseconds={"FanoutTime": stats.fanoutMs, "ReplayTime": stats.replayMs},
         )
     )
 
@@ -579,7 +711,13 @@ def broadcaster() -> Broadcaster:
                 region=aws.region(),
                 credentials=frozen_credentials(aws.session()),
             )
-            _broadcaster = Broadcaster(CONFIG, dynamodb=aws.client("dynamodb"), api=api)
+            parameter = CONFIG.resume.cursor_secret_parameter
+            _broadcaster = Broadcaster(
+                CONFIG,
+                dynamodb=aws.client("dynamodb"),
+                api=api,
+                cursor_key=cursor_key(aws.secure_parameter(parameter)) if parameter else None,
+            )
         return _broadcaster
 
 

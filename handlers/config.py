@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from handlers.access import InvalidRule, Rule, parse_rules
@@ -24,6 +24,10 @@ DEFAULT_SEND_MAX_ATTEMPTS = 5
 DEFAULT_MAX_INPUT_BYTES = 32 * 1024  # one API Gateway WebSocket frame
 DEFAULT_MAX_SUBSCRIPTIONS = 20
 DEFAULT_TABLE_TOPIC_BUCKETS = 4
+DEFAULT_REPLAY_RETENTION_SECONDS = 3600
+DEFAULT_REPLAY_OVERLAP_MS = 60_000  # the broadcaster's default timeout
+DEFAULT_REPLAY_MAX_CHANGES = 5000
+DEFAULT_REPLAY_MAX_SECONDS = 20
 MAX_SOURCE_FILTERS = 5  # Lambda's limit on a mapping's filters
 MIN_TOKEN_LIFETIME_SECONDS = 60
 MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
@@ -214,6 +218,42 @@ class DisconnectConfig:
 
 
 @dataclass(frozen=True)
+class ResumeConfig:
+    """Cursors and the replay store (``handlers.cursors``, ``handlers.replay``)."""
+
+    cursor_secret_parameter: str | None
+    """SSM SecureString the cursor signing key is derived from; None: no cursors, no resume."""
+    table: str | None
+    """The replay table; None (or a retention of 0): resume is off and ``after`` gets reset."""
+    retention_seconds: int
+    """How long a recorded change is kept (and a cursor can be resumed)."""
+    overlap_ms: int
+    """How far before a cursor a replay starts: the longest a delivery attempt takes (the
+    broadcaster's timeout), so a change recorded earlier but delivered later is replayed."""
+    max_changes: int
+    """Changes one resume may replay; past it, ``reset``."""
+    max_seconds: float
+    """Time one resume (or snapshot) may take; past it, ``reset``."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cursor_secret_parameter and self.table and self.retention_seconds > 0)
+
+
+def _resume(env: Mapping[str, str]) -> ResumeConfig:
+    return ResumeConfig(
+        cursor_secret_parameter=env.get("CURSOR_SECRET_PARAMETER", "").strip() or None,
+        table=env.get("REPLAY_TABLE", "").strip() or None,
+        retention_seconds=_int(
+            env, "REPLAY_RETENTION_SECONDS", DEFAULT_REPLAY_RETENTION_SECONDS, 0, 7 * 24 * 3600
+        ),
+        overlap_ms=_int(env, "REPLAY_OVERLAP_MS", DEFAULT_REPLAY_OVERLAP_MS, 0, 900_000),
+        max_changes=_int(env, "REPLAY_MAX_CHANGES", DEFAULT_REPLAY_MAX_CHANGES, 1, 100_000),
+        max_seconds=float(_int(env, "REPLAY_MAX_SECONDS", DEFAULT_REPLAY_MAX_SECONDS, 1, 900)),
+    )
+
+
+@dataclass(frozen=True)
 class DefaultConfig:
     management_endpoint: str | None
     """Explicit @connections endpoint; None derives it from the request."""
@@ -225,6 +265,10 @@ class DefaultConfig:
     """Subscriptions one connection may hold."""
     table_buckets: int
     """Partitions each table-wide topic is spread over."""
+    resume: ResumeConfig = field(default_factory=lambda: _resume({}))
+    target_attribute: str | None = None
+    """Row-level control: replays and snapshots apply it as live delivery does."""
+    include_old_image: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,6 +283,7 @@ class BroadcasterConfig:
     """Source label (the name messages carry in ``table``) -> the source."""
     subscriptions_table: str
     table_buckets: int
+    resume: ResumeConfig = field(default_factory=lambda: _resume({}))
 
 
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -295,6 +340,9 @@ def default_config(env: Mapping[str, str] = os.environ) -> DefaultConfig:
         sources=_sources(env, "SOURCES"),
         max_subscriptions=_int(env, "MAX_SUBSCRIPTIONS", DEFAULT_MAX_SUBSCRIPTIONS, 1, 100),
         table_buckets=_table_buckets(env),
+        resume=_resume(env),
+        target_attribute=env.get("TARGET_ATTRIBUTE", "").strip() or None,
+        include_old_image=_bool(env, "INCLUDE_OLD_IMAGE", False),
     )
 
 
@@ -311,4 +359,5 @@ def broadcaster_config(env: Mapping[str, str] = os.environ) -> BroadcasterConfig
         sources=_sources(env, "SOURCES"),
         subscriptions_table=_subscriptions_table(env),
         table_buckets=_table_buckets(env),
+        resume=_resume(env),
     )

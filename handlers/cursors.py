@@ -21,13 +21,16 @@ payload is parsed. A cursor is at most ``MAX_CURSOR_LENGTH`` characters.
 * The key is ``cursor_key(secret)`` = HMAC-SHA256(the channel's token secret,
   ``b"realtime-channel cursor v1"``): derived with a domain separator, so a
   cursor signature can never be replayed as a token signature or the reverse.
-* ``s``, the **scope**, is ``scope_digest(table, key_texts, filter_json)``:
-  base64url of the first 12 bytes of SHA-256 of the canonical JSON of
-  ``[table label, key texts (object, sorted) or null, filter as its stored JSON
-  text or null]``. A cursor resumes only a subscription with the same table,
-  key and filter (not the same connection or subscription id). The filter is
-  compared as the text ``$default`` stores, so the same filter written in
-  another order is another scope: a ``reset``, never a wrong replay.
+* ``s``, the **scope**: the concatenation of one or more scope digests
+  (``scope_digest(topic, filter_json)``, ``SCOPE_LENGTH`` characters each). A
+  subscription's scope is its topic (a keyed one's item or partition topic; every
+  bucket of a table-wide topic is one scope, ``scope_topic``) and its filter as the
+  stored JSON text: a cursor resumes only a subscription with the same table, key
+  and filter (not the same connection or subscription id). The filter is compared
+  as text, so the same filter written in another order is another scope: a
+  ``reset``, never a wrong replay. One ``event_update`` reaches a connection once
+  however many of its subscriptions match, so its cursor carries the scopes of
+  every subscription in its ``matches`` and resumes any of them.
 * ``u`` binds the cursor to the identity: ``""`` when anonymous, otherwise
   base64url of the first 12 bytes of SHA-256 of the token's ``sub`` (the
   digest rather than the ``sub`` itself keeps every cursor within
@@ -49,19 +52,23 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from handlers import strict_json
 
 VERSION_PREFIX = "c1."
-MAX_CURSOR_LENGTH = 512
+MAX_CURSOR_LENGTH = 1024
+"""Room for the scopes of ``MAX_SCOPES`` subscriptions."""
+MAX_SCOPES = 24
 MAX_CHANGE_ID_LENGTH = 128
 MAX_RECORDED_AT_MS = 10**13 - 1
 """Positions are written with 13 digits in the replay store (good until the year 2286)."""
 SIGNATURE_BYTES = 16
 DIGEST_BYTES = 12
+SCOPE_LENGTH = 16
+"""Characters of one scope digest (base64url of ``DIGEST_BYTES``)."""
 KEY_DOMAIN = b"realtime-channel cursor v1"
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _CHANGE_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_CHANGE_ID_LENGTH}}}")
@@ -141,17 +148,24 @@ def cursor_key(secret: str | bytes) -> bytes:
     return hmac.new(raw, KEY_DOMAIN, hashlib.sha256).digest()
 
 
-def scope_digest(table: str, key_texts: Mapping[str, str] | None, filter_json: str | None) -> str:
-    """What a cursor is bound to: the subscription's table label, key and filter (stored text)."""
-    if not isinstance(table, str) or not table:
-        raise ValueError("table must be a non-empty label")
-    keys = (
-        None if key_texts is None else {str(name): str(value) for name, value in key_texts.items()}
-    )
+def scope_topic(topic: str) -> str:
+    """The topic a scope names: a table-wide topic without its bucket (every bucket is one
+    scope; it is also the topic the replay store records table-wide changes on), any other
+    topic as it is."""
+    if not isinstance(topic, str) or not topic:
+        raise ValueError("topic must be a non-empty string")
+    if topic.startswith("T|"):
+        return topic.rsplit("|", 1)[0] + "|0"
+    return topic
+
+
+def scope_digest(topic: str, filter_json: str | None) -> str:
+    """What a cursor is bound to: the subscription's topic (``scope_topic``) and its filter
+    as stored JSON text (None: no filter). ``SCOPE_LENGTH`` characters."""
     if filter_json is not None and not isinstance(filter_json, str):
         raise ValueError("filter_json must be the stored JSON text or None")
     canonical = json.dumps(
-        [table, keys, filter_json], sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        [scope_topic(topic), filter_json], separators=(",", ":"), ensure_ascii=True
     )
     return _digest(canonical)
 
@@ -165,18 +179,29 @@ def _signature(key: bytes, signed: str) -> bytes:
     return hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()[:SIGNATURE_BYTES]
 
 
-def make_cursor(key: bytes, position: Position, sub: str | None, scope: str) -> str:
-    """The cursor of ``position`` for this identity (``sub``, None when anonymous) and scope."""
+def _scopes(scope: str | Sequence[str]) -> str:
+    scopes = [scope] if isinstance(scope, str) else list(scope)
+    if not 1 <= len(scopes) <= MAX_SCOPES:
+        raise ValueError(f"a cursor carries 1 to {MAX_SCOPES} scopes")
+    for one in scopes:
+        if not isinstance(one, str) or len(one) != SCOPE_LENGTH or not _B64URL.fullmatch(one):
+            raise ValueError("not a scope digest")
+    return "".join(dict.fromkeys(scopes))
+
+
+def make_cursor(key: bytes, position: Position, sub: str | None, scope: str | Sequence[str]) -> str:
+    """The cursor of ``position`` for this identity (``sub``, None when anonymous), valid for
+    each of the scopes given (one, or those of every subscription a message matched)."""
     payload = {
         "c": position.change_id,
-        "s": scope,
+        "s": _scopes(scope),
         "t": position.recorded_at_ms,
         "u": identity_digest(sub),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     signed = VERSION_PREFIX + _b64url_encode(text.encode("ascii"))
     cursor = f"{signed}.{_b64url_encode(_signature(key, signed))}"
-    if len(cursor) > MAX_CURSOR_LENGTH:  # only with a scope that scope_digest did not make
+    if len(cursor) > MAX_CURSOR_LENGTH:  # only with a change id far longer than eventIDs
         raise ValueError(f"cursor longer than {MAX_CURSOR_LENGTH} characters")
     return cursor
 
@@ -219,6 +244,9 @@ def read_cursor(key: bytes, text: Any, sub: str | None, scope: str) -> Position:
         raise InvalidCursor("malformed: position") from None
     if not hmac.compare_digest(user.encode("utf-8"), identity_digest(sub).encode("utf-8")):
         raise InvalidCursor("another identity")
-    if not hmac.compare_digest(bound.encode("utf-8"), scope.encode("utf-8")):
+    if len(bound) % SCOPE_LENGTH or not any(
+        hmac.compare_digest(bound[at : at + SCOPE_LENGTH].encode("utf-8"), scope.encode("utf-8"))
+        for at in range(0, len(bound), SCOPE_LENGTH)
+    ):
         raise InvalidCursor("another scope")
     return position

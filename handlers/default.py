@@ -54,7 +54,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,10 +63,13 @@ from handlers import aws, config, logs, strict_json
 from handlers.access import Grant, grant
 from handlers.config import DefaultConfig, Source
 from handlers.connections import connection_expiry, iso_utc
+from handlers.cursors import cursor_key, now_cursor
 from handlers.delivery import Poster
 from handlers.dynamo_json import number_to_plain
 from handlers.filters import Filter, InvalidFilter, filter_attributes, parse_filter
 from handlers.management import ManagementApi, endpoint_from_request, frozen_credentials
+from handlers.recipients import Subscription, subscription_of
+from handlers.resume import Resume, replay_messages, reset
 from handlers.subscriptions import (
     Connection,
     ConnectionGone,
@@ -197,6 +201,10 @@ class SubscribeRequest:
     filter: Filter
     filter_json: str | None
     """The client's filter as compact JSON text (what is stored); None: no filter."""
+    after: str | None = None
+    """The cursor to resume after (its text, unread); None: no resume."""
+    snapshot: bool = False
+    """Send the key's current items first (keyed subscriptions only)."""
 
 
 def _has_bad_text(value: Any, depth: int = 0) -> bool:
@@ -228,16 +236,20 @@ def subscribe_request(
         if _has_bad_text(message.get(name)):
             raise refuse("invalid_subscription", f"{name} holds text that is not valid Unicode")
     snapshot = message.get("snapshot")
-    if snapshot is not None and snapshot is not False:
+    if snapshot is not None and not isinstance(snapshot, bool):
+        raise refuse("invalid_subscription", "snapshot must be true or false")
+    if snapshot and message.get("key") is None:
         raise refuse(
             "invalid_subscription",
-            "snapshot is not supported yet (it comes with resume): subscribe without it"
-            " and read the current items yourself",
+            "snapshot needs a key: a table-wide subscription has no snapshot (read the"
+            " table yourself, then resume with after)",
         )
-    if message.get("after") is not None:
+    if snapshot:
+        raise refuse("invalid_subscription", "snapshot is not supported yet")
+    after = message.get("after")
+    if after is not None and not isinstance(after, str):
         raise refuse(
-            "invalid_subscription",
-            "after (resume from a cursor) is not supported yet: subscribe without it",
+            "invalid_subscription", "after must be a cursor: the text of a message's cursor"
         )
     label = message.get("table")
     if not isinstance(label, str) or not label:
@@ -271,7 +283,9 @@ def subscribe_request(
             " only, and telling an item leaving a filter needs the old one",
         )
     filter_json = strict_json.dumps(message["filter"]) if compiled else None  # every digit
-    return SubscribeRequest(sub_id, source, key, topic, compiled, filter_json)
+    return SubscribeRequest(
+        sub_id, source, key, topic, compiled, filter_json, after=after, snapshot=bool(snapshot)
+    )
 
 
 def identity_of(connection: Connection) -> dict[str, Any]:
@@ -314,8 +328,17 @@ def authorize(request: SubscribeRequest, identity: Mapping[str, Any]) -> Grant:
 
 
 class Store(Protocol):
-    def subscribe(self, connection_id: str, request: SubscribeRequest) -> None:
-        """Store (or replace) the subscription after ``authorize`` on the fresh record."""
+    def subscribe(self, connection_id: str, request: SubscribeRequest) -> Subscription:
+        """Store (or replace) the subscription after ``authorize`` on the fresh record;
+        returns it as the broadcaster will read it."""
+
+    def cursor_key(self) -> bytes | None:
+        """The key cursors are signed with; None: no cursors (and no resume)."""
+
+    def replay(
+        self, resume: Resume, after: str, now_ms: int, deadline: float
+    ) -> Iterator[dict[str, Any] | bytes]:
+        """The messages of a resume (``handlers.resume.replay_messages``)."""
 
     def unsubscribe(self, connection_id: str, sub_id: str) -> bool: ...
 
@@ -335,7 +358,9 @@ class DynamoStore:
             self._client = aws.client("dynamodb")
         return self._client
 
-    def subscribe(self, connection_id: str, request: SubscribeRequest) -> None:
+    def subscribe(self, connection_id: str, request: SubscribeRequest) -> Subscription:
+        built: list[dict[str, Any]] = []
+
         def build(connection: Connection) -> tuple[str, dict[str, Any]]:
             granted = authorize(request, identity_of(connection))
             fields = None if granted.fields is None else sorted(granted.fields)
@@ -347,6 +372,7 @@ class DynamoStore:
                 request.filter_json,
                 fields,
             )
+            built.append(item)
             return request.topic, item
 
         put_subscription(
@@ -357,6 +383,24 @@ class DynamoStore:
             sub_id=request.sub_id,
             build=build,
             limit=self.settings.max_subscriptions,
+        )
+        return subscription_of(built[-1], request.topic)
+
+    def cursor_key(self) -> bytes | None:
+        parameter = self.settings.resume.cursor_secret_parameter
+        return cursor_key(aws.secure_parameter(parameter)) if parameter else None
+
+    def replay(
+        self, resume: Resume, after: str, now_ms: int, deadline: float
+    ) -> Iterator[dict[str, Any] | bytes]:
+        return replay_messages(
+            self.client,
+            self.settings.resume,
+            self.cursor_key(),
+            resume,
+            after,
+            now_ms=now_ms,
+            deadline=deadline,
         )
 
     def unsubscribe(self, connection_id: str, sub_id: str) -> bool:
@@ -393,11 +437,16 @@ def _storage_failed(what: str, connection_id: str, sub_id: str | None) -> dict[s
 
 def _subscribe(
     message: Mapping[str, Any], connection_id: str, store: Store, settings: DefaultConfig
-) -> dict[str, Any]:
+) -> Iterator[dict[str, Any] | bytes]:
+    """``subscribed`` (with the cursor of "now", taken before the subscription is stored),
+    then, with ``after``, the resume (``handlers.resume``)."""
     request = subscribe_request(message, settings.sources, connection_id, settings.table_buckets)
     sub_id = request.sub_id
+    started = time.monotonic()
+    now_ms = int(time.time() * 1000)
     try:
-        store.subscribe(connection_id, request)
+        key = store.cursor_key()
+        subscription = store.subscribe(connection_id, request)
     except Refusal:
         raise
     except TooManySubscriptions:
@@ -411,19 +460,42 @@ def _subscribe(
         log.warning(
             "subscribe from a connection with no record", extra={"connectionId": connection_id}
         )
-        return error(
+        yield error(
             "internal_error", "the server has no record of this connection; reconnect", sub_id
         )
+        return
     except SubscriptionConflict:
         log.warning("subscribe kept conflicting", extra={"connectionId": connection_id})
-        return error("internal_error", "too many concurrent changes; try again", sub_id)
+        yield error("internal_error", "too many concurrent changes; try again", sub_id)
+        return
     except Exception:
-        return _storage_failed("could not store the subscription", connection_id, sub_id)
+        yield _storage_failed("could not store the subscription", connection_id, sub_id)
+        return
     log.info(
         "subscribed",
         extra={"connectionId": connection_id, "subId": sub_id, "source": request.source.label},
     )
-    return {"type": "subscribed", "id": sub_id}
+    subscribed: dict[str, Any] = {"type": "subscribed", "id": sub_id}
+    if key is not None:
+        subscribed["cursor"] = now_cursor(key, now_ms, subscription.user_id, subscription.scope)
+    yield subscribed
+    if request.after is not None:
+        resume = Resume(
+            subscription=subscription,
+            topic=request.topic,
+            key_names=tuple(name for name, _ in request.source.keys),
+            target_attribute=settings.target_attribute,
+            include_old=settings.include_old_image,
+        )
+        deadline = started + settings.resume.max_seconds
+        try:
+            yield from store.replay(resume, request.after, now_ms, deadline)
+        except Exception:
+            log.exception(
+                "could not replay; answered reset",
+                extra={"connectionId": connection_id, "subId": sub_id},
+            )
+            yield reset(sub_id, "replay_failed", subscribed.get("cursor"))
 
 
 def _unsubscribe(message: Mapping[str, Any], connection_id: str, store: Store) -> dict[str, Any]:
@@ -450,18 +522,44 @@ def _hello(connection_id: str, store: Store, settings: DefaultConfig) -> dict[st
 
 def answer(
     message: Mapping[str, Any], connection_id: str, store: Store, settings: DefaultConfig
-) -> dict[str, Any]:
-    """The reply to one parsed message; ``Refusal`` for anything the client got wrong."""
+) -> Iterator[dict[str, Any] | bytes]:
+    """The replies to one parsed message, in order (a message, or bytes already encoded);
+    ``Refusal`` for anything the client got wrong."""
     action = message["action"]
     if action == "ping":
-        return _ping(message)
-    if action == "hello":
-        return _hello(connection_id, store, settings)
-    if action == "subscribe":
-        return _subscribe(message, connection_id, store, settings)
-    if action == "unsubscribe":
-        return _unsubscribe(message, connection_id, store)
-    raise Refusal("unknown_action", f"unknown action {shown(action)}; known: {', '.join(ACTIONS)}")
+        yield _ping(message)
+    elif action == "hello":
+        yield _hello(connection_id, store, settings)
+    elif action == "subscribe":
+        yield from _subscribe(message, connection_id, store, settings)
+    elif action == "unsubscribe":
+        yield _unsubscribe(message, connection_id, store)
+    else:
+        raise Refusal(
+            "unknown_action", f"unknown action {shown(action)}; known: {', '.join(ACTIONS)}"
+        )
+
+
+def replies(
+    body: Any,
+    is_base64: bool,
+    max_bytes: int,
+    *,
+    connection_id: str = "",
+    store: Store | None = None,
+    settings: DefaultConfig | None = None,
+) -> Iterator[dict[str, Any] | bytes]:
+    """The messages to send back for one client message, in order; never raises (a failure
+    after some replies is one more reply, ``error``)."""
+    settings = settings or CONFIG
+    try:
+        message = read_message(body, is_base64, max_bytes)
+        yield from answer(message, connection_id, store or DynamoStore(settings), settings)
+    except Refusal as refused:
+        yield refused.reply()
+    except Exception:  # a bug, not the client's fault: say so, and keep the handler alive
+        log.exception("could not answer the message", extra={"connectionId": connection_id})
+        yield error("internal_error", "the server could not handle this message; try again")
 
 
 def reply_for(
@@ -473,16 +571,22 @@ def reply_for(
     store: Store | None = None,
     settings: DefaultConfig | None = None,
 ) -> dict[str, Any]:
-    """The message to send back for one client message; never raises."""
-    settings = settings or CONFIG
-    try:
-        message = read_message(body, is_base64, max_bytes)
-        return answer(message, connection_id, store or DynamoStore(settings), settings)
-    except Refusal as refused:
-        return refused.reply()
-    except Exception:  # a bug, not the client's fault: say so, and keep the handler alive
-        log.exception("could not answer the message", extra={"connectionId": connection_id})
-        return error("internal_error", "the server could not handle this message; try again")
+    """The first message sent back for one client message (what ends its work for every
+    action but a subscribe with ``after``); never raises."""
+    first = next(
+        replies(
+            body,
+            is_base64,
+            max_bytes,
+            connection_id=connection_id,
+            store=store,
+            settings=settings,
+        )
+    )
+    if isinstance(first, bytes):
+        value: dict[str, Any] = json.loads(first)
+        return value
+    return first
 
 
 def api_for(endpoint: str) -> ManagementApi:
@@ -497,26 +601,24 @@ def api_for(endpoint: str) -> ManagementApi:
         return api
 
 
-def respond(event: dict[str, Any], poster: Poster, store: Store | None = None) -> dict[str, Any]:
-    request_context = event.get("requestContext") or {}
-    connection_id = str(request_context.get("connectionId") or "")
-    reply = reply_for(
-        event.get("body"),
-        bool(event.get("isBase64Encoded")),
-        CONFIG.max_input_bytes,
-        connection_id=connection_id,
-        store=store,
-        settings=CONFIG,
-    )
-    if reply["type"] == "error":
-        log.info("client error", extra={"connectionId": connection_id, "code": reply["code"]})
-    data = json.dumps(reply, separators=(",", ":")).encode("utf-8")
-    try:
-        response = poster.post_to_connection(connection_id, data)
-    except Exception:
-        log.exception("could not answer the client", extra={"connectionId": connection_id})
-        return {"statusCode": 200}
-    if not response.ok:
+POST_ATTEMPTS = 3
+
+
+def _post(poster: Poster, connection_id: str, data: bytes) -> bool:
+    """Post one reply, retrying throttling and server errors briefly; whether it arrived
+    (logged when not)."""
+    response = None
+    for attempt in range(POST_ATTEMPTS):
+        if attempt:
+            time.sleep(0.05 * 2**attempt)
+        try:
+            response = poster.post_to_connection(connection_id, data)
+        except Exception:
+            log.exception("could not answer the client", extra={"connectionId": connection_id})
+            return False
+        if response.ok or response.status not in (429, 500, 502, 503, 504):
+            break
+    if response is not None and not response.ok:
         log.warning(
             "could not answer the client",
             extra={
@@ -525,6 +627,31 @@ def respond(event: dict[str, Any], poster: Poster, store: Store | None = None) -
                 "code": response.error_code,
             },
         )
+        return False
+    return True
+
+
+def respond(event: dict[str, Any], poster: Poster, store: Store | None = None) -> dict[str, Any]:
+    request_context = event.get("requestContext") or {}
+    connection_id = str(request_context.get("connectionId") or "")
+    for reply in replies(
+        event.get("body"),
+        bool(event.get("isBase64Encoded")),
+        CONFIG.max_input_bytes,
+        connection_id=connection_id,
+        store=store,
+        settings=CONFIG,
+    ):
+        if isinstance(reply, dict):
+            if reply["type"] == "error":
+                log.info(
+                    "client error", extra={"connectionId": connection_id, "code": reply["code"]}
+                )
+            data = json.dumps(reply, separators=(",", ":")).encode("utf-8")
+        else:
+            data = reply
+        if not _post(poster, connection_id, data):
+            break  # the rest would arrive with a gap: the client resubscribes
     return {"statusCode": 200}
 
 

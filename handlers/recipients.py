@@ -21,17 +21,42 @@ and the new owner never sees the previous owner's ``old`` image.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from handlers import strict_json
 from handlers.access import trim
+from handlers.cursors import MAX_CURSOR_LENGTH, scope_digest
 from handlers.dynamo_json import image_to_plain, to_plain
 from handlers.filters import Filter, classify, matches, parse_filter
 from handlers.subscriptions import split_sort_key
 
 DATA_CHANGES = ("added", "modified")
+MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway WebSocket message limit
+
+
+CURSOR_ROOM = len(b',"cursor":""') + MAX_CURSOR_LENGTH
+"""Bytes a message keeps free for the cursor appended to it per connection."""
+
+
+def with_cursor(data: bytes, cursor: str | None) -> bytes:
+    """An encoded message (a JSON object) with ``cursor`` added as its last member."""
+    if cursor is None:
+        return data
+    return data[:-1] + b',"cursor":"' + cursor.encode("ascii") + b'"}'
+
+
+def encode(message: Mapping[str, Any], limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, bool]:
+    """UTF-8 JSON of the message; over ``limit`` it drops ``data``/``old``, adds ``truncated``.
+    Callers that append a cursor pass a limit ``CURSOR_ROOM`` lower."""
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(data) <= limit:
+        return data, False
+    slim = {key: value for key, value in message.items() if key not in ("data", "old")}
+    slim["truncated"] = True
+    return json.dumps(slim, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), True
 
 
 @dataclass(frozen=True)
@@ -41,6 +66,8 @@ class Subscription:
     filter: Filter
     fields: frozenset[str] | None
     user_id: str | None
+    scope: str = ""
+    """The scope digest cursors of this subscription are bound to (``handlers.cursors``)."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +85,10 @@ class Change:
 _filters: dict[str, Filter] = {}
 
 
-def subscription_of(item: Mapping[str, Any]) -> Subscription:
+def subscription_of(item: Mapping[str, Any], topic: str | None = None) -> Subscription:
     """A subscription from its stored item, whole or as ``topic_subscriptions`` projects it
-    (the ids from ``sk``); its filter is compiled once per container."""
+    (the ids from ``sk``); its filter is compiled once per container. With the ``topic`` it
+    was found on, its cursor scope too."""
     raw_filter = (item.get("filter") or {}).get("S")
     compiled: Filter = ()
     if raw_filter:
@@ -80,6 +108,7 @@ def subscription_of(item: Mapping[str, Any]) -> Subscription:
         filter=compiled,
         fields=None if fields is None else frozenset(v["S"] for v in fields["L"]),
         user_id=(item.get("userId") or {}).get("S"),
+        scope=scope_digest(topic, raw_filter or None) if topic else "",
     )
 
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers.cursors import Position
+from handlers.recipients import Change
 
 INDEX = "byTime"
 BATCH_SIZE = 25
@@ -97,15 +98,59 @@ def record_text(
     new: Mapping[str, Any] | None,
     old: Mapping[str, Any] | None,
     envelope: Mapping[str, Any],
+    *,
+    old_visible: bool = True,
+    new_visible: bool = True,
 ) -> str:
     """The stored record: a change's event name, typed keys and images, and envelope, as
-    compact JSON (images under ``new`` and ``old``, absent when the record has none)."""
+    compact JSON (images under ``new`` and ``old``, absent when the record has none; an
+    image the source's own filters leave out is listed in ``hidden``)."""
     record: dict[str, Any] = {"event": event_name, "keys": keys, "envelope": envelope}
     if new is not None:
         record["new"] = new
     if old is not None:
         record["old"] = old
+    hidden = [name for name, shown in (("old", old_visible), ("new", new_visible)) if not shown]
+    if hidden:
+        record["hidden"] = hidden
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A stored change, ready for ``recipients.plan``."""
+
+    change: Change
+    old_visible: bool
+    new_visible: bool
+    truncated: bool
+    position: Position
+
+
+def replayed(stored: StoredChange) -> Replayed:
+    """A stored change as the broadcaster read it (its envelope carries no cursor)."""
+    record = stored.record()
+    envelope = record.get("envelope")
+    keys = record.get("keys")
+    event_name = record.get("event")
+    if not isinstance(envelope, dict) or not isinstance(keys, dict):
+        raise ValueError("stored record has no envelope or keys")
+    if event_name not in ("INSERT", "MODIFY", "REMOVE"):
+        raise ValueError("stored record has no event name")
+    hidden = record.get("hidden") or []
+    return Replayed(
+        change=Change(
+            event_name=event_name,
+            keys=keys,
+            old=record.get("old"),
+            new=record.get("new"),
+            envelope=envelope,
+        ),
+        old_visible="old" not in hidden,
+        new_visible="new" not in hidden,
+        truncated=stored.truncated,
+        position=stored.position,
+    )
 
 
 def item_size(item: Mapping[str, Mapping[str, Any]]) -> int:

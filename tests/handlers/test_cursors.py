@@ -13,6 +13,8 @@ import pytest
 from handlers import cursors
 from handlers.cursors import (
     MAX_CURSOR_LENGTH,
+    MAX_SCOPES,
+    SCOPE_LENGTH,
     InvalidCursor,
     Position,
     cursor_key,
@@ -20,12 +22,15 @@ from handlers.cursors import (
     now_cursor,
     read_cursor,
     scope_digest,
+    scope_topic,
 )
+from handlers.topics import key_topic, table_topic, typed_part
 from tests.helpers import SECRET
 
 KEY = cursor_key(SECRET)
-SCOPE = scope_digest("orders", {"PK": "RESTAURANT#42"}, None)
-OTHER_SCOPE = scope_digest("orders", {"PK": "RESTAURANT#43"}, None)
+ORDERS_42 = key_topic("orders", [typed_part("S", "RESTAURANT#42")])
+SCOPE = scope_digest(ORDERS_42, None)
+OTHER_SCOPE = scope_digest(key_topic("orders", [typed_part("S", "RESTAURANT#43")]), None)
 EVENT_ID = "c81e728d9d4c2f636f067f89cc14862c"
 POSITION = Position(1_722_000_000_123, EVENT_ID)
 
@@ -183,7 +188,7 @@ def test_another_identity_is_refused() -> None:
 def test_another_scope_is_refused() -> None:
     cursor = make_cursor(KEY, POSITION, "alice", SCOPE)
     assert reason(cursor, scope=OTHER_SCOPE) == "another scope"
-    assert reason(cursor, scope=scope_digest("orders", None, None)) == "another scope"
+    assert reason(cursor, scope=scope_digest(table_topic("orders"), None)) == "another scope"
 
 
 @pytest.mark.parametrize(
@@ -316,45 +321,68 @@ def test_sort_text_shape_and_parsing() -> None:
 # --- scope ------------------------------------------------------------------------------
 
 
+def item(table: str, pk: str, sk: str | None = None) -> str:
+    parts = [typed_part("S", pk)] + ([typed_part("S", sk)] if sk is not None else [])
+    return key_topic(table, parts)
+
+
 def test_scope_digest_is_stable_and_short() -> None:
-    digest = scope_digest("orders", {"PK": "A", "SK": "B"}, '[{"status":"paid"}]')
-    assert digest == scope_digest("orders", {"SK": "B", "PK": "A"}, '[{"status":"paid"}]')
-    assert len(digest) == 16
+    topic = item("orders", "A", "B")
+    digest = scope_digest(topic, '[{"status":"paid"}]')
+    assert len(digest) == SCOPE_LENGTH == 16
     # pinned: a change to the canonical form would reset every client's cursor
-    canonical = json.dumps(
-        ["orders", {"PK": "A", "SK": "B"}, '[{"status":"paid"}]'],
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    canonical = json.dumps([topic, '[{"status":"paid"}]'], separators=(",", ":"))
     assert digest == b64(hashlib.sha256(canonical.encode()).digest()[:12])
 
 
+def test_every_bucket_of_a_table_topic_is_one_scope() -> None:
+    assert scope_topic(table_topic("orders", 3)) == table_topic("orders", 0)
+    assert scope_digest(table_topic("orders", 3), None) == scope_digest(table_topic("orders"), None)
+    assert scope_topic(item("orders", "A")) == item("orders", "A")
+
+
 def test_scope_digest_is_sensitive_to_each_part() -> None:
-    base = ("orders", {"PK": "A"}, '[{"n":1}]')
+    base = (item("orders", "A"), '[{"n":1}]')
     variants = [
-        ("orders2", {"PK": "A"}, '[{"n":1}]'),
-        ("orders", {"PK": "B"}, '[{"n":1}]'),
-        ("orders", {"PK": "A", "SK": "x"}, '[{"n":1}]'),
-        ("orders", {"SK": "A"}, '[{"n":1}]'),
-        ("orders", None, '[{"n":1}]'),
-        ("orders", {}, '[{"n":1}]'),
-        ("orders", {"PK": "A"}, '[{"n":2}]'),
-        ("orders", {"PK": "A"}, None),
-        ("orders", {"PK": "A"}, "null"),
+        (item("orders2", "A"), '[{"n":1}]'),
+        (item("orders", "B"), '[{"n":1}]'),
+        (item("orders", "A", "x"), '[{"n":1}]'),
+        (table_topic("orders"), '[{"n":1}]'),
+        (key_topic("orders", [typed_part("N", "1")]), '[{"n":1}]'),
+        (key_topic("orders", [typed_part("S", "1")]), '[{"n":1}]'),
+        (item("orders", "A"), '[{"n":2}]'),
+        (item("orders", "A"), None),
+        (item("orders", "A"), "null"),
     ]
     digests = {scope_digest(*base)} | {scope_digest(*variant) for variant in variants}
     assert len(digests) == len(variants) + 1
 
 
 def test_scope_digest_has_no_ambiguous_joins() -> None:
-    assert scope_digest("a", {"PK": "b|c"}, None) != scope_digest("a|b", {"PK": "c"}, None)
-    assert scope_digest("t", {"PK": "A#B", "SK": "C"}, None) != scope_digest(
-        "t", {"PK": "A", "SK": "B#C"}, None
-    )
+    assert scope_digest(item("a", "b|c"), None) != scope_digest(item("a|b", "c"), None)
+    assert scope_digest(item("t", "A#B", "C"), None) != scope_digest(item("t", "A", "B#C"), None)
+
+
+def test_a_cursor_of_several_scopes_resumes_each_of_them_and_no_other() -> None:
+    scopes = [scope_digest(item("orders", f"R{n}"), None) for n in range(MAX_SCOPES)]
+    cursor = make_cursor(KEY, POSITION, "alice", scopes)
+    assert len(cursor) <= MAX_CURSOR_LENGTH
+    for scope in scopes:
+        assert read_cursor(KEY, cursor, "alice", scope) == POSITION
+    assert reason(cursor, scope=scope_digest(item("orders", "other"), None)) == "another scope"
+    # a digest straddling two listed ones is not a scope of the cursor
+    joined = "".join(scopes)
+    assert reason(cursor, scope=joined[8:24]) == "another scope"
+    with pytest.raises(ValueError):
+        make_cursor(KEY, POSITION, "alice", [*scopes, scope_digest(item("x", "y"), None)])
+    with pytest.raises(ValueError):
+        make_cursor(KEY, POSITION, "alice", [])
+    with pytest.raises(ValueError):
+        make_cursor(KEY, POSITION, "alice", "short")
 
 
 def test_scope_digest_refuses_bad_parts() -> None:
     with pytest.raises(ValueError):
-        scope_digest("", None, None)
+        scope_digest("", None)
     with pytest.raises(ValueError):
-        scope_digest("orders", None, {"n": 1})  # type: ignore[arg-type]
+        scope_digest(table_topic("orders"), {"n": 1})  # type: ignore[arg-type]

@@ -1128,17 +1128,34 @@ def test_a_source_streaming_new_images_only_refuses_filters(tables: Any) -> None
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("snapshot", True), ("snapshot", "yes"), ("snapshot", 0), ("after", "c1")]
+    ("field", "value", "says"),
+    [
+        ("snapshot", "yes", "true or false"),
+        ("snapshot", 0, "true or false"),
+        ("after", 5, "cursor"),
+        ("after", ["c1"], "cursor"),
+        ("after", {"cursor": "c1"}, "cursor"),
+    ],
 )
-def test_snapshot_and_after_are_refused_as_not_supported_yet(
-    tables: Any, field: str, value: Any
+def test_snapshot_and_after_of_the_wrong_type_are_invalid_and_store_nothing(
+    tables: Any, field: str, value: Any, says: str
 ) -> None:
     connect(tables)
 
     reply = subscribe(tables, "s1", key={"PK": "EVENT#1"}, **{field: value})
 
     assert_refused(reply, "invalid_subscription")
-    assert "not supported yet" in reply["message"]
+    assert says in reply["message"]
+    assert stored(tables) == {}
+
+
+def test_a_table_wide_snapshot_is_invalid_and_stores_nothing(tables: Any) -> None:
+    connect(tables)
+
+    reply = subscribe(tables, "s1", snapshot=True)
+
+    assert_refused(reply, "invalid_subscription")
+    assert "needs a key" in reply["message"]
     assert stored(tables) == {}
 
 

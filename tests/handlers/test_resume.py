@@ -1,0 +1,532 @@
+"""Resume with moto: the broadcaster records each change before posting it, and ``subscribe``
+with ``after`` replays what the subscription missed exactly as it was delivered live."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import pytest
+
+from bench.management_api import FakeManagementApi
+from handlers import replay
+from handlers.broadcaster import Broadcaster
+from handlers.config import DefaultConfig, ResumeConfig, default_config
+from handlers.connections import connection_item
+from handlers.cursors import Position, cursor_key, make_cursor, read_cursor, scope_digest
+from handlers.default import DynamoStore, replies
+from handlers.management import ManagementApi, frozen_credentials
+from handlers.recipients import Subscription
+from handlers.resume import Resume, replay_messages
+from handlers.topics import key_topic, table_topic, typed_part
+from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
+from tests.handlers.test_broadcaster import KEYS, SUBSCRIPTIONS, settings, stream
+from tests.helpers import SECRET, create_replay_table, create_subscriptions_table
+
+REPLAY = "replay-test"
+CURSOR_PARAMETER = "/test/cursor-secret"
+KEY = cursor_key(SECRET)
+RESUME = ResumeConfig(
+    cursor_secret_parameter=CURSOR_PARAMETER,
+    table=REPLAY,
+    retention_seconds=3600,
+    overlap_ms=0,
+    max_changes=100,
+    max_seconds=20,
+)
+PARTITION = "EVENT#1"
+
+
+TABLE_WIDE = [{"table": True}]
+OWN_PARTITION_TRIMMED = [{"key": {"PK": "EVENT#{sub}"}, "fields": ["n"]}]
+
+
+def default_settings(access: list[Any] = TABLE_WIDE, **resume: Any) -> DefaultConfig:
+    env = {
+        "CONNECTIONS_TABLE": "connections-test",
+        "SUBSCRIPTIONS_TABLE": SUBSCRIPTIONS,
+        "TABLE_TOPIC_BUCKETS": "4",
+        "SOURCES": json.dumps(
+            {
+                SOURCE_LABEL: {
+                    "table": SOURCE_TABLE,
+                    "keys": [list(k) for k in KEYS],
+                    "oldImage": True,
+                    "access": access,
+                }
+            }
+        ),
+    }
+    return dataclasses.replace(default_config(env), resume=dataclasses.replace(RESUME, **resume))
+
+
+@pytest.fixture
+def world(dynamodb: Any, connections_table: str, management_api: FakeManagementApi) -> Any:
+    create_subscriptions_table(dynamodb, SUBSCRIPTIONS)
+    create_replay_table(dynamodb, REPLAY)
+    from handlers import aws
+
+    aws.client("ssm").put_parameter(
+        Name=CURSOR_PARAMETER, Value=SECRET, Type="SecureString", Overwrite=True
+    )
+    return dynamodb
+
+
+class Clock:
+    """Wall time from now on (``subscribe`` judges retention by the real clock), moving 1 ms
+    per reading."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def broadcaster(server: FakeManagementApi, client: Any, wall: Clock, **resume: Any) -> Broadcaster:
+    from handlers import aws
+
+    api = ManagementApi(
+        server.endpoint, region="us-east-1", credentials=frozen_credentials(aws.session())
+    )
+    return Broadcaster(
+        settings(server.endpoint, resume=dataclasses.replace(RESUME, **resume)),
+        dynamodb=client,
+        api=api,
+        sleep=lambda _: None,
+        cursor_key=KEY,
+        wall=wall,
+    )
+
+
+def connect(client: Any, cid: str, user: str | None = "alice") -> None:
+    item = connection_item(
+        cid,
+        user_id=user,
+        now=1_795_000_000,
+        ttl_seconds=7200,
+        source_ip=None,
+        claims=None,
+        expires_at=None,
+    )
+    client.put_item(TableName="connections-test", Item=item)
+
+
+def send(client: Any, cid: str, message: dict[str, Any], cfg: DefaultConfig) -> list[Any]:
+    """Every reply, decoded, in order."""
+    out = replies(
+        json.dumps(message),
+        False,
+        cfg.max_input_bytes,
+        connection_id=cid,
+        store=DynamoStore(cfg, client),
+        settings=cfg,
+    )
+    return [json.loads(r) if isinstance(r, bytes) else r for r in out]
+
+
+def raw(client: Any, cid: str, message: dict[str, Any], cfg: DefaultConfig) -> list[bytes]:
+    """Every reply as the bytes the client would receive."""
+    return [
+        r if isinstance(r, bytes) else json.dumps(r, separators=(",", ":")).encode()
+        for r in replies(
+            json.dumps(message),
+            False,
+            cfg.max_input_bytes,
+            connection_id=cid,
+            store=DynamoStore(cfg, client),
+            settings=cfg,
+        )
+    ]
+
+
+def writes(count: int, start: int = 0, pk: str = PARTITION) -> list[dict[str, Any]]:
+    """``count`` stream records: an insert, then updates, of items in one partition."""
+    return [
+        stream(
+            "INSERT",
+            f"{500 + n:024d}",
+            new={"n": n, "secret": f"s{n}"},
+            key=(pk, f"ITEM#{n % 3}"),
+        )
+        for n in range(start, start + count)
+    ]
+
+
+def subscribe(cid: str, **fields: Any) -> dict[str, Any]:
+    return {"action": "subscribe", "id": "s1", "table": SOURCE_LABEL, **fields}
+
+
+def live(
+    server: FakeManagementApi, world: Any, cfg: DefaultConfig, cid: str = "A=", **sub: Any
+) -> dict[str, Any]:
+    """A connected client with subscription s1; returns its ``subscribed`` reply."""
+    connect(world, cid)
+    server.connect(cid)
+    (subscribed,) = send(world, cid, subscribe(cid, **sub), cfg)
+    assert subscribed["type"] == "subscribed", subscribed
+    return subscribed
+
+
+def received_bytes(server: FakeManagementApi, cid: str) -> list[bytes]:
+    with server.state.lock:
+        return list(server.state.received.get(cid, []))
+
+
+# --- recording ---------------------------------------------------------------------------
+
+
+def test_each_change_is_recorded_once_per_topic_with_its_ttl_before_delivery(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    wall = Clock()
+    failures, stats = broadcaster(management_api, world, wall).run(writes(2), 1e12)
+    assert failures == []
+    items = world.scan(TableName=REPLAY)["Items"]
+    topics = sorted({i["topic"]["S"] for i in items})
+    part = key_topic(SOURCE_LABEL, [typed_part("S", PARTITION)])
+    assert topics == sorted(
+        [
+            key_topic(SOURCE_LABEL, [typed_part("S", PARTITION), typed_part("S", "ITEM#0")]),
+            key_topic(SOURCE_LABEL, [typed_part("S", PARTITION), typed_part("S", "ITEM#1")]),
+            part,
+            table_topic(SOURCE_LABEL, 0),
+        ]
+    )
+    assert len(items) == 6 == stats.replayWritten  # 3 topics x 2 changes
+    for item in items:
+        recorded = Position.from_sort_text(item["at"]["S"]).recorded_at_ms
+        assert int(item["ttl"]["N"]) == -(-recorded // 1000) + 3600
+
+
+def test_a_retried_batch_rewrites_the_same_items(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    wall = Clock()
+    batch = writes(3)
+    broadcaster(management_api, world, wall).run(batch, 1e12)
+    first = {(i["topic"]["S"], i["change"]["S"]) for i in world.scan(TableName=REPLAY)["Items"]}
+    broadcaster(management_api, world, wall).run(batch, 1e12)
+    again = world.scan(TableName=REPLAY)["Items"]
+    assert {(i["topic"]["S"], i["change"]["S"]) for i in again} == first
+    assert len(again) == len(first) == 9
+
+
+def test_positions_of_one_container_strictly_increase_in_stream_order(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    b = broadcaster(management_api, world, Clock())
+    b.wall = lambda: 1_795_000_000.0  # the clock never moves
+    b.run(writes(5), 1e12)
+    b.run(writes(2, start=5), 1e12)
+    table = table_topic(SOURCE_LABEL, 0)
+    items = [i for i in world.scan(TableName=REPLAY)["Items"] if i["topic"]["S"] == table]
+    by_change = {i["change"]["S"]: Position.from_sort_text(i["at"]["S"]) for i in items}
+    ordered = [by_change[f"evt-{500 + n:024d}"] for n in range(7)]
+    assert ordered == sorted(ordered) and len(set(ordered)) == 7
+
+
+def test_nothing_is_posted_when_the_replay_store_cannot_take_the_batch(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    cfg = default_settings()
+    live(management_api, world, cfg)
+    world.delete_table(TableName=REPLAY)
+    failures, stats = broadcaster(management_api, world, Clock()).run(writes(2), 1e12)
+    assert failures == [{"itemIdentifier": f"{500:024d}"}]
+    assert stats.delivered == 0 and management_api.messages("A=") == []
+
+
+def test_with_resume_off_nothing_is_recorded_and_messages_still_carry_cursors(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    cfg = default_settings(retention_seconds=0)
+    live(management_api, world, cfg)
+    failures, stats = broadcaster(management_api, world, Clock(), retention_seconds=0).run(
+        writes(1), 1e12
+    )
+    assert failures == [] and stats.replayWritten == 0
+    assert world.scan(TableName=REPLAY)["Items"] == []
+    (message,) = management_api.messages("A=")
+    assert isinstance(message["cursor"], str) and message["cursor"].startswith("c1.")
+
+
+# --- cursors on live changes -------------------------------------------------------------
+
+
+def test_a_cursor_names_the_change_and_resumes_every_subscription_it_matched(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    cfg = default_settings()
+    live(management_api, world, cfg)
+    send(world, "A=", {**subscribe("A="), "id": "s2", "key": {"PK": PARTITION}}, cfg)
+    broadcaster(management_api, world, Clock()).run(writes(1), 1e12)
+    (message,) = management_api.messages("A=")
+    assert message["matches"] == {"s1": "added", "s2": "added"}
+    part = key_topic(SOURCE_LABEL, [typed_part("S", PARTITION)])
+    for topic in (table_topic(SOURCE_LABEL, 0), part):
+        position = read_cursor(KEY, message["cursor"], "alice", scope_digest(topic, None))
+        assert position.change_id == message["id"]
+
+
+def test_subscribed_carries_a_cursor_of_now_for_this_identity_and_scope(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    subscribed = live(management_api, world, default_settings())
+    position = read_cursor(
+        KEY, subscribed["cursor"], "alice", scope_digest(table_topic(SOURCE_LABEL), None)
+    )
+    assert position.change_id == ""
+
+
+# --- resume ------------------------------------------------------------------------------
+
+
+def reconnect_with(world: Any, cfg: DefaultConfig, after: str, **sub: Any) -> list[Any]:
+    connect(world, "B=")
+    return send(world, "B=", subscribe("B=", after=after, **sub), cfg)
+
+
+def test_resume_replays_exactly_what_was_missed_in_order_then_resumed(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    cfg = default_settings()
+    live(management_api, world, cfg)
+    b = broadcaster(management_api, world, Clock())
+    b.run(writes(3), 1e12)
+    seen = management_api.messages("A=")
+    b.run(writes(4, start=3), 1e12)  # written while the client was away
+    missed = management_api.messages("A=")[3:]
+
+    answer = reconnect_with(world, cfg, seen[-1]["cursor"])
+
+    assert answer[0]["type"] == "subscribed"
+    assert answer[1:-1] == missed
+    assert answer[-1] == {
+        "type": "resumed",
+        "id": "s1",
+        "replayed": 4,
+        "cursor": missed[-1]["cursor"],
+    }
+
+
+def test_replayed_bytes_are_the_live_bytes_with_filter_and_trimmed_fields(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    cfg = default_settings(OWN_PARTITION_TRIMMED)
+    sub = {"key": {"PK": "EVENT#alice"}, "filter": [{"n": {"ge": 2}}]}
+    subscribed = live(management_api, world, cfg, **sub)
+    broadcaster(management_api, world, Clock()).run(writes(6, pk="EVENT#alice"), 1e12)
+    delivered = received_bytes(management_api, "A=")
+    assert len(delivered) == 4  # n = 2..5 pass the filter
+    assert all(b'"secret"' not in one for one in delivered)  # the rule grants "n" only
+
+    connect(world, "B=")
+    answer = raw(world, "B=", subscribe("B=", after=subscribed["cursor"], **sub), cfg)
+
+    assert answer[1:-1] == delivered
+    assert json.loads(answer[-1])["replayed"] == 4
+
+
+def test_the_overlap_replays_earlier_changes_too_in_order(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    cfg = default_settings(overlap_ms=60_000)
+    live(management_api, world, cfg)
+    broadcaster(management_api, world, Clock()).run(writes(5), 1e12)
+    received = management_api.messages("A=")
+
+    answer = reconnect_with(world, cfg, received[2]["cursor"])
+
+    assert [m["id"] for m in answer[1:-1]] == [m["id"] for m in received]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["another user", "another key", "another filter", "malformed", "forged", "not ours"],
+)
+def test_a_cursor_that_is_not_this_subscriptions_gets_reset_and_no_replay(
+    management_api: FakeManagementApi, world: Any, case: str
+) -> None:
+    cfg = default_settings()
+    live(management_api, world, cfg)
+    broadcaster(management_api, world, Clock()).run(writes(2), 1e12)
+    cursor = management_api.messages("A=")[0]["cursor"]
+    sub: dict[str, Any] = {}
+    user = "alice"
+    if case == "another user":
+        user = "mallory"
+    elif case == "another key":
+        sub = {"key": {"PK": PARTITION}}
+    elif case == "another filter":
+        sub = {"filter": [{"n": {"ge": 0}}]}
+    elif case == "malformed":
+        cursor = "c1.!!!"
+    elif case == "forged":
+        cursor = cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")
+    else:
+        cursor = make_cursor(cursor_key("another secret"), Position(1, "x"), "alice", "A" * 16)
+    connect(world, "B=", user)
+
+    answer = send(world, "B=", subscribe("B=", after=cursor, **sub), cfg)
+
+    assert [m["type"] for m in answer] == ["subscribed", "reset"]
+    assert answer[1]["reason"] == "cursor_invalid" and answer[1]["id"] == "s1"
+    assert answer[1]["cursor"] == answer[0]["cursor"]
+
+
+def test_a_cursor_older_than_the_retention_gets_reset(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    cfg = default_settings()
+    subscribed = live(management_api, world, cfg)
+    old = make_cursor(
+        KEY, Position(1_000_000, ""), "alice", scope_digest(table_topic(SOURCE_LABEL), None)
+    )
+    answer = reconnect_with(world, cfg, old)
+    assert [m["type"] for m in answer] == ["subscribed", "reset"]
+    assert answer[1]["reason"] == "cursor_expired"
+    assert read_cursor(
+        KEY, subscribed["cursor"], "alice", scope_digest(table_topic(SOURCE_LABEL), None)
+    )
+
+
+def test_a_replay_longer_than_the_bound_gets_reset_before_anything_is_sent(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    cfg = default_settings(max_changes=3)
+    subscribed = live(management_api, world, cfg)
+    broadcaster(management_api, world, Clock()).run(writes(4), 1e12)
+    answer = reconnect_with(world, cfg, subscribed["cursor"])
+    assert [m["type"] for m in answer] == ["subscribed", "reset"]
+    assert answer[1]["reason"] == "replay_too_long"
+    exactly = reconnect_with(world, default_settings(max_changes=4), subscribed["cursor"])
+    assert exactly[-1]["type"] == "resumed" and exactly[-1]["replayed"] == 4
+
+
+def test_resume_off_answers_reset(management_api: FakeManagementApi, world: Any) -> None:
+    cfg = default_settings(retention_seconds=0)
+    subscribed = live(management_api, world, cfg)
+    answer = reconnect_with(world, cfg, subscribed["cursor"])
+    assert [m["type"] for m in answer] == ["subscribed", "reset"]
+    assert answer[1]["reason"] == "resume_off"
+
+
+def a_minute_ago() -> Position:
+    return Position(int(time.time() * 1000) - 60_000, "")
+
+
+def resume_of(sub: Subscription, topic: str) -> Resume:
+    return Resume(
+        subscription=sub,
+        topic=topic,
+        key_names=("PK", "SK"),
+        target_attribute=None,
+        include_old=False,
+    )
+
+
+def test_resume_follows_the_store_across_pages(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    topic = table_topic(SOURCE_LABEL, 2)
+    scope = scope_digest(topic, None)
+    sub = Subscription("B=", "s1", (), None, "alice", scope)
+    broadcaster(management_api, world, Clock()).run(writes(7), 1e12)
+    start = make_cursor(KEY, a_minute_ago(), "alice", scope)
+
+    out = list(
+        replay_messages(
+            world,
+            RESUME,
+            KEY,
+            resume_of(sub, topic),
+            start,
+            now_ms=int(time.time() * 1000) + 1000,
+            deadline=1e12,
+            page_size=2,
+        )
+    )
+
+    ids = [json.loads(m)["id"] for m in out[:-1] if isinstance(m, bytes)]
+    assert ids == [f"evt-{500 + n:024d}" for n in range(7)]
+    assert out[-1]["replayed"] == 7  # type: ignore[index]
+
+
+def test_past_the_time_bound_the_replay_ends_with_reset(
+    management_api: FakeManagementApi, world: Any
+) -> None:
+    topic = table_topic(SOURCE_LABEL, 0)
+    scope = scope_digest(topic, None)
+    sub = Subscription("B=", "s1", (), None, "alice", scope)
+    broadcaster(management_api, world, Clock()).run(writes(5), 1e12)
+    ticks = iter(range(100))
+
+    out = list(
+        replay_messages(
+            world,
+            RESUME,
+            KEY,
+            resume_of(sub, topic),
+            make_cursor(KEY, a_minute_ago(), "alice", scope),
+            now_ms=int(time.time() * 1000) + 1000,
+            deadline=2,
+            clock=lambda: float(next(ticks)),
+        )
+    )
+
+    assert [type(m) for m in out[:2]] == [bytes, bytes]
+    assert out[-1]["type"] == "reset" and out[-1]["reason"] == "replay_timeout"  # type: ignore[index]
+    assert len(out) == 3
+
+
+def stored_truncated(world: Any, topic: str) -> None:
+    """Record one change too large for the store, as the broadcaster would."""
+    text = replay.record_text(
+        "MODIFY",
+        {"PK": {"S": PARTITION}, "SK": {"S": "BIG"}},
+        {"PK": {"S": PARTITION}, "SK": {"S": "BIG"}, "blob": {"S": "x" * 300_000}},
+        {"PK": {"S": PARTITION}, "SK": {"S": "BIG"}, "blob": {"S": "y" * 300_000}},
+        {"type": "event_update", "action": "updated", "table": SOURCE_LABEL, "id": "evt-big"},
+    )
+    item = replay.replay_item(topic, "evt-big", int(time.time() * 1000) - 1000, text, 3600)
+    assert item["truncated"] == {"BOOL": True}
+    replay.record_change(world, REPLAY, [item])
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_a_truncated_change_replays_as_live_or_resets_when_a_filter_must_see_it(
+    world: Any, filtered: bool
+) -> None:
+    topic = table_topic(SOURCE_LABEL, 0)
+    filter_json = '[{"blob":{"exists":true}}]' if filtered else None
+    scope = scope_digest(topic, filter_json)
+    from handlers.filters import parse_filter
+
+    compiled = parse_filter(json.loads(filter_json)) if filter_json else ()
+    sub = Subscription("B=", "s1", compiled, None, "alice", scope)
+    stored_truncated(world, topic)
+
+    out = list(
+        replay_messages(
+            world,
+            RESUME,
+            KEY,
+            resume_of(sub, topic),
+            make_cursor(KEY, a_minute_ago(), "alice", scope),
+            now_ms=int(time.time() * 1000) + 1000,
+            deadline=1e12,
+        )
+    )
+
+    if filtered:
+        assert out == [
+            {"type": "reset", "id": "s1", "reason": "replay_incomplete", "cursor": out[0]["cursor"]}  # type: ignore[index]
+        ]
+    else:
+        message = json.loads(out[0])  # type: ignore[arg-type]
+        assert message["truncated"] is True and message["matches"] == {"s1": "modified"}
+        assert "data" not in message and out[-1]["replayed"] == 1  # type: ignore[index]
