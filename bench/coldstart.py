@@ -62,14 +62,15 @@ FAKE_CREDENTIAL = "testing"
 MARKER = "@@coldstart@@ "
 HANDLERS = ("authorizer", "connect", "disconnect", "default", "broadcaster")
 """In the order the table prints them."""
-SERVICE = {
-    "authorizer": "SSM",
-    "connect": "DYNAMODB",
-    "disconnect": "DYNAMODB",
-    "default": "DYNAMODB",
-    "broadcaster": "DYNAMODB",
+SERVICES = {
+    "authorizer": ("SSM",),
+    "connect": ("DYNAMODB",),
+    "disconnect": ("DYNAMODB",),
+    "default": ("DYNAMODB", "SSM"),
+    "broadcaster": ("DYNAMODB", "SSM"),
 }
-"""The one AWS service each handler calls (besides @connections)."""
+"""The AWS services each handler calls (besides @connections): SSM for the token secret
+(authorizer) and the cursor secret (default, broadcaster)."""
 ROUND = ("authorizer", "connect", "default", "broadcaster", "disconnect")
 """The order of a round: one connection's life."""
 PARTITION = "ORDER#2026-000481"
@@ -206,11 +207,12 @@ def handler_environment(
     name: str, stack: Stack, aws_endpoint: str, management_endpoint: str
 ) -> dict[str, str]:
     """What the component declares for ``handlers.<name>``, nothing inherited; the
-    @connections endpoint is the fake one, AWS the local one (for the one service it calls)."""
+    @connections endpoint is the fake one, AWS the local one (for the services it calls)."""
     env = {"PYTHONPATH": str(ROOT), **fake_credentials(), **stack.environments[name]}
     if "MANAGEMENT_ENDPOINT" in env:
         env["MANAGEMENT_ENDPOINT"] = management_endpoint
-    env[f"AWS_ENDPOINT_URL_{SERVICE[name]}"] = aws_endpoint
+    for service in SERVICES[name]:
+        env[f"AWS_ENDPOINT_URL_{service}"] = aws_endpoint
     return env
 
 
@@ -506,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                     held = subscription_of(connection_id, sub_id)
                     if (
                         result.get("statusCode") == 200
-                        and received == [{"type": "subscribed", "id": sub_id}]
+                        and [(m.get("type"), m.get("id")) for m in received]
+                        == [("subscribed", sub_id)]
                         and held is not None
                     ):
                         return None

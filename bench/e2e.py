@@ -251,7 +251,7 @@ class Fleet:
                 except Exception as exc:
                     self.errors.append(f"client {index}: subscribe failed: {exc!r}")
                     return
-                if answer != {"type": "subscribed", "id": subscribe["id"]}:
+                if (answer.get("type"), answer.get("id")) != ("subscribed", subscribe["id"]):
                     self.errors.append(f"client {index}: subscribe answered {answer}")
                     return
             client.task = asyncio.ensure_future(self._receive(client))

@@ -97,12 +97,36 @@ def disconnect_policy(log_group_arn: str, table_arn: str, subscriptions_table_ar
     )
 
 
+def _resume_statements(
+    cursor_parameter_arn: str | None, replay: tuple[str, Sequence[str], str] | None
+) -> list[Statement]:
+    statements = []
+    if cursor_parameter_arn:
+        statements.append(_allow("ReadCursorSecret", ["ssm:GetParameter"], [cursor_parameter_arn]))
+    if replay is not None:
+        sid, actions, resource = replay
+        statements.append(_allow(sid, actions, [resource]))
+    return statements
+
+
 def default_policy(
-    log_group_arn: str, stage_execution_arn: str, table_arn: str, subscriptions_table_arn: str
+    log_group_arn: str,
+    stage_execution_arn: str,
+    table_arn: str,
+    subscriptions_table_arn: str,
+    *,
+    cursor_parameter_arn: str | None = None,
+    replay_table_arn: str | None = None,
 ) -> str:
     """Answer clients, and subscribe / unsubscribe: read the connection (its identity and
     subscriptions map), then one transaction that updates that map and puts or deletes
-    the subscription (TransactWriteItems is authorised per action it holds)."""
+    the subscription (TransactWriteItems is authorised per action it holds). Resume:
+    read the cursor secret, and Query the replay store's ``byTime`` index only."""
+    replay = (
+        ("ReadReplay", ["dynamodb:Query"], f"{replay_table_arn}/index/byTime")
+        if replay_table_arn
+        else None
+    )
     return document(
         [
             logs_statement(log_group_arn),
@@ -121,6 +145,7 @@ def default_policy(
                 ["dynamodb:DeleteItem", "dynamodb:PutItem"],
                 [subscriptions_table_arn],
             ),
+            *_resume_statements(cursor_parameter_arn, replay),
         ]
     )
 
@@ -131,10 +156,19 @@ def broadcaster_policy(
     subscriptions_table_arn: str,
     stage_execution_arn: str,
     dead_letter_queue_arn: str,
+    *,
+    cursor_parameter_arn: str | None = None,
+    replay_table_arn: str | None = None,
 ) -> str:
     """What the broadcaster does whatever its sources: find recipients with a Query per
     topic (never a Scan), post, and remove connections that are gone with their
-    subscriptions."""
+    subscriptions; record each change in the replay store (BatchWriteItem only) and sign
+    cursors with the cursor secret."""
+    replay = (
+        ("RecordChanges", ["dynamodb:BatchWriteItem"], replay_table_arn)
+        if replay_table_arn
+        else None
+    )
     return document(
         [
             logs_statement(log_group_arn),
@@ -151,6 +185,7 @@ def broadcaster_policy(
                 [manage_connections_resource(stage_execution_arn)],
             ),
             _allow("ReportFailedBatches", ["sqs:SendMessage"], [dead_letter_queue_arn]),
+            *_resume_statements(cursor_parameter_arn, replay),
         ]
     )
 

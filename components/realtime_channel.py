@@ -44,6 +44,8 @@ TYPE_TOKEN = "realtime:index:RealtimeChannel"  # noqa: S105 (a type token, not a
 RUNTIME = "python3.14"  # the newest Python runtime pulumi-aws offers
 ARCHITECTURE = "arm64"
 USER_INDEX = "byUser"
+DEFAULT_TIMEOUT_SECONDS = 29
+"""``$default``'s timeout: API Gateway's integration timeout, room for a resume's replay."""
 FUNCTION_KINDS = ("authorizer", "connect", "disconnect", "default", "broadcaster")
 LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
@@ -81,6 +83,7 @@ class RealtimeChannelTransforms:
     stage: Callable[[aws.apigatewayv2.StageArgs], Any] | None = None
     connections_table: Callable[[aws.dynamodb.TableArgs], Any] | None = None
     subscriptions_table: Callable[[aws.dynamodb.TableArgs], Any] | None = None
+    replay_table: Callable[[aws.dynamodb.TableArgs], Any] | None = None
     dead_letter_queue: Callable[[aws.sqs.QueueArgs], Any] | None = None
     function: Callable[[str, aws.lambda_.FunctionArgs], Any] | None = None
     """Called for each function with its kind (authorizer, connect, disconnect, default,
@@ -113,6 +116,13 @@ class RealtimeChannelArgs:
     """Partitions each source's table-wide topic is spread over (table-wide subscriptions
     are split among them by connection, so a hot topic is not one DynamoDB partition),
     1 to 64; the broadcaster queries each. Default 4."""
+    replay_retention_seconds: int = 3600
+    """How long each change is kept in the replay store, so a client that was away resumes
+    without a gap (``subscribe`` with ``after``), 0 to 604,800 s; 0 turns resume off (no
+    replay table; ``after`` gets ``reset``). Default 3,600 (one hour)."""
+    replay_max_changes: int = 5000
+    """Changes one resume may replay, 1 to 100,000; a longer gap gets ``reset``. Default
+    5,000."""
     target_attribute: str | None = None
     """Item attribute naming the user an item belongs to: row-level control on every
     subscription (a change reaches only its owner's subscriptions; an item naming no user
@@ -193,6 +203,8 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
     bounded("connection_ttl_seconds", args.connection_ttl_seconds, 60, 7 * 24 * 3600)
     bounded("max_subscriptions", args.max_subscriptions, 1, 100)
     bounded("table_topic_buckets", args.table_topic_buckets, 1, 64)
+    bounded("replay_retention_seconds", args.replay_retention_seconds, 0, 7 * 24 * 3600)
+    bounded("replay_max_changes", args.replay_max_changes, 1, 100_000)
     bounded("token_max_lifetime_seconds", args.token_max_lifetime_seconds, 60, 30 * 24 * 3600)
     if args.log_retention_days not in LOG_RETENTION_DAYS or not _is_int(args.log_retention_days):
         fail("log_retention_days", f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
@@ -229,6 +241,8 @@ class RealtimeChannel(pulumi.ComponentResource):
     connections_table_name: pulumi.Output[str]
     subscriptions_table_name: pulumi.Output[str]
     """The subscriptions table (the topic index)."""
+    replay_table_name: pulumi.Output[str]
+    """The replay store; ``""`` when resume is off (``replay_retention_seconds`` 0)."""
     api_id: pulumi.Output[str]
     stage_name: pulumi.Output[str]
     dead_letter_queue_url: pulumi.Output[str]
@@ -238,6 +252,9 @@ class RealtimeChannel(pulumi.ComponentResource):
     stage: aws.apigatewayv2.Stage
     connections_table: aws.dynamodb.Table
     subscriptions_table: aws.dynamodb.Table
+    replay_table: aws.dynamodb.Table | None
+    cursor_secret_parameter: aws.ssm.Parameter
+    cursor_secret_password: random.RandomPassword
     dead_letter_queue: aws.sqs.Queue
     functions: dict[str, aws.lambda_.Function]
     event_source_mappings: dict[str, aws.lambda_.EventSourceMapping]
@@ -272,10 +289,12 @@ class RealtimeChannel(pulumi.ComponentResource):
 
         self._create_connections_table()
         self._create_subscriptions_table()
+        self._create_replay_table()
         self._create_dead_letter_queue()
         self._create_api()
         self._create_stage()
         self._create_token_secret()
+        self._create_cursor_secret()
         self._create_functions()
         self._create_routes()
         self._create_alarms()
@@ -288,6 +307,7 @@ class RealtimeChannel(pulumi.ComponentResource):
                 "management_endpoint": self.management_endpoint,
                 "connections_table_name": self.connections_table_name,
                 "subscriptions_table_name": self.subscriptions_table_name,
+                "replay_table_name": self.replay_table_name,
                 "api_id": self.api_id,
                 "stage_name": self.stage_name,
                 "dead_letter_queue_url": self.dead_letter_queue_url,
@@ -366,6 +386,68 @@ class RealtimeChannel(pulumi.ComponentResource):
         )
         args = self._transform(self._args.transforms.subscriptions_table, args)
         self.subscriptions_table = aws.dynamodb.Table(self._n("subscriptions"), args, self._child())
+
+    def _create_replay_table(self) -> None:
+        """The replay store (``handlers.replay``): each change once per topic it touches,
+        keyed (topic, change) so a retried batch rewrites the same items, with the local
+        index ``byTime`` (topic, at) that answers "after cursor C on topic T" in one strongly
+        consistent Query, and TTL = the retention. It holds copies of source items (deleted
+        ones too) until their TTL: encrypted at rest like every table here."""
+        self.replay_table = None
+        if self._args.replay_retention_seconds == 0:
+            return
+        args = aws.dynamodb.TableArgs(
+            billing_mode="PAY_PER_REQUEST",
+            hash_key="topic",
+            range_key="change",
+            attributes=[
+                aws.dynamodb.TableAttributeArgs(name="topic", type="S"),
+                aws.dynamodb.TableAttributeArgs(name="change", type="S"),
+                aws.dynamodb.TableAttributeArgs(name="at", type="S"),
+            ],
+            local_secondary_indexes=[
+                aws.dynamodb.TableLocalSecondaryIndexArgs(
+                    name="byTime", range_key="at", projection_type="ALL"
+                )
+            ],
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name="ttl", enabled=True),
+            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+            deletion_protection_enabled=self._args.deletion_protection,
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.replay_table, args)
+        self.replay_table = aws.dynamodb.Table(self._n("replay"), args, self._child())
+
+    def _create_cursor_secret(self) -> None:
+        """The key cursors are signed with (``handlers.cursors``): generated once and kept
+        (``random.RandomPassword``, encrypted in state), as an SSM SecureString the
+        broadcaster and ``$default`` read once per container. Separate from the token
+        secret, so either can be rotated alone (rotating it resets every cursor)."""
+        self.cursor_secret_password = random.RandomPassword(
+            self._n("cursor-secret-value"), length=64, special=False, opts=self._child()
+        )
+        self.cursor_secret_parameter = aws.ssm.Parameter(
+            self._n("cursor-secret"),
+            type="SecureString",
+            value=self.cursor_secret_password.result,
+            description=f"realtime-channel {self._channel}: cursor signing secret",
+            tags=self._tags(),
+            opts=self._child(additional_secret_outputs=["value"]),
+        )
+
+    def _resume_environment(self, kind: str) -> dict[str, pulumi.Input[str]]:
+        """What the broadcaster (records, signs) and ``$default`` (replays) know of resume."""
+        env: dict[str, pulumi.Input[str]] = {
+            "CURSOR_SECRET_PARAMETER": self.cursor_secret_parameter.name,
+            "REPLAY_RETENTION_SECONDS": str(self._args.replay_retention_seconds),
+        }
+        if self.replay_table is not None:
+            env["REPLAY_TABLE"] = self.replay_table.name
+        if kind == "default":
+            env["REPLAY_OVERLAP_MS"] = str(self._args.broadcaster_timeout_seconds * 1000)
+            env["REPLAY_MAX_CHANGES"] = str(self._args.replay_max_changes)
+            env["REPLAY_MAX_SECONDS"] = str(DEFAULT_TIMEOUT_SECONDS - 4)
+        return env
 
     def _create_dead_letter_queue(self) -> None:
         args = aws.sqs.QueueArgs(
@@ -572,14 +654,27 @@ class RealtimeChannel(pulumi.ComponentResource):
             "MAX_SUBSCRIPTIONS": str(self._args.max_subscriptions),
             "TABLE_TOPIC_BUCKETS": buckets,
         }
+        if self._args.target_attribute:
+            default_env["TARGET_ATTRIBUTE"] = self._args.target_attribute
+        if self._args.include_old_image:
+            default_env["INCLUDE_OLD_IMAGE"] = "true"
+        default_env.update(self._resume_environment("default"))
         default_env["SOURCES"] = self._sources_variable("default", dict(default_env))
+        cursor_arn = self.cursor_secret_parameter.arn
+        replay_arn: pulumi.Input[str] = (
+            self.replay_table.arn if self.replay_table is not None else ""
+        )
         self._create_function(
             "default",
-            lambda logs: pulumi.Output.all(stage_arn, table_arn, subscriptions_arn).apply(
-                lambda a: policies.default_policy(logs, a[0], a[1], a[2])
+            lambda logs: pulumi.Output.all(
+                stage_arn, table_arn, subscriptions_arn, cursor_arn, replay_arn
+            ).apply(
+                lambda a: policies.default_policy(
+                    logs, a[0], a[1], a[2], cursor_parameter_arn=a[3], replay_table_arn=a[4]
+                )
             ),
             default_env,
-            timeout=10,
+            timeout=DEFAULT_TIMEOUT_SECONDS,
         )
         broadcaster_env: dict[str, pulumi.Input[str]] = {
             "CONNECTIONS_TABLE": table_name,
@@ -591,13 +686,24 @@ class RealtimeChannel(pulumi.ComponentResource):
         }
         if self._args.target_attribute:
             broadcaster_env["TARGET_ATTRIBUTE"] = self._args.target_attribute
+        broadcaster_env.update(self._resume_environment("broadcaster"))
         broadcaster_env["SOURCES"] = self._sources_variable("broadcaster", dict(broadcaster_env))
         queue_arn = self.dead_letter_queue.arn
         self._create_function(
             "broadcaster",
             lambda logs: pulumi.Output.all(
-                table_arn, subscriptions_arn, stage_arn, queue_arn
-            ).apply(lambda a: policies.broadcaster_policy(logs, a[0], a[1], a[2], a[3])),
+                table_arn, subscriptions_arn, stage_arn, queue_arn, cursor_arn, replay_arn
+            ).apply(
+                lambda a: policies.broadcaster_policy(
+                    logs,
+                    a[0],
+                    a[1],
+                    a[2],
+                    a[3],
+                    cursor_parameter_arn=a[4],
+                    replay_table_arn=a[5],
+                )
+            ),
             broadcaster_env,
             timeout=self._args.broadcaster_timeout_seconds,
             memory_size=self._args.broadcaster_memory_size,
@@ -735,6 +841,11 @@ class RealtimeChannel(pulumi.ComponentResource):
         self.url = self.stage.invoke_url
         self.connections_table_name = self.connections_table.name
         self.subscriptions_table_name = self.subscriptions_table.name
+        self.replay_table_name = (
+            self.replay_table.name
+            if self.replay_table is not None
+            else pulumi.Output.from_input("")
+        )
         self.api_id = self.api.id
         self.stage_name = self.stage.name
         self.dead_letter_queue_url = self.dead_letter_queue.url

@@ -29,6 +29,8 @@ KEYS: dict[str, tuple[type, Any, str | None]] = {
     "connectionTtlSeconds": (int, 7200, "connection_ttl_seconds"),
     "maxSubscriptions": (int, 20, "max_subscriptions"),
     "tableTopicBuckets": (int, 4, "table_topic_buckets"),
+    "replayRetentionSeconds": (int, 3600, "replay_retention_seconds"),
+    "replayMaxChanges": (int, 5000, "replay_max_changes"),
     "sourceTableName": (str, "", None),
     "sourceAccess": (str, "", None),
     "targetAttribute": (str, "", "target_attribute"),

@@ -4,8 +4,9 @@
     python -m emulator put [--stack dev] TABLE '{"PK": "EVENT#1", "SK": "METADATA", "title": "hi"}'
     python -m emulator delete [--stack dev] TABLE '{"PK": "EVENT#1", "SK": "METADATA"}'
     python -m emulator token [--stack dev] USER [--ttl SECONDS]
+    python -m emulator drop [--stack dev] USER
 
-``put``, ``delete`` and ``token`` talk to the emulator already running for the
+``put``, ``delete``, ``token`` and ``drop`` talk to the emulator already running for the
 stack (they read ``.emulator/<stack>.json``, which it writes on start). TABLE
 is the table's name in the program (``events``) or its physical name.
 
@@ -243,22 +244,27 @@ def _item(text: str) -> dict[str, Any]:
         raise CliError(f"cannot store that item: {bad}") from None
 
 
-def write(args: argparse.Namespace) -> int:
+def _client(service: str, endpoint: str) -> Any:
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
 
     from emulator.services import FAKE_CREDENTIALS
 
-    state = _state(args.stack)
-    table = _table(state, args.table)
-    item = _item(args.item)
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=state["dynamodb"],
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
+
+
+def write(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    state = _state(args.stack)
+    table = _table(state, args.table)
+    item = _item(args.item)
+    client = _client("dynamodb", state["dynamodb"])
     try:
         if args.command == "put":
             client.put_item(TableName=table, Item=item)
@@ -267,6 +273,33 @@ def write(args: argparse.Namespace) -> int:
     except (ClientError, BotoCoreError) as bad:
         raise CliError(f"{args.command} failed: {bad}") from None
     print(f"{args.command}: {table}", flush=True)
+    return 0
+
+
+def drop(args: argparse.Namespace) -> int:
+    """Close every connection of a user from the server's side, as the ``@connections``
+    DELETE does (what a network drop looks like to the client: then resume)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    state = _state(args.stack)
+    dynamodb = _client("dynamodb", state["dynamodb"])
+    management = _client("apigatewaymanagementapi", state["managementEndpoint"])
+    try:
+        pages = dynamodb.get_paginator("scan").paginate(
+            TableName=state["connectionsTable"],
+            FilterExpression="userId = :user",
+            ExpressionAttributeValues={":user": {"S": args.user}},
+            ProjectionExpression="connectionId",
+        )
+        found = [item["connectionId"]["S"] for page in pages for item in page["Items"]]
+        for connection_id in found:
+            management.delete_connection(ConnectionId=connection_id)
+    except (ClientError, BotoCoreError) as bad:
+        raise CliError(f"drop failed: {bad}") from None
+    if not found:
+        raise CliError(f"user {args.user!r} has no connection")
+    for connection_id in found:
+        print(f"drop: closed {connection_id} ({args.user})", flush=True)
     return 0
 
 
@@ -295,12 +328,21 @@ def parser() -> argparse.ArgumentParser:
     )
     stack_help = "stack: which Pulumi.<stack>.yaml (default dev)"
     main_parser.add_argument("--stack", type=_stack, default=DEFAULT_STACK, help=stack_help)
-    commands = main_parser.add_subparsers(dest="command", metavar="{serve,put,delete,token}")
+    commands = main_parser.add_subparsers(dest="command", metavar="{serve,put,delete,token,drop}")
     run = commands.add_parser("serve", help="run the stack locally (the default)")
     put = commands.add_parser("put", help="put an item (plain JSON) in a table")
     delete = commands.add_parser("delete", help="delete an item (its key, plain JSON)")
     mint = commands.add_parser("token", help="mint a token for a user")
-    for sub in (run, put, delete, mint):  # --stack also after the command; SUPPRESS: no override
+    close = commands.add_parser(
+        "drop", help="close every connection of a user from the server's side (@connections DELETE)"
+    )
+    for sub in (
+        run,
+        put,
+        delete,
+        mint,
+        close,
+    ):  # --stack also after the command; SUPPRESS: no override
         sub.add_argument("--stack", type=_stack, default=argparse.SUPPRESS, help=stack_help)
     # `serve` is the default command: its options work before or after it; the defaults live
     # on the main parser only, so `--port 9000 serve` keeps 9000
@@ -329,6 +371,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("table", help="the table's name in the program (events) or physical name")
         sub.add_argument("item", help="plain JSON; for delete, the key attributes")
     mint.add_argument("user", type=_user, help="user id (the token's sub)")
+    close.add_argument("user", type=_user, help="user id (the token's sub)")
     mint.add_argument(
         "--ttl", type=_ttl, default=3600, metavar="SECONDS",
         help="how long the token is valid, in seconds (default 3600; at most the stack's"
@@ -344,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             return write(args)
         if args.command == "token":
             return token(args)
+        if args.command == "drop":
+            return drop(args)
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(serve(args))
     except CliError as error:

@@ -360,6 +360,7 @@ class Emulator:
             "managementEndpoint": self.management_endpoint,
             "dynamodb": self.aws.endpoint,
             "tables": self.table_names(),
+            "connectionsTable": self.connections_table(),
             "secret": self.secret,
             "tokenMaxLifetimeSeconds": self.token_max_lifetime(),
             "pid": os.getpid(),

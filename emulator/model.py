@@ -45,6 +45,8 @@ class TableSpec:
     indexes: list[dict[str, Any]]
     stream_view_type: str | None
     ttl_attribute: str | None
+    local_indexes: list[dict[str, Any]] = field(default_factory=list)
+    """Local secondary indexes: name, range_key (the table's hash key is theirs), projection."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,14 @@ def _table(resource: Declared) -> TableSpec:
                 "projection": index.get("projectionType", "ALL"),
             }
         )
+    local_indexes = [
+        {
+            "name": index["name"],
+            "range_key": index["rangeKey"],
+            "projection": index.get("projectionType", "ALL"),
+        }
+        for index in inputs.get("localSecondaryIndexes") or []
+    ]
     ttl = inputs.get("ttl") or {}
     return TableSpec(
         logical=resource.name,
@@ -152,6 +162,7 @@ def _table(resource: Declared) -> TableSpec:
         indexes=indexes,
         stream_view_type=inputs.get("streamViewType") if inputs.get("streamEnabled") else None,
         ttl_attribute=ttl.get("attributeName") if ttl.get("enabled") else None,
+        local_indexes=local_indexes,
     )
 
 

@@ -455,6 +455,18 @@ def table_request(table: TableSpec) -> dict[str, Any]:
             }
             for index in table.indexes
         ]
+    if table.local_indexes:
+        request["LocalSecondaryIndexes"] = [
+            {
+                "IndexName": index["name"],
+                "KeySchema": [
+                    {"AttributeName": table.hash_key, "KeyType": "HASH"},
+                    {"AttributeName": index["range_key"], "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": index["projection"]},
+            }
+            for index in table.local_indexes
+        ]
     if table.stream_view_type:
         request["StreamSpecification"] = {
             "StreamEnabled": True,

@@ -348,9 +348,13 @@ class Store(Protocol):
 class DynamoStore:
     """The connections and subscriptions tables, through one (lazily created) client."""
 
-    def __init__(self, settings: DefaultConfig, client: Any = None) -> None:
+    def __init__(
+        self, settings: DefaultConfig, client: Any = None, cursor_key: bytes | None = None
+    ) -> None:
         self.settings = settings
         self._client = client
+        self._cursor_key = cursor_key
+        """Given (tests): used as is; else derived from the secret in SSM on first use."""
 
     @property
     def client(self) -> Any:
@@ -388,7 +392,11 @@ class DynamoStore:
 
     def cursor_key(self) -> bytes | None:
         parameter = self.settings.resume.cursor_secret_parameter
-        return cursor_key(aws.secure_parameter(parameter)) if parameter else None
+        if parameter is None:
+            return None
+        if self._cursor_key is None:
+            self._cursor_key = cursor_key(aws.secure_parameter(parameter))
+        return self._cursor_key
 
     def replay(
         self, resume: Resume, after: str, now_ms: int, deadline: float

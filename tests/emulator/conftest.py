@@ -84,11 +84,15 @@ def receive_json(client: ClientConnection, timeout: float = 10) -> dict[str, Any
 
 def subscribe(
     client: ClientConnection, sub_id: str = "s1", table: str = "events", **fields: Any
-) -> None:
-    """Send a ``subscribe`` and require its ``subscribed`` (stored before it is answered)."""
+) -> dict[str, Any]:
+    """Send a ``subscribe`` and require its ``subscribed`` (stored before it is answered,
+    carrying the cursor of "now")."""
     client.send(json.dumps({"action": "subscribe", "id": sub_id, "table": table, **fields}))
     reply = receive_json(client)
-    assert reply == {"type": "subscribed", "id": sub_id}, reply
+    assert set(reply) == {"type", "id", "cursor"}, reply
+    assert (reply["type"], reply["id"]) == ("subscribed", sub_id), reply
+    assert isinstance(reply["cursor"], str) and reply["cursor"].startswith("c1."), reply
+    return reply
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from emulator.local import free_port
@@ -107,7 +108,8 @@ def test_printed_recipe_works_write_an_item_and_watch_it_arrive(cli: Cli) -> Non
         client.send(json.dumps({"action": "ping"}))
         assert receive_json(client) == {"type": "pong"}
         client.send(json.dumps(printed_subscribe(cli)))
-        assert receive_json(client) == {"type": "subscribed", "id": "s1"}
+        reply = receive_json(client)
+        assert (reply["type"], reply["id"]) == ("subscribed", "s1"), reply
         recipe = cli.line(f"{printed_python()} -m emulator put events")
         item = recipe.split("put events ", 1)[1].strip().strip("'")
         written = cli.run("put", "events", item)
@@ -127,6 +129,51 @@ def test_token_command_mints_tokens_the_running_emulator_accepts(cli: Cli) -> No
     with connect(f"{base}?token={minted.stdout.strip()}", open_timeout=20) as client:
         client.send(json.dumps({"action": "ping"}))
         assert receive_json(client)["type"] == "pong"
+
+
+def test_drop_then_resume_by_hand_as_the_readme_walks_through_it(cli: Cli) -> None:
+    """Subscribe, be dropped (``drop``), miss a write and a delete, resume with ``after``."""
+    minted = cli.run("token", "walker")
+    url = f"{cli.url.split('?', 1)[0]}?token={minted.stdout.strip()}"
+    room = {"action": "subscribe", "id": "s1", "table": "events", "key": {"PK": "ROOM#1"}}
+    assert cli.run("put", "events", '{"PK": "ROOM#1", "SK": "MSG#1", "text": "hi"}').returncode == 0
+    with connect(url, open_timeout=20) as client:
+        client.send(json.dumps(room))
+        cursor = receive_json(client)["cursor"]
+        assert (
+            cli.run("put", "events", '{"PK": "ROOM#1", "SK": "MSG#2", "text": "yo"}').returncode
+            == 0
+        )
+        seen = receive_json(client)
+        assert (seen["keys"]["SK"], seen["matches"]) == ("MSG#2", {"s1": "added"})
+        cursor = seen["cursor"]
+        dropped = cli.run("drop", "walker")
+        assert dropped.returncode == 0, dropped.stderr
+        assert dropped.stdout.startswith("drop: closed ")
+        with pytest.raises(ConnectionClosed):
+            client.recv(timeout=10)
+    assert (
+        cli.run("put", "events", '{"PK": "ROOM#1", "SK": "MSG#3", "text": "away"}').returncode == 0
+    )
+    assert cli.run("delete", "events", '{"PK": "ROOM#1", "SK": "MSG#1"}').returncode == 0
+    with connect(url, open_timeout=20) as client:
+        client.send(json.dumps({**room, "after": cursor}))
+        answers = [receive_json(client)]
+        while answers[-1]["type"] not in ("resumed", "reset"):
+            answers.append(receive_json(client))
+    assert answers[0]["type"] == "subscribed" and answers[-1]["type"] == "resumed"
+    replayed = answers[1:-1]
+    # the replay starts a broadcaster timeout before the cursor: earlier changes come again
+    # (de-duplicated by id), then what was missed, in order
+    assert [(a["keys"]["SK"], a["matches"]["s1"]) for a in replayed[-2:]] == [
+        ("MSG#3", "added"),
+        ("MSG#1", "removed"),
+    ]
+    assert seen["id"] in [a["id"] for a in replayed]
+    assert answers[-1]["replayed"] == len(replayed)
+    assert answers[-1]["cursor"] == replayed[-1]["cursor"]
+    nobody = cli.run("drop", "nobody")
+    assert nobody.returncode == 1 and "user 'nobody' has no connection" in nobody.stderr
 
 
 def test_bad_cli_input_gets_a_clear_error_and_writes_nothing(cli: Cli) -> None:
@@ -246,7 +293,8 @@ def test_printed_commands_work_as_printed_for_another_stack(prod: Cli) -> None:
         client.send(json.dumps({"action": "ping"}))
         assert receive_json(client) == {"type": "pong"}
         client.send(json.dumps(printed_subscribe(prod)))
-        assert receive_json(client) == {"type": "subscribed", "id": "s1"}
+        reply = receive_json(client)
+        assert (reply["type"], reply["id"]) == ("subscribed", "s1"), reply
         written = as_typed(recipe.strip(), prod.env)
         assert written.returncode == 0, written.stderr
         message = receive_json(client, timeout=20)

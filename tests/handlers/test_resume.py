@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from bench.management_api import FakeManagementApi
-from handlers import replay
+from emulator.services import LocalAws
+from handlers import aws, replay
 from handlers.broadcaster import Broadcaster
 from handlers.config import DefaultConfig, ResumeConfig, default_config
 from handlers.connections import connection_item
@@ -66,11 +68,6 @@ def default_settings(access: list[Any] = TABLE_WIDE, **resume: Any) -> DefaultCo
 def world(dynamodb: Any, connections_table: str, management_api: FakeManagementApi) -> Any:
     create_subscriptions_table(dynamodb, SUBSCRIPTIONS)
     create_replay_table(dynamodb, REPLAY)
-    from handlers import aws
-
-    aws.client("ssm").put_parameter(
-        Name=CURSOR_PARAMETER, Value=SECRET, Type="SecureString", Overwrite=True
-    )
     return dynamodb
 
 
@@ -122,7 +119,7 @@ def send(client: Any, cid: str, message: dict[str, Any], cfg: DefaultConfig) -> 
         False,
         cfg.max_input_bytes,
         connection_id=cid,
-        store=DynamoStore(cfg, client),
+        store=DynamoStore(cfg, client, cursor_key=KEY),
         settings=cfg,
     )
     return [json.loads(r) if isinstance(r, bytes) else r for r in out]
@@ -137,7 +134,7 @@ def raw(client: Any, cid: str, message: dict[str, Any], cfg: DefaultConfig) -> l
             False,
             cfg.max_input_bytes,
             connection_id=cid,
-            store=DynamoStore(cfg, client),
+            store=DynamoStore(cfg, client, cursor_key=KEY),
             settings=cfg,
         )
     ]
@@ -530,3 +527,55 @@ def test_a_truncated_change_replays_as_live_or_resets_when_a_filter_must_see_it(
         message = json.loads(out[0])  # type: ignore[arg-type]
         assert message["truncated"] is True and message["matches"] == {"s1": "modified"}
         assert "data" not in message and out[-1]["replayed"] == 1  # type: ignore[index]
+
+
+# --- the cursor secret, read from SSM without an SSM client --------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[LocalAws]:
+    server = LocalAws().start()
+    yield server
+    server.stop()
+
+
+def test_the_secret_is_read_from_ssm_by_one_signed_request(
+    moto_server: LocalAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in moto_server.environment().items():
+        monkeypatch.setenv(name, value)
+    aws.reset()
+    moto_server.client("ssm").put_parameter(
+        Name="/t/cursor", Value="s3cr3t-value", Type="SecureString", Overwrite=True
+    )
+    try:
+        assert aws.secure_parameter("/t/cursor") == "s3cr3t-value"
+        # read once per container: a changed value is not seen until a new one
+        moto_server.client("ssm").put_parameter(
+            Name="/t/cursor", Value="rotated", Type="SecureString", Overwrite=True
+        )
+        assert aws.secure_parameter("/t/cursor") == "s3cr3t-value"
+        with pytest.raises(aws.ParameterError, match="ParameterNotFound"):
+            aws.secure_parameter("/t/missing")
+        cfg = default_settings()
+        cfg = dataclasses.replace(
+            cfg, resume=dataclasses.replace(cfg.resume, cursor_secret_parameter="/t/cursor")
+        )
+        assert DynamoStore(cfg).cursor_key() == cursor_key("s3cr3t-value")
+    finally:
+        aws.reset()
+
+
+def test_an_unreachable_ssm_is_a_parameter_error_naming_the_parameter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    monkeypatch.setattr(aws, "SSM_ATTEMPTS", 1)
+    aws.reset()
+    try:
+        with pytest.raises(aws.ParameterError, match="/t/cursor: connection error"):
+            aws.secure_parameter("/t/cursor")
+    finally:
+        aws.reset()

@@ -164,7 +164,8 @@ def test_each_function_invoked_by_api_gateway_has_one_permission_scoped_to_this_
 def test_auth_disabled_declares_no_authorizer_secret_or_function() -> None:
     mocks = run(channel_program(auth_enabled=False))
     assert mocks.of_type("aws:apigatewayv2/authorizer:Authorizer") == []
-    assert mocks.of_type("aws:ssm/parameter:Parameter") == []
+    parameters = [p.name for p in mocks.of_type("aws:ssm/parameter:Parameter")]
+    assert parameters == ["chat-cursor-secret"]  # cursors are signed with auth off too
     assert "chat-authorizer" not in {f.name for f in mocks.of_type(FUNCTION)}
     (connect,) = [r for r in mocks.of_type(ROUTE) if r.inputs["routeKey"] == "$connect"]
     assert connect.inputs["authorizationType"] == "NONE"
@@ -174,7 +175,7 @@ def test_auth_disabled_declares_no_authorizer_secret_or_function() -> None:
 
 
 def test_token_secret_goes_only_into_an_ssm_secure_string(declared: RecordingMocks) -> None:
-    parameter = declared.one("aws:ssm/parameter:Parameter")
+    parameter = declared.one("aws:ssm/parameter:Parameter", "chat-token-secret")
     assert parameter.inputs["type"] == "SecureString"
     # the value reaches the engine wrapped as a Pulumi secret, never as plain text
     assert parameter.inputs["value"] == {
@@ -218,23 +219,31 @@ def test_auth_without_a_secret_generates_one_into_the_parameter() -> None:
     assert (password.inputs["length"], password.inputs["special"]) == (64, False)
     generated = password.outputs["result"]
     assert len(generated) == 64
-    assert mocks.one("aws:ssm/parameter:Parameter").inputs["value"] == {
+    assert mocks.one("aws:ssm/parameter:Parameter", "chat-token-secret").inputs["value"] == {
         rpc._special_sig_key: rpc._special_secret_sig,
         "value": generated,
     }
-    others = [r for r in mocks.resources if r.type not in (PASSWORD, "aws:ssm/parameter:Parameter")]
+    others = [
+        r for r in mocks.resources if r.name not in ("chat-token-secret-value", "chat-token-secret")
+    ]
     assert generated not in json.dumps([(r.inputs, r.outputs) for r in others], default=str)
 
 
 def test_auth_without_a_secret_previews() -> None:
     mocks = run(lambda: RealtimeChannel("chat", RealtimeChannelArgs()), preview=True)
-    assert mocks.one(PASSWORD).name == "chat-token-secret-value"
-    assert mocks.one("aws:ssm/parameter:Parameter").inputs["type"] == "SecureString"
+    assert mocks.one(PASSWORD, "chat-token-secret-value").inputs["length"] == 64
+    assert (
+        mocks.one("aws:ssm/parameter:Parameter", "chat-token-secret").inputs["type"]
+        == "SecureString"
+    )
 
 
 def test_a_given_secret_wins_over_generating_one(declared: RecordingMocks) -> None:
-    assert declared.of_type(PASSWORD) == []
-    assert run(channel_program(auth_enabled=False)).of_type(PASSWORD) == []
+    def tokens(mocks: RecordingMocks) -> list[str]:
+        return [r.name for r in mocks.of_type(PASSWORD) if r.name.startswith("chat-token")]
+
+    assert tokens(declared) == []
+    assert tokens(run(channel_program(auth_enabled=False))) == []
 
 
 # -- stage -----------------------------------------------------------------------------------------
@@ -1395,3 +1404,102 @@ def test_no_account_setting_when_set_elsewhere_or_not_needed(changes: dict[str, 
     assert dependencies_of(channel_program(**changes), "chat-stage") == []
     stage = mocks.one("aws:apigatewayv2/stage:Stage").inputs
     assert ("accessLogSettings" in stage) is changes.get("access_logs", True)
+
+
+# -- resume: the replay store and the cursor secret --------------------------------------------
+
+
+def test_the_replay_table_is_keyed_for_idempotent_writes_with_a_time_index_and_ttl(
+    declared: RecordingMocks,
+) -> None:
+    table = declared.named("chat-replay").inputs
+    assert (table["hashKey"], table["rangeKey"]) == ("topic", "change")
+    assert table["billingMode"] == "PAY_PER_REQUEST"
+    assert {a["name"]: a["type"] for a in table["attributes"]} == {
+        "topic": "S",
+        "change": "S",
+        "at": "S",
+    }
+    (index,) = table["localSecondaryIndexes"]
+    assert (index["name"], index["rangeKey"], index["projectionType"]) == ("byTime", "at", "ALL")
+    assert table["ttl"] == {"attributeName": "ttl", "enabled": True}
+    assert table["serverSideEncryption"] == {"enabled": True}
+
+
+def test_resume_settings_reach_the_broadcaster_and_default(declared: RecordingMocks) -> None:
+    replay_name = outputs_of(declared, "chat-replay")["name"]
+    parameter = outputs_of(declared, "chat-cursor-secret")["name"]
+    broadcaster = handler_config.broadcaster_config(
+        outputs_of(declared, "chat-broadcaster")["environment"]["variables"]
+    )
+    default = handler_config.default_config(
+        outputs_of(declared, "chat-default")["environment"]["variables"]
+    )
+    for resume in (broadcaster.resume, default.resume):
+        assert resume.enabled
+        assert (resume.table, resume.cursor_secret_parameter) == (replay_name, parameter)
+        assert resume.retention_seconds == 3600
+    # a replay starts a whole broadcaster timeout before the cursor: a change recorded
+    # earlier but posted later (a slow batch) is never skipped
+    assert default.resume.overlap_ms == 60_000
+    assert default.resume.max_changes == 5000
+    assert default.resume.max_seconds < declared.named("chat-default").inputs["timeout"] == 29
+
+
+def test_resume_is_least_privilege(declared: RecordingMocks) -> None:
+    docs = documents(declared)
+    replay_arn = outputs_of(declared, "chat-replay")["arn"]
+    parameter_arn = outputs_of(declared, "chat-cursor-secret")["arn"]
+    broadcaster = {s["Sid"]: s for s in docs["chat-broadcaster-policy"]["Statement"]}
+    default = {s["Sid"]: s for s in docs["chat-default-policy"]["Statement"]}
+    assert broadcaster["RecordChanges"]["Action"] == ["dynamodb:BatchWriteItem"]
+    assert broadcaster["RecordChanges"]["Resource"] == [replay_arn]
+    assert default["ReadReplay"]["Action"] == ["dynamodb:Query"]
+    assert default["ReadReplay"]["Resource"] == [f"{replay_arn}/index/byTime"]
+    for doc in (broadcaster, default):
+        assert doc["ReadCursorSecret"]["Action"] == ["ssm:GetParameter"]
+        assert doc["ReadCursorSecret"]["Resource"] == [parameter_arn]
+    others = [
+        name for name in docs if name not in ("chat-broadcaster-policy", "chat-default-policy")
+    ]
+    for name in others:
+        assert replay_arn not in json.dumps(docs[name]), name
+        assert parameter_arn not in json.dumps(docs[name]), name
+
+
+def test_a_retention_of_zero_turns_resume_off_with_no_replay_table() -> None:
+    mocks = run(channel_program(replay_retention_seconds=0))
+    assert "chat-replay" not in {t.name for t in mocks.of_type("aws:dynamodb/table:Table")}
+    env = mocks.named("chat-default").inputs["environment"]["variables"]
+    assert "REPLAY_TABLE" not in env
+    assert not handler_config.default_config(env).resume.enabled
+    policy = json.dumps(documents(mocks)["chat-broadcaster-policy"])
+    assert "RecordChanges" not in policy and "ReadCursorSecret" in policy
+
+
+@pytest.mark.parametrize(
+    ("arg", "value"),
+    [
+        ("replay_retention_seconds", -1),
+        ("replay_retention_seconds", 7 * 24 * 3600 + 1),
+        ("replay_retention_seconds", 1.5),
+        ("replay_max_changes", 0),
+        ("replay_max_changes", 100_001),
+    ],
+)
+def test_resume_settings_out_of_range_are_refused_naming_the_argument(arg: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=arg):
+        run(channel_program(**{arg: value}))
+
+
+def test_the_cursor_secret_is_generated_once_into_a_secure_string(
+    declared: RecordingMocks,
+) -> None:
+    password = declared.one(PASSWORD, "chat-cursor-secret-value")
+    assert (password.inputs["length"], password.inputs["special"]) == (64, False)
+    parameter = declared.named("chat-cursor-secret").inputs
+    assert parameter["type"] == "SecureString"
+    assert parameter["value"] == {
+        rpc._special_sig_key: rpc._special_secret_sig,
+        "value": password.outputs["result"],
+    }

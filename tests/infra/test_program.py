@@ -219,7 +219,7 @@ def test_token_max_lifetime_config_reaches_the_authorizer() -> None:
 
 def test_source_table_override_declares_no_demo_table() -> None:
     tables = _existing_table_run().of_type(TABLE)
-    assert [t.name for t in tables] == [CONNECTIONS_TABLE, SUBSCRIPTIONS_TABLE]
+    assert [t.name for t in tables] == [CONNECTIONS_TABLE, SUBSCRIPTIONS_TABLE, "realtime-replay"]
 
 
 def test_source_table_override_looks_the_table_up_by_name() -> None:
@@ -373,6 +373,7 @@ def test_exports_the_documented_names(exports: dict[str, Any]) -> None:
         "managementEndpoint",
         "connectionsTableName",
         "subscriptionsTableName",
+        "replayTableName",
         "apiId",
         "stageName",
         "deadLetterQueueUrl",
@@ -386,7 +387,10 @@ def test_exported_token_secret_parameter_is_the_authorizers_parameter(
     exports: dict[str, Any],
 ) -> None:
     mocks = _stack_run("dev", False)
-    assert exports["tokenSecretParameter"] == mocks.one(PARAMETER).outputs["name"]
+    assert (
+        exports["tokenSecretParameter"]
+        == mocks.one(PARAMETER, "realtime-token-secret").outputs["name"]
+    )
     authorizer = mocks.one(FUNCTION, "realtime-authorizer").inputs["environment"]["variables"]
     assert authorizer["TOKEN_SECRET_PARAMETER"] == exports["tokenSecretParameter"]
 
@@ -461,9 +465,10 @@ def test_a_new_stack_without_token_secret_runs_on_a_generated_one(
     config = stack_file_config(stack, STACK_OVERRIDES[stack])
     assert not any(key.endswith(":tokenSecret") for key in config)
     mocks = run(_main_program, config=config, preview=preview)
-    password = mocks.one("random:index/randomPassword:RandomPassword")
-    assert password.name == "realtime-token-secret-value"
-    parameter = mocks.one(PARAMETER).inputs["value"]
+    password = mocks.one(
+        "random:index/randomPassword:RandomPassword", "realtime-token-secret-value"
+    )
+    parameter = mocks.one(PARAMETER, "realtime-token-secret").inputs["value"]
     if not preview:
         assert parameter == {
             _special_sig_key: _special_secret_sig,
@@ -472,7 +477,8 @@ def test_a_new_stack_without_token_secret_runs_on_a_generated_one(
 
 
 def test_a_set_token_secret_wins() -> None:
-    assert _stack_run("dev", False).of_type("random:index/randomPassword:RandomPassword") == []
+    generated = _stack_run("dev", False).of_type("random:index/randomPassword:RandomPassword")
+    assert [r.name for r in generated] == ["realtime-cursor-secret-value"]
 
 
 def test_short_token_secret_fails_at_run_time_naming_token_secret() -> None:
@@ -504,7 +510,7 @@ def test_token_secret_appears_nowhere_but_the_parameter_value() -> None:
 
 
 def test_token_secret_reaches_the_parameter_marked_secret() -> None:
-    value = _stack_run("dev", False).one(PARAMETER).inputs["value"]
+    value = _stack_run("dev", False).one(PARAMETER, "realtime-token-secret").inputs["value"]
     assert value == {_special_sig_key: _special_secret_sig, "value": DEV_SECRET}
 
 
