@@ -111,3 +111,17 @@ def create_replay_table(client: Any, name: str) -> None:
     client.update_time_to_live(
         TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
     )
+
+
+def create_source_table(client: Any, name: str, keys: list[tuple[str, str]]) -> None:
+    """A source table keyed by ``keys``: (attribute, S|N|B) of the partition key, then the
+    optional sort key (as ``Source.keys``)."""
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in keys],
+        KeySchema=[
+            {"AttributeName": n, "KeyType": kind}
+            for (n, _), kind in zip(keys, ("HASH", "RANGE"), strict=False)
+        ],
+    )
