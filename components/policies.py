@@ -190,6 +190,16 @@ def broadcaster_policy(
     )
 
 
+def snapshot_read_policy(table_arn: str, kms_key_arn: str | None = None) -> str:
+    """What ``$default`` needs to send a keyed subscription's snapshot (``handlers.snapshot``):
+    a strongly consistent Query of one partition or GetItem of one item on the table itself
+    (no index, no Scan); with the table's customer managed KMS key, decrypting its items."""
+    statements = [_allow("ReadSnapshots", ["dynamodb:GetItem", "dynamodb:Query"], [table_arn])]
+    if kms_key_arn:
+        statements.append(_allow("DecryptItems", ["kms:Decrypt"], [kms_key_arn]))
+    return document(statements)
+
+
 def stream_read_policy(table_arn: str, stream_arn: str, kms_key_arn: str | None = None) -> str:
     """What Lambda's event source mapping needs to read one table's stream; with the customer
     managed KMS key the table is encrypted with, also decrypting its records."""

@@ -1073,6 +1073,14 @@ class RealtimeChannel(pulumi.ComponentResource):
             ),
             opts=self._child(),
         )
+        aws.iam.RolePolicy(
+            self._n(f"source-{label}-snapshots"),
+            role=self._roles["default"].id,
+            policy=pulumi.Output.all(table_arn, source.kms_key_arn).apply(
+                lambda a: policies.snapshot_read_policy(a[0], a[1])
+            ),
+            opts=self._child(),
+        )
         filters = None
         if source.filters:
             # on a NEW_AND_OLD_IMAGES stream a new_image filter is matched on both images

@@ -70,6 +70,14 @@ from handlers.filters import Filter, InvalidFilter, filter_attributes, parse_fil
 from handlers.management import ManagementApi, endpoint_from_request, frozen_credentials
 from handlers.recipients import Subscription, subscription_of
 from handlers.resume import Resume, replay_messages, reset
+from handlers.snapshot import (
+    SnapshotLimits,
+    SnapshotPage,
+    SnapshotTooLarge,
+    page_messages,
+    snapshot_pages,
+    typed_key,
+)
 from handlers.subscriptions import (
     Connection,
     ConnectionGone,
@@ -244,8 +252,6 @@ def subscribe_request(
             "snapshot needs a key: a table-wide subscription has no snapshot (read the"
             " table yourself, then resume with after)",
         )
-    if snapshot:
-        raise refuse("invalid_subscription", "snapshot is not supported yet")
     after = message.get("after")
     if after is not None and not isinstance(after, str):
         raise refuse(
@@ -340,6 +346,11 @@ class Store(Protocol):
     ) -> Iterator[dict[str, Any] | bytes]:
         """The messages of a resume (``handlers.resume.replay_messages``)."""
 
+    def snapshot(
+        self, request: SubscribeRequest, subscription: Subscription, deadline: float
+    ) -> list[SnapshotPage]:
+        """The current items of a keyed subscription (``handlers.snapshot``), as pages."""
+
     def unsubscribe(self, connection_id: str, sub_id: str) -> bool: ...
 
     def expiry(self, connection_id: str) -> int | None: ...
@@ -408,6 +419,22 @@ class DynamoStore:
             resume,
             after,
             now_ms=now_ms,
+            deadline=deadline,
+        )
+
+    def snapshot(
+        self, request: SubscribeRequest, subscription: Subscription, deadline: float
+    ) -> list[SnapshotPage]:
+        assert request.key is not None  # subscribe_request refuses a table-wide snapshot
+        return snapshot_pages(
+            self.client,
+            source=request.source,
+            key=typed_key(request.source.keys, request.key),
+            filter=request.filter,
+            fields=subscription.fields,
+            target_attribute=self.settings.target_attribute,
+            user_id=subscription.user_id,
+            limits=SnapshotLimits(),
             deadline=deadline,
         )
 
@@ -487,6 +514,8 @@ def _subscribe(
     if key is not None:
         subscribed["cursor"] = now_cursor(key, now_ms, subscription.user_id, subscription.scope)
     yield subscribed
+    ended = None
+    deadline = started + settings.resume.max_seconds
     if request.after is not None:
         resume = Resume(
             subscription=subscription,
@@ -495,15 +524,45 @@ def _subscribe(
             target_attribute=settings.target_attribute,
             include_old=settings.include_old_image,
         )
-        deadline = started + settings.resume.max_seconds
         try:
-            yield from store.replay(resume, request.after, now_ms, deadline)
+            for reply in store.replay(resume, request.after, now_ms, deadline):
+                if isinstance(reply, dict):
+                    ended = reply["type"]
+                yield reply
         except Exception:
             log.exception(
                 "could not replay; answered reset",
                 extra={"connectionId": connection_id, "subId": sub_id},
             )
+            ended = "reset"
             yield reset(sub_id, "replay_failed", subscribed.get("cursor"))
+    if request.snapshot and ended != "resumed":  # a reset is followed by the refetch
+        yield from _snapshot(store, request, subscription, deadline, subscribed.get("cursor"))
+
+
+def _snapshot(
+    store: Store,
+    request: SubscribeRequest,
+    subscription: Subscription,
+    deadline: float,
+    cursor: str | None,
+) -> Iterator[dict[str, Any]]:
+    """The snapshot pages (each with the cursor of "now" taken before the subscription was
+    stored, so the pages and the live changes after it leave no gap), or a ``reset``."""
+    try:
+        pages = store.snapshot(request, subscription, deadline)
+    except SnapshotTooLarge as bound:
+        reason = "snapshot_timeout" if bound.reason == "time" else "snapshot_too_large"
+        yield reset(request.sub_id, reason, cursor)
+        return
+    except Exception:
+        log.exception(
+            "could not read the snapshot; answered reset",
+            extra={"subId": request.sub_id, "source": request.source.label},
+        )
+        yield reset(request.sub_id, "snapshot_failed", cursor)
+        return
+    yield from page_messages(request.sub_id, pages, cursor)
 
 
 def _unsubscribe(message: Mapping[str, Any], connection_id: str, store: Store) -> dict[str, Any]:

@@ -60,6 +60,9 @@ RESET_REASONS = (
     "replay_incomplete",
     "replay_timeout",
     "replay_failed",
+    "snapshot_too_large",
+    "snapshot_timeout",
+    "snapshot_failed",
 )
 LIVE_MATCH = {"INSERT": "added", "MODIFY": "modified", "REMOVE": "removed"}
 

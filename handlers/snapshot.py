@@ -80,10 +80,9 @@ from handlers.config import Source
 from handlers.dynamo_json import image_to_plain
 from handlers.filters import Filter, matches
 from handlers.lambda_filters import matches_any
-from handlers.recipients import owner_of
+from handlers.recipients import MAX_MESSAGE_BYTES, owner_of
 from handlers.topics import InvalidKey
 
-MAX_MESSAGE_BYTES = 128 * 1024
 """API Gateway's WebSocket message limit."""
 MAX_PAGE_BYTES = MAX_MESSAGE_BYTES - 8 * 1024
 """The largest ``page_bytes``: 8 KB stay for the message's envelope."""
@@ -149,12 +148,20 @@ def encoded_size(value: Any) -> int:
     return len(text.encode("utf-8"))
 
 
-def page_message(sub_id: str, page: SnapshotPage, *, more: bool, cursor: str) -> dict[str, Any]:
-    """The ``snapshot`` message for one page (``more``: pages follow)."""
-    return {"type": "snapshot", "id": sub_id, **page.body(), "more": more, "cursor": cursor}
+def page_message(
+    sub_id: str, page: SnapshotPage, *, more: bool, cursor: str | None
+) -> dict[str, Any]:
+    """The ``snapshot`` message for one page (``more``: pages follow; no ``cursor`` when the
+    stack signs none)."""
+    message = {"type": "snapshot", "id": sub_id, **page.body(), "more": more}
+    if cursor is not None:
+        message["cursor"] = cursor
+    return message
 
 
-def page_messages(sub_id: str, pages: Sequence[SnapshotPage], cursor: str) -> list[dict[str, Any]]:
+def page_messages(
+    sub_id: str, pages: Sequence[SnapshotPage], cursor: str | None
+) -> list[dict[str, Any]]:
     """One ``snapshot`` message per page, ``more`` false on the last only."""
     last = len(pages) - 1
     return [

@@ -189,3 +189,60 @@ def test_another_user_cannot_resume_with_a_borrowed_cursor(local: RunningEmulato
     with local.connect("mallory") as client:
         end = resume(client, view, key={"PK": "ROOM#carol"})
         assert end["reason"] == "cursor_invalid", end
+
+
+@pytest.mark.slow
+def test_a_snapshot_taken_while_writes_continue_agrees_with_the_live_changes_after_it(
+    local: RunningEmulator,
+) -> None:
+    pk = "ROOM#snapshot"
+    for n in range(30):
+        put(local, f"OLD#{n:02d}", n, pk=pk)
+    stop = threading.Event()
+
+    def steady() -> None:  # overwrites and new items while the snapshot is read, bounded
+        for n in range(60):
+            if stop.is_set():
+                return
+            put(local, f"OLD#{n % 30:02d}" if n % 2 else f"NEW#{n:02d}", 500 + n, pk=pk)
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=steady, daemon=True)
+    view = View()
+    with local.connect("dave") as client:
+        writer.start()
+        client.send(
+            json.dumps(
+                {
+                    "action": "subscribe",
+                    "id": "s1",
+                    "table": "events",
+                    "key": {"PK": pk},
+                    "snapshot": True,
+                }
+            )
+        )
+        first = receive_json(client)
+        assert first["type"] == "subscribed", first
+        held: list[dict[str, Any]] = []
+        while True:  # live changes may come before the last page: hold them back
+            message = receive_json(client)
+            if message["type"] == "snapshot":
+                view.items.update({i["SK"]: int(i["n"]) for i in message["items"]})
+                if not message["more"]:
+                    break
+            else:
+                held.append(message)
+        assert len(view.items) >= 30
+        for message in held:
+            view.apply(message)
+        writer.join(10)
+        stop.set()
+        final = table_state(local, pk)
+
+        def caught_up() -> bool:
+            with contextlib.suppress(TimeoutError):
+                view.apply(receive_json(client, timeout=0.5))
+            return view.items == final
+
+        wait_for(caught_up, timeout=20, what="snapshot + live changes to equal the table")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import handlers.default as default_module
 from bench.management_api import FakeManagementApi
 from emulator.services import LocalAws
 from handlers import aws, replay
@@ -22,10 +23,16 @@ from handlers.default import DynamoStore, replies
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.recipients import Subscription
 from handlers.resume import Resume, replay_messages
+from handlers.snapshot import SnapshotLimits
 from handlers.topics import key_topic, table_topic, typed_part
 from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
 from tests.handlers.test_broadcaster import KEYS, SUBSCRIPTIONS, settings, stream
-from tests.helpers import SECRET, create_replay_table, create_subscriptions_table
+from tests.helpers import (
+    SECRET,
+    create_replay_table,
+    create_source_table,
+    create_subscriptions_table,
+)
 
 REPLAY = "replay-test"
 CURSOR_PARAMETER = "/test/cursor-secret"
@@ -579,3 +586,130 @@ def test_an_unreachable_ssm_is_a_parameter_error_naming_the_parameter(
             aws.secure_parameter("/t/cursor")
     finally:
         aws.reset()
+
+
+# --- snapshot on subscribe ---------------------------------------------------------------
+
+
+@pytest.fixture
+def source(world: Any) -> Any:
+    create_source_table(world, SOURCE_TABLE, [("PK", "S"), ("SK", "S")])
+    for n in range(5):
+        world.put_item(
+            TableName=SOURCE_TABLE,
+            Item={
+                "PK": {"S": "EVENT#alice"},
+                "SK": {"S": f"ITEM#{n}"},
+                "n": {"N": str(n)},
+                "secret": {"S": "hidden"},
+            },
+        )
+    world.put_item(
+        TableName=SOURCE_TABLE,
+        Item={"PK": {"S": "EVENT#bob"}, "SK": {"S": "ITEM#0"}, "n": {"N": "9"}},
+    )
+    return world
+
+
+def test_a_snapshot_sends_the_keys_current_items_filtered_and_trimmed_then_live(
+    management_api: FakeManagementApi, source: Any
+) -> None:
+    cfg = default_settings(OWN_PARTITION_TRIMMED)
+    connect(source, "A=")
+    management_api.connect("A=")
+
+    answer = send(
+        source,
+        "A=",
+        subscribe("A=", key={"PK": "EVENT#alice"}, filter=[{"n": {"ge": 2}}], snapshot=True),
+        cfg,
+    )
+
+    subscribed, page = answer
+    assert subscribed["type"] == "subscribed"
+    assert page == {
+        "type": "snapshot",
+        "id": "s1",
+        "items": [{"PK": "EVENT#alice", "SK": f"ITEM#{n}", "n": n} for n in (2, 3, 4)],
+        "more": False,
+        "cursor": subscribed["cursor"],
+    }
+    # the snapshot's cursor resumes the subscription: a change after it is replayed
+    broadcaster(management_api, source, Clock()).run(writes(3, start=7, pk="EVENT#alice"), 1e12)
+    connect(source, "B=")
+    again = send(
+        source,
+        "B=",
+        subscribe("B=", key={"PK": "EVENT#alice"}, filter=[{"n": {"ge": 2}}], after=page["cursor"]),
+        cfg,
+    )
+    assert [m["type"] for m in again] == ["subscribed"] + ["event_update"] * 3 + ["resumed"]
+
+
+def test_a_snapshot_too_large_for_its_bound_gets_reset_and_no_partial_page(
+    management_api: FakeManagementApi, source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(default_module, "SnapshotLimits", lambda: SnapshotLimits(max_items=3))
+    cfg = default_settings()
+    connect(source, "A=")
+    answer = send(source, "A=", subscribe("A=", key={"PK": "EVENT#alice"}, snapshot=True), cfg)
+    assert [m["type"] for m in answer] == ["subscribed", "reset"]
+    assert answer[1]["reason"] == "snapshot_too_large"
+    assert answer[1]["cursor"] == answer[0]["cursor"]
+
+
+def test_a_snapshot_is_paginated_with_more_until_the_last_page(
+    management_api: FakeManagementApi, source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(default_module, "SnapshotLimits", lambda: SnapshotLimits(page_bytes=200))
+    cfg = default_settings()
+    connect(source, "A=")
+    answer = send(source, "A=", subscribe("A=", key={"PK": "EVENT#alice"}, snapshot=True), cfg)
+    pages = answer[1:]
+    assert len(pages) > 1 and all(p["type"] == "snapshot" for p in pages)
+    assert [p["more"] for p in pages] == [True] * (len(pages) - 1) + [False]
+    assert [i["SK"] for p in pages for i in p["items"]] == [f"ITEM#{n}" for n in range(5)]
+
+
+def test_resume_with_snapshot_sends_no_snapshot_when_the_replay_is_complete(
+    management_api: FakeManagementApi, source: Any
+) -> None:
+    cfg = default_settings()
+    subscribed = live(management_api, source, cfg, key={"PK": "EVENT#alice"})
+    connect(source, "B=")
+    answer = send(
+        source,
+        "B=",
+        subscribe("B=", key={"PK": "EVENT#alice"}, snapshot=True, after=subscribed["cursor"]),
+        cfg,
+    )
+    assert [m["type"] for m in answer] == ["subscribed", "resumed"]
+
+
+def test_a_reset_resume_with_snapshot_refetches_through_the_snapshot(
+    management_api: FakeManagementApi, source: Any
+) -> None:
+    cfg = default_settings()
+    connect(source, "B=")
+    answer = send(
+        source,
+        "B=",
+        subscribe("B=", key={"PK": "EVENT#alice"}, snapshot=True, after="c1.not-a-cursor"),
+        cfg,
+    )
+    assert [m["type"] for m in answer] == ["subscribed", "reset", "snapshot"]
+    assert answer[1]["reason"] == "cursor_invalid"
+    assert len(answer[2]["items"]) == 5 and answer[2]["more"] is False
+
+
+def test_a_snapshot_under_target_attribute_holds_only_the_subscribers_items(
+    management_api: FakeManagementApi, source: Any
+) -> None:
+    cfg = dataclasses.replace(default_settings(), target_attribute="owner")
+    source.put_item(
+        TableName=SOURCE_TABLE,
+        Item={"PK": {"S": "EVENT#alice"}, "SK": {"S": "MINE"}, "owner": {"S": "alice"}},
+    )
+    connect(source, "A=")
+    answer = send(source, "A=", subscribe("A=", key={"PK": "EVENT#alice"}, snapshot=True), cfg)
+    assert [i["SK"] for i in answer[1]["items"]] == ["MINE"]  # the others name no owner

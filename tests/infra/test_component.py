@@ -697,7 +697,7 @@ def test_attach_adds_a_table_after_construction_with_its_own_read_policy() -> No
 
 def test_no_policy_grants_a_wildcard_action_or_resource(declared: RecordingMocks) -> None:
     docs = documents(declared)
-    assert len(docs) == 6  # five functions + one source
+    assert len(docs) == 7  # five functions + one source (stream read, snapshot read)
     for name, doc in docs.items():
         for statement in doc["Statement"]:
             assert statement["Effect"] == "Allow"
@@ -1503,3 +1503,18 @@ def test_the_cursor_secret_is_generated_once_into_a_secure_string(
         rpc._special_sig_key: rpc._special_secret_sig,
         "value": password.outputs["result"],
     }
+
+
+def test_default_may_read_exactly_each_sources_items_for_snapshots(
+    declared: RecordingMocks,
+) -> None:
+    docs = documents(declared)
+    (snapshots,) = [name for name in docs if name.endswith("-snapshots")]
+    role = declared.named(snapshots).inputs["role"]
+    assert role == declared.named("chat-default-role").id
+    (statement,) = docs[snapshots]["Statement"]
+    assert statement["Action"] == ["dynamodb:GetItem", "dynamodb:Query"]
+    (table,) = statement["Resource"]
+    assert table == declared.one("aws:dynamodb/table:Table", "events").outputs["arn"]
+    default = json.dumps(docs["chat-default-policy"])
+    assert "dynamodb:Scan" not in default and "dynamodb:Scan" not in json.dumps(docs[snapshots])
