@@ -205,6 +205,14 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
     bounded("table_topic_buckets", args.table_topic_buckets, 1, 64)
     bounded("replay_retention_seconds", args.replay_retention_seconds, 0, 7 * 24 * 3600)
     bounded("replay_max_changes", args.replay_max_changes, 1, 100_000)
+    retention = args.replay_retention_seconds
+    if _is_int(retention) and 0 < retention <= args.broadcaster_timeout_seconds:
+        fail(
+            "replay_retention_seconds",
+            f"must be 0 (resume off) or more than broadcaster_timeout_seconds"
+            f" ({args.broadcaster_timeout_seconds}): a resume replays from that long before"
+            " its cursor, so a shorter retention could never resume",
+        )
     bounded("token_max_lifetime_seconds", args.token_max_lifetime_seconds, 60, 30 * 24 * 3600)
     if args.log_retention_days not in LOG_RETENTION_DAYS or not _is_int(args.log_retention_days):
         fail("log_retention_days", f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}")

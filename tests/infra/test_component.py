@@ -1492,6 +1492,13 @@ def test_resume_settings_out_of_range_are_refused_naming_the_argument(arg: str, 
         run(channel_program(**{arg: value}))
 
 
+def test_a_retention_no_longer_than_the_overlap_is_refused_saying_why() -> None:
+    with pytest.raises(ValueError, match=r"replay_retention_seconds.*broadcaster_timeout_seconds"):
+        run(channel_program(replay_retention_seconds=60))  # the default timeout: 60 s
+    run(channel_program(replay_retention_seconds=61))
+    run(channel_program(replay_retention_seconds=5, broadcaster_timeout_seconds=3))
+
+
 def test_the_cursor_secret_is_generated_once_into_a_secure_string(
     declared: RecordingMocks,
 ) -> None:
