@@ -46,6 +46,8 @@ ARCHITECTURE = "arm64"
 USER_INDEX = "byUser"
 DEFAULT_TIMEOUT_SECONDS = 29
 """``$default``'s timeout: API Gateway's integration timeout, room for a resume's replay."""
+REPLAY_MAX_SECONDS = 20
+"""How long one resume or snapshot may take in ``$default``, with room left to post."""
 FUNCTION_KINDS = ("authorizer", "connect", "disconnect", "default", "broadcaster")
 LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
@@ -454,7 +456,7 @@ class RealtimeChannel(pulumi.ComponentResource):
         if kind == "default":
             env["REPLAY_OVERLAP_MS"] = str(self._args.broadcaster_timeout_seconds * 1000)
             env["REPLAY_MAX_CHANGES"] = str(self._args.replay_max_changes)
-            env["REPLAY_MAX_SECONDS"] = str(DEFAULT_TIMEOUT_SECONDS - 4)
+            env["REPLAY_MAX_SECONDS"] = str(REPLAY_MAX_SECONDS)
         return env
 
     def _create_dead_letter_queue(self) -> None:

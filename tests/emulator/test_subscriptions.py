@@ -364,7 +364,7 @@ def test_refusals_name_the_problem_and_store_nothing(strict: RunningEmulator) ->
         answers = {
             "unknown_table": {"table": "orders", "key": {"PK": "USER#ivy"}},
             "invalid_subscription": {"table": "events", "key": {"SK": "only the sort key"}},
-            "snapshot": {"table": "events", "key": {"PK": "USER#ivy"}, "snapshot": True},
+            "snapshot": {"table": "events", "snapshot": True},  # table-wide: no snapshot
         }
         replies = {
             name: ask(client, {"action": "subscribe", "id": "x", **fields})
@@ -373,6 +373,6 @@ def test_refusals_name_the_problem_and_store_nothing(strict: RunningEmulator) ->
         assert replies["unknown_table"]["code"] == "unknown_table"
         assert replies["invalid_subscription"]["code"] == "invalid_subscription"
         assert replies["snapshot"]["code"] == "invalid_subscription"
-        assert "not supported yet" in replies["snapshot"]["message"]
+        assert "snapshot needs a key" in replies["snapshot"]["message"]
         assert all(reply["id"] == "x" for reply in replies.values())
         assert subscriptions_of(strict, connection_id) == []

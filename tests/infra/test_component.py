@@ -1443,7 +1443,8 @@ def test_resume_settings_reach_the_broadcaster_and_default(declared: RecordingMo
     # earlier but posted later (a slow batch) is never skipped
     assert default.resume.overlap_ms == 60_000
     assert default.resume.max_changes == 5000
-    assert default.resume.max_seconds < declared.named("chat-default").inputs["timeout"] == 29
+    assert default.resume.max_seconds == 20
+    assert declared.named("chat-default").inputs["timeout"] == 29
 
 
 def test_resume_is_least_privilege(declared: RecordingMocks) -> None:
