@@ -117,11 +117,14 @@ def default_policy(
     *,
     cursor_parameter_arn: str | None = None,
     replay_table_arn: str | None = None,
+    token_parameter_arn: str | None = None,
 ) -> str:
-    """Answer clients, and subscribe / unsubscribe: read the connection (its identity and
-    subscriptions map), then one transaction that updates that map and puts or deletes
-    the subscription (TransactWriteItems is authorised per action it holds). Resume:
-    read the cursor secret, and Query the replay store's ``byTime`` index only."""
+    """Answer clients (and close expired connections), and subscribe / unsubscribe: read the
+    connection (its identity and subscriptions map), then one transaction that updates
+    that map and puts or deletes the subscription (TransactWriteItems is authorised per
+    action it holds). ``auth``: read the token secret, the connection's subscriptions
+    (BatchGetItem) and update their expiry. Resume: read the cursor secret, and Query the
+    replay store's ``byTime`` index only."""
     replay = (
         ("ReadReplay", ["dynamodb:Query"], f"{replay_table_arn}/index/byTime")
         if replay_table_arn
@@ -133,7 +136,10 @@ def default_policy(
             _allow(
                 "AnswerClients",
                 ["execute-api:ManageConnections"],
-                [manage_connections_resource(stage_execution_arn)],
+                [
+                    manage_connections_resource(stage_execution_arn),
+                    manage_connections_resource(stage_execution_arn, "DELETE"),
+                ],
             ),
             _allow(
                 "ReadAndCountSubscriptions",
@@ -142,10 +148,20 @@ def default_policy(
             ),
             _allow(
                 "StoreSubscriptions",
-                ["dynamodb:DeleteItem", "dynamodb:PutItem"],
+                [
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                ],
                 [subscriptions_table_arn],
             ),
             *_resume_statements(cursor_parameter_arn, replay),
+            *(
+                [_allow("ReadTokenSecret", ["ssm:GetParameter"], [token_parameter_arn])]
+                if token_parameter_arn
+                else []
+            ),
         ]
     )
 
@@ -182,7 +198,10 @@ def broadcaster_policy(
             _allow(
                 "PostToClients",
                 ["execute-api:ManageConnections"],
-                [manage_connections_resource(stage_execution_arn)],
+                [
+                    manage_connections_resource(stage_execution_arn),
+                    manage_connections_resource(stage_execution_arn, "DELETE"),
+                ],
             ),
             _allow("ReportFailedBatches", ["sqs:SendMessage"], [dead_letter_queue_arn]),
             *_resume_statements(cursor_parameter_arn, replay),

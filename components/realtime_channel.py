@@ -669,6 +669,12 @@ class RealtimeChannel(pulumi.ComponentResource):
         if self._args.include_old_image:
             default_env["INCLUDE_OLD_IMAGE"] = "true"
         default_env.update(self._resume_environment("default"))
+        token_arn: pulumi.Input[str] = ""
+        if self.token_secret_parameter is not None:  # auth: $default verifies fresh tokens
+            default_env["TOKEN_SECRET_PARAMETER"] = self.token_secret_parameter.name
+            default_env["TOKEN_MAX_LIFETIME_SECONDS"] = str(self._args.token_max_lifetime_seconds)
+            default_env["IDENTITY_CLAIMS"] = self._identity_claims()
+            token_arn = self.token_secret_parameter.arn
         default_env["SOURCES"] = self._sources_variable("default", dict(default_env))
         cursor_arn = self.cursor_secret_parameter.arn
         replay_arn: pulumi.Input[str] = (
@@ -677,10 +683,16 @@ class RealtimeChannel(pulumi.ComponentResource):
         self._create_function(
             "default",
             lambda logs: pulumi.Output.all(
-                stage_arn, table_arn, subscriptions_arn, cursor_arn, replay_arn
+                stage_arn, table_arn, subscriptions_arn, cursor_arn, replay_arn, token_arn
             ).apply(
                 lambda a: policies.default_policy(
-                    logs, a[0], a[1], a[2], cursor_parameter_arn=a[3], replay_table_arn=a[4]
+                    logs,
+                    a[0],
+                    a[1],
+                    a[2],
+                    cursor_parameter_arn=a[3],
+                    replay_table_arn=a[4],
+                    token_parameter_arn=a[5],
                 )
             ),
             default_env,

@@ -14,16 +14,21 @@ the client. The signing secret is an SSM SecureString read once per container.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from handlers import aws, config, logs
-from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS, InvalidToken, mint_token, verify_token
+from handlers.tokens import (
+    DEFAULT_MAX_LIFETIME_SECONDS,
+    InvalidToken,
+    identity_claims,
+    mint_token,
+    verify_token,
+)
 
-__all__ = ["decide", "handler", "mint_token", "policy"]
+__all__ = ["decide", "handler", "identity_claims", "mint_token", "policy"]
 
 CONFIG = config.authorizer_config()
 log = logs.logger(__name__)
@@ -45,26 +50,6 @@ def policy(
     if context:
         answer["context"] = dict(context)
     return answer
-
-
-def _claim_value(value: Any) -> bool:
-    return isinstance(value, str) or (
-        isinstance(value, list) and all(isinstance(item, str) for item in value)
-    )
-
-
-def identity_claims(payload: dict[str, Any], names: Sequence[str]) -> str:
-    """The allow-listed claims of a verified payload, as compact JSON text (pure).
-
-    Only the claims in ``names`` are kept, and only when a string or a list of
-    strings (what access rules compare); ``sub`` and ``exp`` travel separately.
-    """
-    kept = {
-        name: payload[name]
-        for name in names
-        if name not in ("sub", "exp") and name in payload and _claim_value(payload[name])
-    }
-    return json.dumps(kept, separators=(",", ":"), sort_keys=True)
 
 
 def decide(

@@ -130,6 +130,8 @@ class BatchStats:
     truncated: int = 0
     """Messages sent without ``data``/``old`` because they passed 128 KB."""
     fanoutMs: float = 0.0
+    expiredClosed: int = 0
+    """Recipients whose token had expired: sent nothing, and closed."""
     replayWritten: int = 0
     """Items written to the replay store (2 or 3 per recorded change)."""
     replayMs: float = 0.0
@@ -368,6 +370,8 @@ class _Batch:
         """connection id -> (subscription id, topic) of its subscriptions seen in this batch."""
         self.lock = threading.Lock()
         self.subscriptions_removed = 0
+        self.expired: set[str] = set()
+        """Connections whose token has expired, closed once in this batch."""
 
     def add(self, topic: str, found: list[Subscription]) -> None:
         self.topics[topic] = found
@@ -578,6 +582,39 @@ class Broadcaster:
             stats.replayMs = round((self.clock() - started) * 1000, 3)
         return True
 
+    def _unexpired(
+        self, found: list[Subscription], batch: _Batch, stats: BatchStats
+    ) -> list[Subscription]:
+        """The subscriptions whose connection's token has not expired; each connection seen
+        expired is closed (``@connections`` DELETE, once per batch: API Gateway then runs
+        ``$disconnect``, which removes its record and subscriptions)."""
+        now = self.wall()
+        kept = []
+        for subscription in found:
+            if subscription.expires_at is None or now < subscription.expires_at:
+                kept.append(subscription)
+                continue
+            if subscription.connection_id not in batch.expired:
+                batch.expired.add(subscription.connection_id)
+                stats.expiredClosed += self._close(subscription.connection_id)
+        return kept
+
+    def _close(self, connection_id: str) -> int:
+        """Close one expired connection; 1 when API Gateway took the DELETE (or it was gone)."""
+        delete = getattr(self.api, "delete_connection", None)
+        try:
+            response = delete(connection_id) if delete is not None else None
+        except Exception:
+            response = None
+        if response is None or not (response.ok or response.status == 410):
+            log.warning(
+                "could not close an expired connection; it receives nothing",
+                extra={"connectionId": connection_id},
+            )
+            return 0
+        log.info("closed a connection whose token expired", extra={"connectionId": connection_id})
+        return 1
+
     def _one(
         self,
         record: Any,
@@ -611,7 +648,7 @@ class Broadcaster:
             stats.unheard += 1
             return True
         try:
-            found = self._subscriptions(read.topics, batch, stats)
+            found = self._unexpired(self._subscriptions(read.topics, batch, stats), batch, stats)
             messages = plan(
                 read.change,
                 found,
@@ -691,6 +728,7 @@ def record_batch(stats: BatchStats, function_name: str) -> None:
                 "RecordsFailed": stats.recordsFailed,
                 "Truncated": stats.truncated,
                 "ReplayWritten": stats.replayWritten,
+                "ExpiredClosed": stats.expiredClosed,
             },
             milliseconds={"FanoutTime": stats.fanoutMs, "ReplayTime": stats.replayMs},
         )

@@ -254,6 +254,25 @@ def _resume(env: Mapping[str, str]) -> ResumeConfig:
 
 
 @dataclass(frozen=True)
+class TokenConfig:
+    """What ``$default`` needs to verify a fresh token (``auth``): as the authorizer does."""
+
+    secret_parameter: str
+    token_max_lifetime: int
+    identity_claims: tuple[str, ...]
+
+
+def _tokens(env: Mapping[str, str]) -> TokenConfig | None:
+    """None without ``TOKEN_SECRET_PARAMETER``: the stack takes no tokens (auth off)."""
+    if not env.get("TOKEN_SECRET_PARAMETER", "").strip():
+        return None
+    authorizer = authorizer_config(env)
+    return TokenConfig(
+        authorizer.secret_parameter, authorizer.token_max_lifetime, authorizer.identity_claims
+    )
+
+
+@dataclass(frozen=True)
 class DefaultConfig:
     management_endpoint: str | None
     """Explicit @connections endpoint; None derives it from the request."""
@@ -269,6 +288,8 @@ class DefaultConfig:
     target_attribute: str | None = None
     """Row-level control: replays and snapshots apply it as live delivery does."""
     include_old_image: bool = False
+    tokens: TokenConfig | None = None
+    """How ``auth`` verifies a fresh token; None: auth is off (``auth`` is refused)."""
 
 
 @dataclass(frozen=True)
@@ -343,6 +364,7 @@ def default_config(env: Mapping[str, str] = os.environ) -> DefaultConfig:
         resume=_resume(env),
         target_attribute=env.get("TARGET_ATTRIBUTE", "").strip() or None,
         include_old_image=_bool(env, "INCLUDE_OLD_IMAGE", False),
+        tokens=_tokens(env),
     )
 
 

@@ -6,10 +6,11 @@ client sends                                   server answers
 ``{"action": "ping", "id": 7}``                ``{"type": "pong", "id": 7}``
 ``{"action": "hello"}``                        ``{"type": "hello", "version": 2, "expiresAt":
                                                ..., "limits": {"subscriptions": 20}}``
-``{"action": "subscribe", "id": "s1",          ``{"type": "subscribed", "id": "s1"}``
+``{"action": "subscribe", "id": "s1",          ``{"type": "subscribed", "id": "s1", "cursor": ...}``
 "table": "events", "key": {...}?,
 "filter": [...]?}``
 ``{"action": "unsubscribe", "id": "s1"}``      ``{"type": "unsubscribed", "id": "s1"}``
+``{"action": "auth", "token": "..."}``         ``{"type": "authenticated", "expiresAt": ...}``
 =============================================  ==================================================
 
 A ping's ``id`` is echoed back when it is a string of at most 128 characters
@@ -38,10 +39,13 @@ missing_action            the object has no string ``action``
 unknown_action            ``action`` names no known action
 invalid_subscription      bad ``id``, ``table``, ``key`` or ``filter``; a filter on a field the
                           subscription may not see; a filter on a source without old
-                          images; ``snapshot`` or ``after`` (not supported yet)
+                          images; ``after`` not a string; ``snapshot`` not a boolean or
+                          without a key
 unknown_table             ``table`` names no source
 forbidden                 no access rule allows this subscription for this connection
 too_many_subscriptions    the connection holds ``MAX_SUBSCRIPTIONS`` already
+invalid_token             ``auth`` with a refused token or on a stack without tokens;
+                          any message on a connection whose token has expired (closed)
 internal_error            the server could not read or write its tables (logged); retry
 ========================  ==============================================================
 
@@ -83,16 +87,21 @@ from handlers.subscriptions import (
     ConnectionGone,
     SubscriptionConflict,
     TooManySubscriptions,
+    connection_subscriptions,
     delete_subscription,
+    extend_connection,
     put_subscription,
+    read_connection,
+    split_sort_key,
     subscription_item,
 )
+from handlers.tokens import InvalidToken, identity_claims, verify_token
 from handlers.topics import InvalidKey, bucket_of, key_topic, subscription_key, table_topic
 
 CONFIG = config.default_config()
 log = logs.logger(__name__)
 
-ACTIONS = ("ping", "hello", "subscribe", "unsubscribe")
+ACTIONS = ("ping", "hello", "subscribe", "unsubscribe", "auth")
 PROTOCOL_VERSION = 2
 MAX_ECHOED_ID_LENGTH = 128
 MAX_SUBSCRIPTION_ID_LENGTH = 64
@@ -294,6 +303,29 @@ def subscribe_request(
     )
 
 
+def _still_granted(
+    item: Mapping[str, Any], topic: str, identity: Mapping[str, Any], settings: DefaultConfig
+) -> Grant | None:
+    """What the rules grant a stored subscription for this identity now (pure); None: it
+    is no longer allowed (or cannot be checked: a source gone from SOURCES, a keyed
+    subscription stored without its key)."""
+    source = settings.sources.get((item.get("source") or {}).get("S", ""))
+    if source is None:
+        return None
+    key_values = (item.get("key") or {}).get("M")
+    key = None if key_values is None else {n: v["S"] for n, v in key_values.items()}
+    if key is None and not topic.startswith("T|"):
+        return None
+    filter_json = (item.get("filter") or {}).get("S")
+    compiled = parse_filter(strict_json.loads(filter_json, exact=True)) if filter_json else ()
+    sub_id = split_sort_key(item["sk"]["S"])[1]
+    request = SubscribeRequest(sub_id, source, key, topic, compiled, filter_json)
+    try:
+        return authorize(request, identity)
+    except Refusal:
+        return None
+
+
 def identity_of(connection: Connection) -> dict[str, Any]:
     """``{"sub": userId, "claims": {...}}`` from the connection's record (pure).
 
@@ -351,21 +383,85 @@ class Store(Protocol):
     ) -> list[SnapshotPage]:
         """The current items of a keyed subscription (``handlers.snapshot``), as pages."""
 
+    def token_secret(self) -> str:
+        """The token signing secret (``auth`` verifies with it as the authorizer does)."""
+
+    def authenticate(
+        self, connection_id: str, payload: Mapping[str, Any], claims: str
+    ) -> tuple[int, list[str]]:
+        """Apply a verified fresh token (``payload``, its allow-listed ``claims`` as JSON):
+        (the new expiry, the subscriptions its claims no longer allow, now removed).
+        ``WrongUser`` for another user's token, ``ConnectionGone`` without a record."""
+
     def unsubscribe(self, connection_id: str, sub_id: str) -> bool: ...
 
     def expiry(self, connection_id: str) -> int | None: ...
+
+
+class WrongUser(ValueError):
+    """A fresh token whose ``sub`` is not the connection's user."""
 
 
 class DynamoStore:
     """The connections and subscriptions tables, through one (lazily created) client."""
 
     def __init__(
-        self, settings: DefaultConfig, client: Any = None, cursor_key: bytes | None = None
+        self,
+        settings: DefaultConfig,
+        client: Any = None,
+        cursor_key: bytes | None = None,
+        token_secret: str | None = None,
     ) -> None:
         self.settings = settings
         self._client = client
         self._cursor_key = cursor_key
         """Given (tests): used as is; else derived from the secret in SSM on first use."""
+        self._token_secret = token_secret
+        """Given (tests): used as is; else read from SSM on first use."""
+
+    def token_secret(self) -> str:
+        if self._token_secret is None:
+            tokens = self.settings.tokens
+            if tokens is None:
+                raise LookupError("this stack takes no tokens")
+            self._token_secret = aws.secure_parameter(tokens.secret_parameter)
+        return self._token_secret
+
+    def authenticate(
+        self, connection_id: str, payload: Mapping[str, Any], claims: str
+    ) -> tuple[int, list[str]]:
+        settings = self.settings
+        connection = read_connection(self.client, settings.connections_table, connection_id)
+        if connection.user_id != payload["sub"]:
+            raise WrongUser(connection_id)
+        identity = {"sub": payload["sub"], "claims": strict_json.loads(claims)}
+        items = connection_subscriptions(
+            self.client, settings.subscriptions_table, connection_id, connection.subs
+        )
+        kept: dict[str, tuple[str, list[str] | None]] = {}
+        lost: list[str] = []
+        for sub_id, topic in sorted(connection.subs.items()):
+            item = items.get(sub_id)
+            if item is None:
+                continue  # unsubscribed meanwhile
+            granted = _still_granted(item, topic, identity, settings)
+            if granted is None:
+                lost.append(sub_id)
+            else:
+                kept[sub_id] = (topic, None if granted.fields is None else sorted(granted.fields))
+        for sub_id in lost:
+            self.unsubscribe(connection_id, sub_id)
+        expires_at = int(payload["exp"])
+        extend_connection(
+            self.client,
+            connections_table=settings.connections_table,
+            subscriptions_table=settings.subscriptions_table,
+            connection=connection,
+            expires_at=expires_at,
+            claims=claims,
+            kept=kept,
+        )
+        return expires_at, lost
 
     @property
     def client(self) -> Any:
@@ -386,6 +482,7 @@ class DynamoStore:
                 request.source.label,
                 request.filter_json,
                 fields,
+                key=request.key,
             )
             built.append(item)
             return request.topic, item
@@ -574,11 +671,14 @@ def _unsubscribe(message: Mapping[str, Any], connection_id: str, store: Store) -
     return {"type": "unsubscribed", "id": sub_id}
 
 
-def _hello(connection_id: str, store: Store, settings: DefaultConfig) -> dict[str, Any]:
-    try:
-        expires_at = store.expiry(connection_id)
-    except Exception:
-        return _storage_failed("could not read the connection", connection_id, None)
+def _hello(
+    connection_id: str, store: Store, settings: DefaultConfig, expires_at: int | Unread | None
+) -> dict[str, Any]:
+    if isinstance(expires_at, Unread):
+        try:
+            expires_at = store.expiry(connection_id)
+        except Exception:
+            return _storage_failed("could not read the connection", connection_id, None)
     return {
         "type": "hello",
         "version": PROTOCOL_VERSION,
@@ -587,16 +687,98 @@ def _hello(connection_id: str, store: Store, settings: DefaultConfig) -> dict[st
     }
 
 
+class Unread:
+    """The connection's token expiry was not read (the stack takes no tokens, or reading
+    it failed)."""
+
+
+class Close:
+    """A reply that closes the connection (``@connections`` DELETE) after those before it."""
+
+
+CLOSE = Close()
+Reply = dict[str, Any] | bytes | Close
+
+
+def _expiry(connection_id: str, store: Store, settings: DefaultConfig) -> int | Unread | None:
+    """The connection's token expiry, read on every message of a stack that takes tokens."""
+    if settings.tokens is None:
+        return Unread()
+    try:
+        return store.expiry(connection_id)
+    except Exception:  # not a reason to refuse a ping; what needs the tables fails on its own
+        log.warning(
+            "could not read the connection's expiry",
+            exc_info=True,
+            extra={"connectionId": connection_id},
+        )
+        return Unread()
+
+
+def _auth(
+    message: Mapping[str, Any], connection_id: str, store: Store, settings: DefaultConfig
+) -> Iterator[Reply]:
+    """Replace the connection's token with a fresh one for the same user: its expiry and
+    claims (and each subscription's), the access rules checked again with the new claims
+    (a subscription they no longer allow is removed and gets ``forbidden``); then
+    ``authenticated``. A refused token changes nothing."""
+    tokens = settings.tokens
+    if tokens is None:
+        raise Refusal("invalid_token", "this stack takes no tokens (auth is off)")
+    try:
+        secret = store.token_secret()
+    except Exception:
+        yield _storage_failed("could not read the token secret", connection_id, None)
+        return
+    try:
+        payload = verify_token(
+            message.get("token"), secret, now=time.time(), max_lifetime=tokens.token_max_lifetime
+        )
+    except InvalidToken as refused:
+        log.info("auth refused", extra={"connectionId": connection_id, "reason": refused.reason})
+        raise Refusal("invalid_token", "the token was refused; nothing changed") from None
+    claims = identity_claims(payload, tokens.identity_claims)
+    try:
+        expires_at, lost = store.authenticate(connection_id, payload, claims)
+    except WrongUser:
+        raise Refusal("invalid_token", "the token is for another user; nothing changed") from None
+    except ConnectionGone:
+        yield error("internal_error", "the server has no record of this connection; reconnect")
+        return
+    except Exception:
+        yield _storage_failed("could not store the fresh token", connection_id, None)
+        return
+    for sub_id in lost:
+        yield error("forbidden", "this connection may no longer subscribe to that", sub_id)
+    log.info(
+        "token refreshed",
+        extra={"connectionId": connection_id, "expiresAt": expires_at, "lost": len(lost)},
+    )
+    yield {"type": "authenticated", "expiresAt": iso_utc(expires_at)}
+
+
 def answer(
     message: Mapping[str, Any], connection_id: str, store: Store, settings: DefaultConfig
-) -> Iterator[dict[str, Any] | bytes]:
-    """The replies to one parsed message, in order (a message, or bytes already encoded);
-    ``Refusal`` for anything the client got wrong."""
+) -> Iterator[Reply]:
+    """The replies to one parsed message, in order (a message, bytes already encoded, or
+    ``CLOSE``); ``Refusal`` for anything the client got wrong. On a stack that takes
+    tokens, a connection whose token has expired gets ``invalid_token`` and is closed,
+    whatever it sent (``auth`` included: a token is refreshed before it expires)."""
     action = message["action"]
+    expires_at = _expiry(connection_id, store, settings)
+    if isinstance(expires_at, int) and time.time() >= expires_at:
+        log.info("token expired; closing", extra={"connectionId": connection_id})
+        yield error(
+            "invalid_token", "this connection's token has expired; reconnect with a fresh one"
+        )
+        yield CLOSE
+        return
     if action == "ping":
         yield _ping(message)
     elif action == "hello":
-        yield _hello(connection_id, store, settings)
+        yield _hello(connection_id, store, settings, expires_at)
+    elif action == "auth":
+        yield from _auth(message, connection_id, store, settings)
     elif action == "subscribe":
         yield from _subscribe(message, connection_id, store, settings)
     elif action == "unsubscribe":
@@ -615,9 +797,9 @@ def replies(
     connection_id: str = "",
     store: Store | None = None,
     settings: DefaultConfig | None = None,
-) -> Iterator[dict[str, Any] | bytes]:
+) -> Iterator[Reply]:
     """The messages to send back for one client message, in order; never raises (a failure
-    after some replies is one more reply, ``error``)."""
+    after some replies is one more reply, ``error``); ``CLOSE`` closes the connection."""
     settings = settings or CONFIG
     try:
         message = read_message(body, is_base64, max_bytes)
@@ -653,6 +835,8 @@ def reply_for(
     if isinstance(first, bytes):
         value: dict[str, Any] = json.loads(first)
         return value
+    if isinstance(first, Close):
+        raise AssertionError("a close is never the first reply")
     return first
 
 
@@ -698,6 +882,24 @@ def _post(poster: Poster, connection_id: str, data: bytes) -> bool:
     return True
 
 
+def _close(poster: Poster, connection_id: str) -> None:
+    """``@connections`` DELETE: API Gateway closes the socket and runs ``$disconnect``."""
+    delete = getattr(poster, "delete_connection", None)
+    if delete is None:
+        log.warning("cannot close the connection", extra={"connectionId": connection_id})
+        return
+    try:
+        response = delete(connection_id)
+    except Exception:
+        log.exception("could not close the connection", extra={"connectionId": connection_id})
+        return
+    if not response.ok and response.status != 410:
+        log.warning(
+            "could not close the connection",
+            extra={"connectionId": connection_id, "status": response.status},
+        )
+
+
 def respond(event: dict[str, Any], poster: Poster, store: Store | None = None) -> dict[str, Any]:
     request_context = event.get("requestContext") or {}
     connection_id = str(request_context.get("connectionId") or "")
@@ -709,6 +911,9 @@ def respond(event: dict[str, Any], poster: Poster, store: Store | None = None) -
         store=store,
         settings=CONFIG,
     ):
+        if isinstance(reply, Close):
+            _close(poster, connection_id)
+            break
         if isinstance(reply, dict):
             if reply["type"] == "error":
                 log.info(

@@ -68,6 +68,8 @@ class Subscription:
     user_id: str | None
     scope: str = ""
     """The scope digest cursors of this subscription are bound to (``handlers.cursors``)."""
+    expires_at: int | None = None
+    """The connection's token expiry (epoch seconds); None: no token, never expires."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def subscription_of(item: Mapping[str, Any], topic: str | None = None) -> Subscr
         fields=None if fields is None else frozenset(v["S"] for v in fields["L"]),
         user_id=(item.get("userId") or {}).get("S"),
         scope=scope_digest(topic, raw_filter or None) if topic else "",
+        expires_at=int(item["expiresAt"]["N"]) if "expiresAt" in item else None,
     )
 
 

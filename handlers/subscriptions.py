@@ -55,6 +55,8 @@ class Connection:
     ttl: int | None
     subs: dict[str, str]
     """subscription id -> topic."""
+    expires_at: int | None = None
+    """The token's expiry (epoch seconds); None: the connection has no token."""
 
 
 def sort_key(connection_id: str, sub_id: str) -> str:
@@ -72,12 +74,14 @@ def read_connection(client: Any, table: str, connection_id: str) -> Connection:
         raise ConnectionGone(connection_id)
     subs = {name: value["S"] for name, value in (item.get("subs") or {}).get("M", {}).items()}
     ttl = item.get("ttl", {}).get("N")
+    expires = item.get("expiresAt", {}).get("N")
     return Connection(
         connection_id=connection_id,
         user_id=item.get("userId", {}).get("S"),
         claims=item.get("claims", {}).get("S"),
         ttl=int(ttl) if ttl else None,
         subs=subs,
+        expires_at=int(expires) if expires else None,
     )
 
 
@@ -88,8 +92,12 @@ def subscription_item(
     source: str,
     filter_json: str | None,
     fields: Sequence[str] | None,
+    key: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The stored subscription, as DynamoDB attribute values (pure)."""
+    """The stored subscription, as DynamoDB attribute values (pure). ``key`` (attribute ->
+    value as text) is kept for re-checking access rules when the token changes (``auth``);
+    ``expiresAt`` (the connection's token expiry) lets the broadcaster skip expired
+    connections without reading their records."""
     item: dict[str, Any] = {
         "topic": {"S": topic},
         "sk": {"S": sort_key(connection.connection_id, sub_id)},
@@ -105,6 +113,10 @@ def subscription_item(
         item["userId"] = {"S": connection.user_id}
     if connection.ttl is not None:
         item["ttl"] = {"N": str(connection.ttl)}
+    if connection.expires_at is not None:
+        item["expiresAt"] = {"N": str(connection.expires_at)}
+    if key is not None:
+        item["key"] = {"M": {name: {"S": value} for name, value in key.items()}}
     return item
 
 
@@ -268,7 +280,7 @@ def remove_connection(
     return len(keys) - left
 
 
-PROJECTION = "sk, #filter, #fields, userId"
+PROJECTION = "sk, #filter, #fields, userId, expiresAt"
 """What the broadcaster reads of each subscription on a topic: ``sk`` holds the connection
 and subscription ids (``recipients.subscription_of`` splits it), the caller knows the
 topic. Fewer attributes read is less work per subscription for every change."""
@@ -356,3 +368,74 @@ def remove_stale_connection(
     return StaleRemoval(
         record_removed=True, subscriptions_removed=len(keys) - left, subscriptions_left=left
     )
+
+
+def connection_subscriptions(
+    client: Any, table: str, connection_id: str, subs: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """subscription id -> its stored item, for the ids and topics of a connection's ``subs``
+    map (BatchGetItem, strongly consistent; an id whose item is gone is absent)."""
+    found: dict[str, dict[str, Any]] = {}
+    keys = subscription_keys(connection_id, subs)
+    for start in range(0, len(keys), 100):
+        pending: dict[str, Any] = {
+            table: {"Keys": keys[start : start + 100], "ConsistentRead": True}
+        }
+        for _ in range(BATCH_DELETE_ATTEMPTS):
+            answer = client.batch_get_item(RequestItems=pending)
+            for item in answer.get("Responses", {}).get(table, []):
+                found[split_sort_key(item["sk"]["S"])[1]] = item
+            pending = answer.get("UnprocessedKeys") or {}
+            if not pending:
+                break
+    return found
+
+
+def extend_connection(
+    client: Any,
+    *,
+    connections_table: str,
+    subscriptions_table: str,
+    connection: Connection,
+    expires_at: int,
+    claims: str,
+    kept: Mapping[str, tuple[str, Sequence[str] | None]],
+) -> None:
+    """After ``auth``: the record's new expiry and claims (only while it exists: a
+    concurrent ``$disconnect`` is never undone), then each kept subscription's expiry and
+    granted fields (sub id -> (topic, fields), only while the item exists).
+    ``ConnectionGone`` when the record went."""
+    try:
+        client.update_item(
+            TableName=connections_table,
+            Key={"connectionId": {"S": connection.connection_id}},
+            UpdateExpression="SET expiresAt = :expires, claims = :claims",
+            ConditionExpression="attribute_exists(connectionId)",
+            ExpressionAttributeValues={
+                ":expires": {"N": str(expires_at)},
+                ":claims": {"S": claims},
+            },
+        )
+    except client.exceptions.ConditionalCheckFailedException:
+        raise ConnectionGone(connection.connection_id) from None
+    for sub_id, (topic, fields) in kept.items():
+        values: dict[str, Any] = {":expires": {"N": str(expires_at)}}
+        if fields is None:
+            update = "SET expiresAt = :expires REMOVE #fields"
+        else:
+            update = "SET expiresAt = :expires, #fields = :fields"
+            values[":fields"] = {"L": [{"S": name} for name in sorted(fields)]}
+        try:
+            client.update_item(
+                TableName=subscriptions_table,
+                Key={
+                    "topic": {"S": topic},
+                    "sk": {"S": sort_key(connection.connection_id, sub_id)},
+                },
+                UpdateExpression=update,
+                ConditionExpression="attribute_exists(topic)",
+                ExpressionAttributeNames={"#fields": "fields"},
+                ExpressionAttributeValues=values,
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            continue  # unsubscribed meanwhile: nothing to extend

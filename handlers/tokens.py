@@ -22,7 +22,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from handlers import strict_json
@@ -156,3 +156,23 @@ def verify_token(
     if exp > current + max_lifetime + CLOCK_SKEW_SECONDS:  # exact even for a huge int
         raise InvalidToken("lifetime too long")
     return payload
+
+
+def _claim_value(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    )
+
+
+def identity_claims(payload: Mapping[str, Any], names: Sequence[str]) -> str:
+    """The allow-listed claims of a verified payload, as compact JSON text (pure).
+
+    Only the claims in ``names`` are kept, and only when a string or a list of
+    strings (what access rules compare); ``sub`` and ``exp`` travel separately.
+    """
+    kept = {
+        name: payload[name]
+        for name in names
+        if name not in ("sub", "exp") and name in payload and _claim_value(payload[name])
+    }
+    return json.dumps(kept, separators=(",", ":"), sort_keys=True)

@@ -708,7 +708,9 @@ def test_no_policy_grants_a_wildcard_action_or_resource(declared: RecordingMocks
                 assert resource != "*"
 
 
-def test_manage_connections_is_granted_only_on_this_stage_posts(declared: RecordingMocks) -> None:
+def test_manage_connections_is_granted_only_on_this_stage_posts_and_deletes(
+    declared: RecordingMocks,
+) -> None:
     stage_arn = outputs_of(declared, "chat-stage")["executionArn"]
     grants = [
         (name, statement["Resource"])
@@ -717,7 +719,9 @@ def test_manage_connections_is_granted_only_on_this_stage_posts(declared: Record
         if "execute-api:ManageConnections" in statement["Action"]
     ]
     assert sorted(name for name, _ in grants) == ["chat-broadcaster-policy", "chat-default-policy"]
-    assert all(resources == [f"{stage_arn}/POST/@connections/*"] for _, resources in grants)
+    # POST answers and changes; DELETE closes a connection whose token has expired
+    expected = [f"{stage_arn}/POST/@connections/*", f"{stage_arn}/DELETE/@connections/*"]
+    assert all(resources == expected for _, resources in grants)
 
 
 def test_each_role_policy_names_its_own_resources(declared: RecordingMocks) -> None:
@@ -1526,3 +1530,24 @@ def test_default_may_read_exactly_each_sources_items_for_snapshots(
     assert table == declared.one("aws:dynamodb/table:Table", "events").outputs["arn"]
     default = json.dumps(docs["chat-default-policy"])
     assert "dynamodb:Scan" not in default and "dynamodb:Scan" not in json.dumps(docs[snapshots])
+
+
+def test_default_verifies_fresh_tokens_as_the_authorizer_does(declared: RecordingMocks) -> None:
+    env = outputs_of(declared, "chat-default")["environment"]["variables"]
+    authorizer = outputs_of(declared, "chat-authorizer")["environment"]["variables"]
+    for name in ("TOKEN_SECRET_PARAMETER", "TOKEN_MAX_LIFETIME_SECONDS", "IDENTITY_CLAIMS"):
+        assert env[name] == authorizer[name], name
+    tokens = handler_config.default_config(env).tokens
+    assert tokens is not None and tokens.token_max_lifetime == 86_400
+    default = {s["Sid"]: s for s in documents(declared)["chat-default-policy"]["Statement"]}
+    assert default["ReadTokenSecret"]["Resource"] == [
+        outputs_of(declared, "chat-token-secret")["arn"]
+    ]
+
+
+def test_without_auth_default_takes_no_tokens() -> None:
+    mocks = run(channel_program(auth_enabled=False))
+    env = mocks.named("chat-default").inputs["environment"]["variables"]
+    assert "TOKEN_SECRET_PARAMETER" not in env
+    assert handler_config.default_config(env).tokens is None
+    assert "ReadTokenSecret" not in json.dumps(documents(mocks)["chat-default-policy"])

@@ -39,6 +39,10 @@ LOGS = {
     ("logs:PutLogEvents", f"{LOG_GROUP}:*"),
 }
 MANAGE = ("execute-api:ManageConnections", f"{STAGE}/POST/@connections/*")
+CLOSE = ("execute-api:ManageConnections", f"{STAGE}/DELETE/@connections/*")
+REPLAY = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/realtime-replay"
+REPLAY_INDEX = f"{REPLAY}/index/byTime"
+CURSOR = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/realtime-cursor-secret"
 
 # name -> (document, every (action, resource) pair it grants)
 POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
@@ -60,18 +64,40 @@ POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
         },
     ),
     "default": (
-        lambda: policies.default_policy(LOG_GROUP, STAGE, TABLE, SUBSCRIPTIONS),
+        lambda: policies.default_policy(
+            LOG_GROUP,
+            STAGE,
+            TABLE,
+            SUBSCRIPTIONS,
+            cursor_parameter_arn=CURSOR,
+            replay_table_arn=REPLAY,
+            token_parameter_arn=PARAMETER,
+        ),
         LOGS
         | {
             MANAGE,
+            CLOSE,  # a connection whose token has expired
             ("dynamodb:GetItem", TABLE),
             ("dynamodb:UpdateItem", TABLE),
             ("dynamodb:PutItem", SUBSCRIPTIONS),
             ("dynamodb:DeleteItem", SUBSCRIPTIONS),
+            ("dynamodb:BatchGetItem", SUBSCRIPTIONS),  # auth: the connection's subscriptions
+            ("dynamodb:UpdateItem", SUBSCRIPTIONS),  # auth: their expiry and fields
+            ("dynamodb:Query", REPLAY_INDEX),  # resume
+            ("ssm:GetParameter", CURSOR),
+            ("ssm:GetParameter", PARAMETER),  # auth verifies fresh tokens
         },
     ),
     "broadcaster": (
-        lambda: policies.broadcaster_policy(LOG_GROUP, TABLE, SUBSCRIPTIONS, STAGE, QUEUE),
+        lambda: policies.broadcaster_policy(
+            LOG_GROUP,
+            TABLE,
+            SUBSCRIPTIONS,
+            STAGE,
+            QUEUE,
+            cursor_parameter_arn=CURSOR,
+            replay_table_arn=REPLAY,
+        ),
         LOGS
         | {
             ("dynamodb:Query", SUBSCRIPTIONS),
@@ -79,7 +105,22 @@ POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
             ("dynamodb:DeleteItem", SUBSCRIPTIONS),
             ("dynamodb:BatchWriteItem", SUBSCRIPTIONS),
             MANAGE,
+            CLOSE,  # recipients whose token has expired
             ("sqs:SendMessage", QUEUE),
+            ("dynamodb:BatchWriteItem", REPLAY),
+            ("ssm:GetParameter", CURSOR),
+        },
+    ),
+    "snapshot_read": (
+        lambda: policies.snapshot_read_policy(SOURCE_TABLE),
+        {("dynamodb:GetItem", SOURCE_TABLE), ("dynamodb:Query", SOURCE_TABLE)},
+    ),
+    "snapshot_read_encrypted": (
+        lambda: policies.snapshot_read_policy(SOURCE_TABLE, KEY),
+        {
+            ("dynamodb:GetItem", SOURCE_TABLE),
+            ("dynamodb:Query", SOURCE_TABLE),
+            ("kms:Decrypt", KEY),
         },
     ),
     "stream_read": (
@@ -102,7 +143,9 @@ POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
         },
     ),
 }
-FUNCTION_POLICIES = [name for name in POLICIES if not name.startswith("stream_read")]
+FUNCTION_POLICIES = [
+    name for name in POLICIES if not name.startswith(("stream_read", "snapshot_read"))
+]
 
 
 def _listed(value: str | list[str]) -> list[str]:
@@ -178,12 +221,14 @@ def test_policy_never_creates_log_groups(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", FUNCTION_POLICIES)
-def test_no_function_scans_a_table_or_reads_an_index(name: str) -> None:
+def test_no_function_scans_a_table_or_reads_an_index_but_the_replays(name: str) -> None:
     # recipients are found with a Query per topic on the subscriptions table, never a Scan
-    # of every connection; the connections table's byUser index is no one's business
+    # of every connection; the connections table's byUser index is no one's business; the
+    # one index read is the replay store's byTime, by $default (resume)
     grants = _grants(_statements(name))
     assert not [action for action, _ in grants if action == "dynamodb:Scan"]
-    assert not [resource for _, resource in grants if "/index/" in resource]
+    indexes = {(a, r) for a, r in grants if "/index/" in r}
+    assert indexes == ({("dynamodb:Query", REPLAY_INDEX)} if name == "default" else set())
 
 
 @pytest.mark.parametrize(
@@ -207,7 +252,15 @@ def test_connections_table_actions_per_function(name: str, allowed: set[str]) ->
         ("authorizer", set()),
         ("connect", set()),
         ("disconnect", {"dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}),
-        ("default", {"dynamodb:PutItem", "dynamodb:DeleteItem"}),
+        (
+            "default",
+            {
+                "dynamodb:PutItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:UpdateItem",
+            },
+        ),
         ("broadcaster", {"dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}),
     ],
 )
