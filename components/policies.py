@@ -209,6 +209,31 @@ def broadcaster_policy(
     )
 
 
+def sweeper_policy(
+    log_group_arn: str, table_arn: str, subscriptions_table_arn: str, stage_execution_arn: str
+) -> str:
+    """Find connections whose token has expired (a Query of the connections table's
+    ``byExpiry`` index, nothing else of it), close them, and clean up after one API Gateway
+    no longer knows (its record and subscriptions)."""
+    return document(
+        [
+            logs_statement(log_group_arn),
+            _allow("FindExpired", ["dynamodb:Query"], [f"{table_arn}/index/byExpiry"]),
+            _allow(
+                "CloseExpired",
+                ["execute-api:ManageConnections"],
+                [manage_connections_resource(stage_execution_arn, "DELETE")],
+            ),
+            _allow("RemoveStaleConnections", ["dynamodb:DeleteItem"], [table_arn]),
+            _allow(
+                "RemoveStaleSubscriptions",
+                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"],
+                [subscriptions_table_arn],
+            ),
+        ]
+    )
+
+
 def snapshot_read_policy(table_arn: str, kms_key_arn: str | None = None) -> str:
     """What ``$default`` needs to send a keyed subscription's snapshot (``handlers.snapshot``):
     a strongly consistent Query of one partition or GetItem of one item on the table itself

@@ -48,7 +48,10 @@ DEFAULT_TIMEOUT_SECONDS = 29
 """``$default``'s timeout: API Gateway's integration timeout, room for a resume's replay."""
 REPLAY_MAX_SECONDS = 20
 """How long one resume or snapshot may take in ``$default``, with room left to post."""
-FUNCTION_KINDS = ("authorizer", "connect", "disconnect", "default", "broadcaster")
+FUNCTION_KINDS = ("authorizer", "connect", "disconnect", "default", "broadcaster", "sweeper")
+EXPIRY_INDEX = "byExpiry"
+SWEEP_SCHEDULE = "rate(1 minute)"
+"""How often the sweeper closes idle connections whose token has expired (with auth)."""
 LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
     2922, 3288, 3653,
@@ -351,6 +354,7 @@ class RealtimeChannel(pulumi.ComponentResource):
             attributes=[
                 aws.dynamodb.TableAttributeArgs(name="connectionId", type="S"),
                 aws.dynamodb.TableAttributeArgs(name="userId", type="S"),
+                aws.dynamodb.TableAttributeArgs(name="expiryMinute", type="N"),
             ],
             global_secondary_indexes=[
                 aws.dynamodb.TableGlobalSecondaryIndexArgs(
@@ -361,7 +365,21 @@ class RealtimeChannel(pulumi.ComponentResource):
                         )
                     ],
                     projection_type="KEYS_ONLY",
-                )
+                ),
+                # sparse: only connections with a token; the sweeper reads a minute at a time
+                aws.dynamodb.TableGlobalSecondaryIndexArgs(
+                    name=EXPIRY_INDEX,
+                    key_schemas=[
+                        aws.dynamodb.TableGlobalSecondaryIndexKeySchemaArgs(
+                            attribute_name="expiryMinute", key_type="HASH"
+                        ),
+                        aws.dynamodb.TableGlobalSecondaryIndexKeySchemaArgs(
+                            attribute_name="connectionId", key_type="RANGE"
+                        ),
+                    ],
+                    projection_type="INCLUDE",
+                    non_key_attributes=["expiresAt"],
+                ),
             ],
             ttl=aws.dynamodb.TableTtlArgs(attribute_name="ttl", enabled=True),
             server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
@@ -729,6 +747,49 @@ class RealtimeChannel(pulumi.ComponentResource):
             broadcaster_env,
             timeout=self._args.broadcaster_timeout_seconds,
             memory_size=self._args.broadcaster_memory_size,
+        )
+        self._create_sweep(table_arn, table_name)
+
+    def _create_sweep(self, table_arn: pulumi.Input[str], table_name: pulumi.Input[str]) -> None:
+        """With auth: the sweeper and its schedule (``handlers.sweeper``), which close
+        connections whose token has expired and that nothing else touches."""
+        self.sweep_rule: aws.cloudwatch.EventRule | None = None
+        if self.token_secret_parameter is None:
+            return
+        subscriptions_arn = self.subscriptions_table.arn
+        stage_arn = self.stage.execution_arn
+        function = self._create_function(
+            "sweeper",
+            lambda logs: pulumi.Output.all(table_arn, subscriptions_arn, stage_arn).apply(
+                lambda a: policies.sweeper_policy(logs, a[0], a[1], a[2])
+            ),
+            {
+                "CONNECTIONS_TABLE": table_name,
+                "SUBSCRIPTIONS_TABLE": self.subscriptions_table.name,
+                "MANAGEMENT_ENDPOINT": self.management_endpoint,
+            },
+            timeout=60,
+        )
+        self.sweep_rule = aws.cloudwatch.EventRule(
+            self._n("sweep"),
+            schedule_expression=SWEEP_SCHEDULE,
+            description=f"realtime-channel {self._channel}: close expired idle connections",
+            tags=self._tags(),
+            opts=self._child(),
+        )
+        aws.cloudwatch.EventTarget(
+            self._n("sweep-target"),
+            rule=self.sweep_rule.name,
+            arn=function.arn,
+            opts=self._child(),
+        )
+        aws.lambda_.Permission(
+            self._n("sweeper-invoke"),
+            action="lambda:InvokeFunction",
+            function=function.name,
+            principal="events.amazonaws.com",
+            source_arn=self.sweep_rule.arn,
+            opts=self._child(),
         )
 
     def _allow_invoke(self, kind: str, source_arn: pulumi.Input[str]) -> aws.lambda_.Permission:

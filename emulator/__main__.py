@@ -187,6 +187,7 @@ async def serve(args: argparse.Namespace) -> int:
         overrides=dict(args.config),
         idle_timeout=args.idle_timeout,
         max_connection=args.max_connection,
+        schedule_every=args.schedule_every,
     )
     emulator = Emulator(options)
     stop = asyncio.Event()
@@ -348,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
     # on the main parser only, so `--port 9000 serve` keeps 9000
     main_parser.set_defaults(
         host="127.0.0.1", port=8080, secret=None, config=[], idle_timeout=600.0,
-        max_connection=7200.0,
+        max_connection=7200.0, schedule_every=5.0,
     )  # fmt: skip
     for target in (main_parser, run):
         add = functools.partial(target.add_argument, default=argparse.SUPPRESS)
@@ -366,6 +367,11 @@ def parser() -> argparse.ArgumentParser:
         add(
             "--max-connection", type=_seconds, metavar="SECONDS",
             help="close any connection after this long, in seconds (default 7200, API Gateway's)",
+        )  # fmt: skip
+        add(
+            "--schedule-every", type=_seconds, metavar="SECONDS",
+            help="run scheduled functions (the sweeper, every minute on AWS) this often,"
+            " in seconds (default 5)",
         )  # fmt: skip
     for sub in (put, delete):
         sub.add_argument("table", help="the table's name in the program (events) or physical name")

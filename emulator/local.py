@@ -118,6 +118,9 @@ class EmulatorOptions:
     """Worker processes per function, at most."""
     poll_interval: float = 0.025
     """Seconds between stream reads when a shard is idle."""
+    schedule_every: float = 5.0
+    """Scheduled functions (EventBridge ``rate(...)`` rules, e.g. the sweeper's every minute)
+    run this often, or at their rate when that is more often, so their effect shows by hand."""
     root: Path = ROOT
     log: Callable[[str], None] = print
     write_state: bool = True
@@ -136,6 +139,7 @@ class Emulator:
         self.model: Model | None = None
         self.pools: dict[str, FunctionPool] = {}
         self.pollers: list[StreamPoller] = []
+        self.schedules: list[asyncio.Task[None]] = []
         self.declared: RecordingMocks | None = None
         self._runner: web.AppRunner | None = None
         self._code_dir: Path | None = None
@@ -270,6 +274,11 @@ class Emulator:
             )
             await poller.start()
             self.pollers.append(poller)
+        for schedule in self.model.schedules:
+            every = min(schedule.seconds, options.schedule_every)
+            self.schedules.append(
+                asyncio.create_task(self._run_schedule(schedule.function, schedule.logical, every))
+            )
         if options.write_state:
             self._write_state()
         # What start-up built lives as long as the emulator: keep it out of the collector's
@@ -321,9 +330,33 @@ class Emulator:
     async def invoke(self, function: str, event: Any) -> InvokeResult:
         return await self.pools[function].invoke(event)
 
+    async def _run_schedule(self, function: str, rule: str, every: float) -> None:
+        """Invoke ``function`` every ``every`` seconds with a scheduled event, as EventBridge
+        does; a failed run is logged and the next one comes."""
+        while True:
+            await asyncio.sleep(every)
+            event = {
+                "version": "0",
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "resources": [rule],
+                "detail": {},
+            }
+            try:
+                result = await self.invoke(function, event)
+            except Exception as bad:
+                self.options.log(f"schedule {rule}: {function} failed: {bad}")
+                continue
+            if not result.ok:
+                why = f"{result.error_type}: {result.error_message}"
+                self.options.log(f"schedule {rule}: {function} failed: {why}")
+
     async def stop(self) -> None:
         """Stop everything; each step runs even if an earlier one failed."""
         try:
+            for task in self.schedules:
+                task.cancel()
+            await asyncio.gather(*self.schedules, return_exceptions=True)
             for poller in self.pollers:
                 await poller.stop()
             if self._runner is not None:

@@ -8,6 +8,7 @@ declare it, the emulator does not run it.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,28 @@ class MappingModel:
     enabled: bool
 
 
+@dataclass(frozen=True)
+class ScheduleModel:
+    """An EventBridge rule with a ``rate(...)`` schedule invoking a function."""
+
+    logical: str
+    function: str
+    seconds: float
+    """The declared rate (the emulator may run it more often: ``--schedule-every``)."""
+
+
+_RATE = re.compile(r"^rate\((\d+) (second|seconds|minute|minutes|hour|hours|day|days)\)$")
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def rate_seconds(expression: str) -> float:
+    """``rate(1 minute)`` -> 60.0; other schedules (``cron(...)``) are a ``ModelError``."""
+    match = _RATE.match(expression.strip())
+    if not match:
+        raise ModelError(f"the emulator runs rate(...) schedules only, not {expression!r}")
+    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")])
+
+
 @dataclass
 class Model:
     api_id: str = "local"
@@ -108,6 +131,7 @@ class Model:
     """name -> (type, value)."""
     queues: dict[str, str] = field(default_factory=dict)
     """ARN -> name."""
+    schedules: list[ScheduleModel] = field(default_factory=list)
 
 
 def _table_of_arn(arn: str) -> str:
@@ -142,6 +166,7 @@ def _table(resource: Declared) -> TableSpec:
                 "hash_key": keys.get("HASH") or index.get("hashKey"),
                 "range_key": keys.get("RANGE") or index.get("rangeKey"),
                 "projection": index.get("projectionType", "ALL"),
+                "non_key_attributes": list(index.get("nonKeyAttributes") or []),
             }
         )
     local_indexes = [
@@ -262,6 +287,23 @@ def build(resources: Iterable[Declared]) -> Model:
         )
     for resource in by_type.get("aws:sqs/queue:Queue", []):
         model.queues[str(resource.outputs["arn"])] = str(resource.outputs["name"])
+
+    rules = {
+        str(r.outputs.get("name") or r.name): r
+        for r in by_type.get("aws:cloudwatch/eventRule:EventRule", [])
+        if r.inputs.get("scheduleExpression")
+    }
+    for resource in by_type.get("aws:cloudwatch/eventTarget:EventTarget", []):
+        rule = rules.get(str(resource.inputs.get("rule")))
+        if rule is None:
+            continue  # a target of an event pattern rule: nothing to schedule
+        model.schedules.append(
+            ScheduleModel(
+                logical=rule.name,
+                function=function_of(resource.inputs["arn"], f"target {resource.name}"),
+                seconds=rate_seconds(rule.inputs["scheduleExpression"]),
+            )
+        )
 
     for resource in by_type.get("aws:lambda/eventSourceMapping:EventSourceMapping", []):
         inputs = resource.inputs

@@ -52,6 +52,7 @@ _NAME_ARNS = {
     "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:",
     "aws:ssm/parameter:Parameter": "arn:aws:ssm:{region}:{account}:parameter/",
     "aws:cloudwatch/metricAlarm:MetricAlarm": "arn:aws:cloudwatch:{region}:{account}:alarm:",
+    "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/",
 }
 
 

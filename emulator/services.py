@@ -451,7 +451,14 @@ def table_request(table: TableSpec) -> dict[str, Any]:
                     if index.get("range_key")
                     else []
                 ),
-                "Projection": {"ProjectionType": index["projection"]},
+                "Projection": {
+                    "ProjectionType": index["projection"],
+                    **(
+                        {"NonKeyAttributes": index["non_key_attributes"]}
+                        if index.get("non_key_attributes")
+                        else {}
+                    ),
+                },
             }
             for index in table.indexes
         ]

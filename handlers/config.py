@@ -307,6 +307,17 @@ class BroadcasterConfig:
     resume: ResumeConfig = field(default_factory=lambda: _resume({}))
 
 
+@dataclass(frozen=True)
+class SweeperConfig:
+    connections_table: str
+    subscriptions_table: str
+    management_endpoint: str
+    lookback_minutes: int
+    """Minutes of expiries each run reads (an earlier one was swept by an earlier run)."""
+    max_closes: int
+    """Connections one run closes at most; the rest wait for the next run."""
+
+
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list of names (empty parts ignored)."""
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
@@ -382,4 +393,16 @@ def broadcaster_config(env: Mapping[str, str] = os.environ) -> BroadcasterConfig
         subscriptions_table=_subscriptions_table(env),
         table_buckets=_table_buckets(env),
         resume=_resume(env),
+    )
+
+
+def sweeper_config(env: Mapping[str, str] = os.environ) -> SweeperConfig:
+    return SweeperConfig(
+        connections_table=_required(env, "CONNECTIONS_TABLE", "the connections table"),
+        subscriptions_table=_subscriptions_table(env),
+        management_endpoint=_required(
+            env, "MANAGEMENT_ENDPOINT", "the stage's https:// @connections endpoint"
+        ),
+        lookback_minutes=_int(env, "SWEEP_LOOKBACK_MINUTES", 15, 1, 1440),
+        max_closes=_int(env, "SWEEP_MAX_CLOSES", 1000, 1, 100_000),
     )

@@ -4,15 +4,23 @@ Contract: partition key ``connectionId`` (S); ``userId`` (S, GSI ``byUser``;
 absent for anonymous connections), ``connectedAt`` (ISO-8601 UTC), ``ttl``
 (N, epoch seconds), optional ``sourceIp``, optional ``claims`` (S: the
 authorizer's allow-listed token claims as JSON text), optional ``expiresAt``
-(N: the token's expiry, epoch seconds) and ``subs`` (M: subscription id ->
-topic, always present, see ``handlers.subscriptions``). No secret is ever
-stored here.
+(N: the token's expiry, epoch seconds) with ``expiryMinute`` (N: ``expiresAt //
+60``, the partition key of the sparse GSI ``byExpiry`` the sweep reads,
+``handlers.sweeper``) and ``subs`` (M: subscription id -> topic, always present,
+see ``handlers.subscriptions``). No secret is ever stored here.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+
+EXPIRY_INDEX = "byExpiry"
+
+
+def expiry_minute(expires_at: int) -> int:
+    """The ``byExpiry`` partition a token expiry falls in (minutes since the epoch)."""
+    return expires_at // 60
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -50,6 +58,7 @@ def connection_item(
         item["claims"] = {"S": claims}
     if expires_at is not None:
         item["expiresAt"] = {"N": str(expires_at)}
+        item["expiryMinute"] = {"N": str(expiry_minute(expires_at))}
     return item
 
 

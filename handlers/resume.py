@@ -14,8 +14,9 @@ flow from then on), then calls ``replay_messages``, which
    anything is sent;
 4. turns each into the ``event_update`` this subscription would have received
    live (``recipients.plan`` with its filter, its access rule's fields,
-   ``targetAttribute`` and the source filters' visibility), each with its
-   cursor; a change the subscription would not have seen sends nothing;
+   ``targetAttribute`` and the source filters' visibility), marked ``"replay":
+   true``, each with its cursor; a change the subscription would not have seen
+   sends nothing;
 5. ends with ``resumed`` (how many were sent, and the cursor to resume from).
 
 A change stored without its images (past DynamoDB's 400 KB, ``truncated``)
@@ -27,9 +28,11 @@ replay stops with ``reset`` (``replay_timeout``). Never a silent partial replay:
 every path ends with exactly one ``resumed`` or ``reset``.
 
 Live changes that reach the connection during the replay are not held back
-here: the client holds them until ``resumed`` and de-duplicates by
-(subscription id, change ``id``); the overlap may replay a change the client
-already had, which the same de-duplication hides.
+here: the client tells them from replayed ones by ``replay`` (a live change to
+an item may arrive before the replay reaches that item's older changes), applies
+replayed ones as they come, holds live ones until ``resumed`` and then applies
+them, de-duplicating by (subscription id, change ``id``); the overlap may replay
+a change the client already had, which the same de-duplication hides.
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ def replay_messages(
         last = max(last, change.position)
         if message is None:
             continue
+        message["replay"] = True  # what the client applies at once; live ones wait
         cursor = make_cursor(key, change.position, user, subscription.scope)
         data, _ = encode(message, MAX_MESSAGE_BYTES - CURSOR_ROOM)
         yield with_cursor(data, cursor)

@@ -409,10 +409,11 @@ def extend_connection(
         client.update_item(
             TableName=connections_table,
             Key={"connectionId": {"S": connection.connection_id}},
-            UpdateExpression="SET expiresAt = :expires, claims = :claims",
+            UpdateExpression="SET expiresAt = :expires, expiryMinute = :minute, claims = :claims",
             ConditionExpression="attribute_exists(connectionId)",
             ExpressionAttributeValues={
                 ":expires": {"N": str(expires_at)},
+                ":minute": {"N": str(expires_at // 60)},
                 ":claims": {"S": claims},
             },
         )

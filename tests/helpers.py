@@ -35,13 +35,14 @@ class FakeContext:
 
 
 def create_connections_table(client: Any, name: str) -> None:
-    """The connections table as the component declares it (key, byUser index)."""
+    """The connections table as the component declares it (key, byUser and byExpiry)."""
     client.create_table(
         TableName=name,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
             {"AttributeName": "connectionId", "AttributeType": "S"},
             {"AttributeName": "userId", "AttributeType": "S"},
+            {"AttributeName": "expiryMinute", "AttributeType": "N"},
         ],
         KeySchema=[{"AttributeName": "connectionId", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
@@ -49,7 +50,15 @@ def create_connections_table(client: Any, name: str) -> None:
                 "IndexName": "byUser",
                 "KeySchema": [{"AttributeName": "userId", "KeyType": "HASH"}],
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
-            }
+            },
+            {
+                "IndexName": "byExpiry",
+                "KeySchema": [
+                    {"AttributeName": "expiryMinute", "KeyType": "HASH"},
+                    {"AttributeName": "connectionId", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["expiresAt"]},
+            },
         ],
     )
 

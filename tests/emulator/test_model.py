@@ -20,6 +20,7 @@ from emulator.model import (
     archive_digest,
     build,
     plain,
+    rate_seconds,
 )
 from emulator.program import (
     PROJECT,
@@ -307,6 +308,7 @@ def test_table_request_for_the_connections_table(model: Model) -> None:
     assert request["KeySchema"] == [{"AttributeName": "connectionId", "KeyType": "HASH"}]
     assert request["AttributeDefinitions"] == [
         {"AttributeName": "connectionId", "AttributeType": "S"},
+        {"AttributeName": "expiryMinute", "AttributeType": "N"},
         {"AttributeName": "userId", "AttributeType": "S"},
     ]
     assert request["GlobalSecondaryIndexes"] == [
@@ -314,7 +316,15 @@ def test_table_request_for_the_connections_table(model: Model) -> None:
             "IndexName": "byUser",
             "KeySchema": [{"AttributeName": "userId", "KeyType": "HASH"}],
             "Projection": {"ProjectionType": "KEYS_ONLY"},
-        }
+        },
+        {
+            "IndexName": "byExpiry",
+            "KeySchema": [
+                {"AttributeName": "expiryMinute", "KeyType": "HASH"},
+                {"AttributeName": "connectionId", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["expiresAt"]},
+        },
     ]
     assert "StreamSpecification" not in request
 
@@ -350,6 +360,15 @@ def test_table_request_with_an_index_range_key() -> None:
         {"AttributeName": "at", "KeyType": "RANGE"},
     ]
     assert index["Projection"] == {"ProjectionType": "ALL"}
+
+
+def test_schedules_are_read_from_rate_rules_and_their_targets(model: Model) -> None:
+    (schedule,) = model.schedules
+    assert schedule.seconds == 60.0
+    assert function(model, "realtime-sweeper").name == schedule.function
+    assert rate_seconds("rate(5 minutes)") == 300.0
+    with pytest.raises(ModelError, match="rate"):
+        rate_seconds("cron(0 12 * * ? *)")
 
 
 def test_table_request_for_the_replay_table_has_its_local_time_index(model: Model) -> None:

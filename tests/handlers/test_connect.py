@@ -142,6 +142,7 @@ def test_record_holds_exactly_the_documented_attributes(
         "sourceIp",
         "claims",
         "expiresAt",
+        "expiryMinute",
         "subs",
     }
 

@@ -308,6 +308,7 @@ def test_resume_replays_exactly_what_was_missed_in_order_then_resumed(
     answer = reconnect_with(world, cfg, seen[-1]["cursor"])
 
     assert answer[0]["type"] == "subscribed"
+    assert all(m.pop("replay") is True for m in answer[1:-1])  # told from live ones
     assert answer[1:-1] == missed
     assert answer[-1] == {
         "type": "resumed",
@@ -331,7 +332,11 @@ def test_replayed_bytes_are_the_live_bytes_with_filter_and_trimmed_fields(
     connect(world, "B=")
     answer = raw(world, "B=", subscribe("B=", after=subscribed["cursor"], **sub), cfg)
 
-    assert answer[1:-1] == delivered
+    # the live bytes, marked as a replay (before the cursor, which stays the last field)
+    assert [one.replace(b',"replay":true,"cursor":', b',"cursor":') for one in answer[1:-1]] == (
+        delivered
+    )
+    assert all(b',"replay":true,"cursor":"c1.' in one for one in answer[1:-1])
     assert json.loads(answer[-1])["replayed"] == 4
 
 

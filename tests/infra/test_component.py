@@ -20,7 +20,7 @@ from components import (
     SourceFilter,
     StreamSource,
 )
-from components.realtime_channel import ACCESS_LOG_FORMAT, RUNTIME
+from components.realtime_channel import ACCESS_LOG_FORMAT, FUNCTION_KINDS, RUNTIME
 from components.sources import SourceError
 from handlers import config as handler_config
 from handlers.access import parse_rule
@@ -146,6 +146,9 @@ def test_each_function_invoked_by_api_gateway_has_one_permission_scoped_to_this_
 ) -> None:
     execution_arn = outputs_of(declared, "chat-api")["executionArn"]
     permissions = {p.name: p.inputs for p in declared.of_type(PERMISSION)}
+    sweeper = permissions.pop("chat-sweeper-invoke")  # EventBridge's, below
+    assert sweeper["principal"] == "events.amazonaws.com"
+    assert sweeper["sourceArn"] == outputs_of(declared, "chat-sweep")["arn"]
     assert set(permissions) == {
         f"chat-{k}-invoke" for k in ("authorizer", "connect", "disconnect", "default")
     }
@@ -353,9 +356,17 @@ def test_connections_table_follows_the_contract(declared: RecordingMocks) -> Non
     assert table["hashKey"] == "connectionId"
     assert table["billingMode"] == "PAY_PER_REQUEST"
     assert table["ttl"] == {"attributeName": "ttl", "enabled": True}
-    (index,) = table["globalSecondaryIndexes"]
+    index, expiry = table["globalSecondaryIndexes"]
     assert index["name"] == "byUser"
     assert index["keySchemas"] == [{"attributeName": "userId", "keyType": "HASH"}]
+    # the sweeper's: connections by the minute their token expires (sparse)
+    assert expiry["name"] == "byExpiry"
+    assert expiry["keySchemas"] == [
+        {"attributeName": "expiryMinute", "keyType": "HASH"},
+        {"attributeName": "connectionId", "keyType": "RANGE"},
+    ]
+    assert (expiry["projectionType"], expiry["nonKeyAttributes"]) == ("INCLUDE", ["expiresAt"])
+    assert {"name": "expiryMinute", "type": "N"} in table["attributes"]
     assert {"name": "userId", "type": "S"} in table["attributes"]
     assert table["serverSideEncryption"] == {"enabled": True}
     assert table["pointInTimeRecovery"] == {"enabled": True}
@@ -401,9 +412,7 @@ def newest_python_runtime() -> str:
 
 def test_functions_run_the_newest_python_on_arm64_with_json_logs(declared: RecordingMocks) -> None:
     functions = {f.name: f.inputs for f in declared.of_type(FUNCTION)}
-    assert set(functions) == {
-        f"chat-{k}" for k in ("authorizer", "connect", "disconnect", "default", "broadcaster")
-    }
+    assert set(functions) == {f"chat-{k}" for k in FUNCTION_KINDS}
     assert newest_python_runtime() == RUNTIME
     roles = set()
     for name, inputs in functions.items():
@@ -418,7 +427,7 @@ def test_functions_run_the_newest_python_on_arm64_with_json_logs(declared: Recor
         assert declared.named(f"chat-{kind}-logs").inputs["retentionInDays"] == 14
         assert inputs["role"] == outputs_of(declared, f"chat-{kind}-role")["arn"]
         roles.add(inputs["role"])
-    assert len(roles) == 5  # one role each
+    assert len(roles) == 6  # one role each
 
 
 def test_every_function_gets_the_environment_its_handler_requires(declared: RecordingMocks) -> None:
@@ -697,7 +706,7 @@ def test_attach_adds_a_table_after_construction_with_its_own_read_policy() -> No
 
 def test_no_policy_grants_a_wildcard_action_or_resource(declared: RecordingMocks) -> None:
     docs = documents(declared)
-    assert len(docs) == 7  # five functions + one source (stream read, snapshot read)
+    assert len(docs) == 8  # six functions + one source (stream read, snapshot read)
     for name, doc in docs.items():
         for statement in doc["Statement"]:
             assert statement["Effect"] == "Allow"
@@ -718,10 +727,16 @@ def test_manage_connections_is_granted_only_on_this_stage_posts_and_deletes(
         for statement in doc["Statement"]
         if "execute-api:ManageConnections" in statement["Action"]
     ]
-    assert sorted(name for name, _ in grants) == ["chat-broadcaster-policy", "chat-default-policy"]
+    by_policy = dict(grants)
+    assert sorted(by_policy) == [
+        "chat-broadcaster-policy",
+        "chat-default-policy",
+        "chat-sweeper-policy",
+    ]
     # POST answers and changes; DELETE closes a connection whose token has expired
     expected = [f"{stage_arn}/POST/@connections/*", f"{stage_arn}/DELETE/@connections/*"]
-    assert all(resources == expected for _, resources in grants)
+    assert by_policy["chat-broadcaster-policy"] == by_policy["chat-default-policy"] == expected
+    assert by_policy["chat-sweeper-policy"] == [f"{stage_arn}/DELETE/@connections/*"]
 
 
 def test_each_role_policy_names_its_own_resources(declared: RecordingMocks) -> None:
@@ -812,7 +827,7 @@ def test_transforms_adjust_child_args_before_creation() -> None:
         event_source_mapping=lambda label, args: setattr(args, "batch_size", 7),
     )
     mocks = run(channel_program(transforms=transforms))
-    assert sorted(seen) == sorted(["authorizer", "connect", "disconnect", "default", "broadcaster"])
+    assert sorted(seen) == sorted(FUNCTION_KINDS)
     assert mocks.named("chat-api").inputs["description"] == "transformed"
     assert mocks.named("chat-broadcaster").inputs["memorySize"] == 1024
     assert mocks.named("chat-connect").inputs["memorySize"] == 256
@@ -834,7 +849,7 @@ def test_two_channels_in_one_stack_do_not_collide() -> None:
     mocks = run(program)
     names = [(r.type, r.name) for r in mocks.resources]
     assert len(names) == len(set(names))
-    assert len(mocks.of_type(FUNCTION)) == 10 and len(mocks.of_type(MAPPING)) == 2
+    assert len(mocks.of_type(FUNCTION)) == 12 and len(mocks.of_type(MAPPING)) == 2
 
 
 def test_children_are_parented_to_the_component() -> None:
@@ -851,7 +866,7 @@ def test_children_are_parented_to_the_component() -> None:
             child.urn.apply(urns.append)
 
     run(collect)
-    assert len(urns) == len(children) == 11
+    assert len(urns) == len(children) == 12
     assert all("::realtime:index:RealtimeChannel$aws:" in urn for urn in urns)
 
 
@@ -866,8 +881,7 @@ def test_outputs_resolve_to_the_children_values() -> None:
     assert captured["stage_name"] == "dev"
     assert captured["dead_letter_queue_url"] == outputs_of(mocks, "chat-dlq")["url"]
     assert captured["function_names"] == {
-        k: outputs_of(mocks, f"chat-{k}")["name"]
-        for k in ("authorizer", "connect", "disconnect", "default", "broadcaster")
+        k: outputs_of(mocks, f"chat-{k}")["name"] for k in FUNCTION_KINDS
     }
     assert captured["api_id"]
 
@@ -1551,3 +1565,27 @@ def test_without_auth_default_takes_no_tokens() -> None:
     assert "TOKEN_SECRET_PARAMETER" not in env
     assert handler_config.default_config(env).tokens is None
     assert "ReadTokenSecret" not in json.dumps(documents(mocks)["chat-default-policy"])
+
+
+def test_the_sweeper_runs_every_minute_and_may_only_find_and_close_expired_connections(
+    declared: RecordingMocks,
+) -> None:
+    rule = declared.named("chat-sweep").inputs
+    assert rule["scheduleExpression"] == "rate(1 minute)"
+    target = declared.named("chat-sweep-target").inputs
+    assert target["arn"] == outputs_of(declared, "chat-sweeper")["arn"]
+    assert target["rule"] == outputs_of(declared, "chat-sweep")["name"]
+    env = outputs_of(declared, "chat-sweeper")["environment"]["variables"]
+    settings = handler_config.sweeper_config(env)
+    assert settings.connections_table == outputs_of(declared, "chat-connections")["name"]
+    table_arn = outputs_of(declared, "chat-connections")["arn"]
+    statements = {s["Sid"]: s for s in documents(declared)["chat-sweeper-policy"]["Statement"]}
+    assert statements["FindExpired"]["Action"] == ["dynamodb:Query"]
+    assert statements["FindExpired"]["Resource"] == [f"{table_arn}/index/byExpiry"]
+    assert "dynamodb:Scan" not in json.dumps(statements)
+
+
+def test_without_auth_there_is_no_sweep() -> None:
+    mocks = run(channel_program(auth_enabled=False))
+    assert mocks.of_type("aws:cloudwatch/eventRule:EventRule") == []
+    assert "chat-sweeper" not in {f.name for f in mocks.of_type(FUNCTION)}

@@ -117,9 +117,9 @@ def test_declares_one_realtime_channel_component(stack: str, preview: bool) -> N
 
 
 @pytest.mark.parametrize(("stack", "preview"), STACK_RUNS)
-def test_declares_five_functions_one_per_kind(stack: str, preview: bool) -> None:
+def test_declares_six_functions_one_per_kind(stack: str, preview: bool) -> None:
     functions = _stack_run(stack, preview).of_type(FUNCTION)
-    assert len(functions) == 5
+    assert len(functions) == 6
     assert sorted(f.name for f in functions) == sorted(f"realtime-{k}" for k in FUNCTION_KINDS)
 
 
@@ -150,8 +150,8 @@ def test_connections_table_protection_follows_the_stack(stack: str, protected: b
 @pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("prod", 90)])
 def test_every_log_group_keeps_the_stack_retention(stack: str, days: int) -> None:
     log_groups = _stack_run(stack, False).of_type(LOG_GROUP)
-    # five function log groups and the stage's access logs
-    assert len(log_groups) == 6
+    # six function log groups and the stage's access logs
+    assert len(log_groups) == 7
     assert {g.name: g.inputs["retentionInDays"] for g in log_groups} == {
         g.name: days for g in log_groups
     }
