@@ -8,7 +8,7 @@ What ``make bench`` runs.
 
     python -m bench [--timeout 900] [MODULE ...]
 
-(default: bench.fanout bench.recipients bench.coldstart bench.e2e)
+(default: bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("bench.fanout", "bench.recipients", "bench.coldstart", "bench.e2e")
+BENCHMARKS = ("bench.fanout", "bench.recipients", "bench.coldstart", "bench.e2e", "bench.resume")
 VERDICTS = ("OK:", "FAIL:")
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -764,3 +768,39 @@ def test_a_change_recorded_before_the_cursor_but_delivered_after_it_is_replayed(
         assert replayed == ["X", "Y"]  # in recorded order; Y again, de-duplicated by id
     else:
         assert replayed == []  # what the overlap is for: without it X would be lost
+
+
+# --- the benchmark (``make bench``), small -------------------------------------------------
+
+
+def run_resume_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-m", "bench.resume", "--missed", "50", "--batches", "1", "--runs", "1",
+         *args],
+        cwd=root, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resume_benchmark_replays_every_missed_change_with_live_writes_and_loses_none() -> None:
+    # live changes rewrite the items being replayed: replay: true keeps them in order
+    done = run_resume_benchmark()
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for figure in ("lost", "out of order per item", "bytes unlike the live ones"):
+        assert re.search(rf"^{figure}\s+0$", out, re.M), out
+    replayed = re.search(r"^replayed \(incl\. 60 s overlap\)\s+(\d+)$", out, re.M)
+    assert replayed and int(replayed.group(1)) >= 50 + 5  # the 5 A had, by the overlap
+    assert re.search(r"^ratio on/off\s+[\d.]+x", out, re.M), out
+    assert "3 items per change" in out
+    assert re.search(r"^OK: 50 missed changes resumed in [\d.]+ s", out, re.M), out
+    assert "FAIL:" not in out
+
+
+@pytest.mark.slow
+def test_resume_benchmark_fails_when_resumed_comes_later_than_its_target() -> None:
+    done = run_resume_benchmark("--live-items", "new", "--max-resume-seconds", "0.001")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"^FAIL: resumed after [\d.]+ s > 0.001 s$", done.stdout, re.M)
+    assert "OK:" not in done.stdout
