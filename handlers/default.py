@@ -578,6 +578,10 @@ def _subscribe(
     now_ms = int(time.time() * 1000)
     try:
         key = store.cursor_key()
+    except Exception:  # no cursors this time (resume answers reset); the subscription stands
+        log.exception("could not read the cursor secret", extra={"connectionId": connection_id})
+        key = None
+    try:
         subscription = store.subscribe(connection_id, request)
     except Refusal:
         raise

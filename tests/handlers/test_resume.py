@@ -804,3 +804,20 @@ def test_resume_benchmark_fails_when_resumed_comes_later_than_its_target() -> No
     assert done.returncode == 1, done.stdout + done.stderr
     assert re.search(r"^FAIL: resumed after [\d.]+ s > 0.001 s$", done.stdout, re.M)
     assert "OK:" not in done.stdout
+
+
+def test_an_unreadable_cursor_secret_still_subscribes_without_cursors(
+    management_api: FakeManagementApi, world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = default_settings()
+    connect(world, "A=")
+
+    def unreachable(self: DynamoStore) -> bytes:
+        raise aws.ParameterError("could not read SSM parameter /test/cursor-secret: timeout")
+
+    monkeypatch.setattr(DynamoStore, "cursor_key", unreachable)
+    answer = send(world, "A=", subscribe("A=", after="c1.anything"), cfg)
+
+    assert answer[0] == {"type": "subscribed", "id": "s1"}  # stored, no cursor to give
+    assert answer[1]["type"] == "reset" and answer[1]["reason"] == "replay_failed"
+    assert [i["subId"]["S"] for i in world.scan(TableName=SUBSCRIPTIONS)["Items"]] == ["s1"]
