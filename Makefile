@@ -46,8 +46,8 @@ format: $(STAMP) ## apply ruff fixes and formatting
 test: lint ## lint, type check and the whole test suite (what CI runs)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## the test suite without lint
-	$(PY) -m pytest -q
+test-fast: $(STAMP) ## the test suite without lint and without the long end-to-end runs (marked slow)
+	$(PY) -m pytest -q -m "not slow"
 
 BENCHMARKS ?= bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume
 
