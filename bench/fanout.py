@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TABLE_TOPIC_BUCKETS"] = str(BUCKETS)
         from handlers import aws, config
         from handlers.broadcaster import Broadcaster, encode, read_record
+        from handlers.cursors import cursor_key
         from handlers.management import ManagementApi, frozen_credentials
         from handlers.recipients import Subscription, plan
 
@@ -390,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
             region=aws.region(),
             credentials=frozen_credentials(aws.session()),
         )
-        worker = Broadcaster(settings, dynamodb=table, api=api)
+        # as deployed: every message carries its connection's signed cursor (resume); the
+        # replay store is off here (settings has no REPLAY_TABLE): bench.resume measures it
+        worker = Broadcaster(
+            settings, dynamodb=table, api=api, cursor_key=cursor_key("bench cursor secret")
+        )
         before, server_cpu = server.stats(), server.cpu_seconds()
         cpu = time.process_time()
         started = time.perf_counter()
