@@ -155,6 +155,13 @@ def put_subscription(
         else:
             condition = "subs.#id = :previous"
             values[":previous"] = {"S": previous}
+        # the expiry the item copies must still be the record's: an `auth` in between
+        # makes this write read the record again (never an old expiry on a new item)
+        if connection.expires_at is None:
+            condition += " AND attribute_not_exists(expiresAt)"
+        else:
+            condition += " AND expiresAt = :expires"
+            values[":expires"] = {"N": str(connection.expires_at)}
         actions: list[dict[str, Any]] = [
             {
                 "Update": {

@@ -223,3 +223,34 @@ def test_the_broadcaster_skips_and_closes_expired_recipients(
     assert stats.expiredClosed == 1  # once per batch, however many records
     assert "OLD=" not in management_api.state.known
     assert read_connection(tables, "connections-test", "NEW=").expires_at == int(now) + 600
+
+
+def test_a_subscribe_racing_an_auth_stores_the_new_expiry(
+    tables: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import handlers.subscriptions as subscriptions_module
+
+    connect(tables, user="alice", claims={"role": "admin"}, expires_at=int(time.time()) + 60)
+    fresh = int(time.time()) + 7200
+    real = subscriptions_module.read_connection
+    reads: list[int | None] = []
+
+    def read_then_auth(client: Any, table: str, connection_id: str) -> Any:
+        connection = real(client, table, connection_id)
+        reads.append(connection.expires_at)
+        if len(reads) == 1:  # an auth lands between the subscribe's read and its write
+            client.update_item(
+                TableName=table,
+                Key={"connectionId": {"S": connection_id}},
+                UpdateExpression="SET expiresAt = :e",
+                ExpressionAttributeValues={":e": {"N": str(fresh)}},
+            )
+        return connection
+
+    monkeypatch.setattr(subscriptions_module, "read_connection", read_then_auth)
+    (answer,) = send(tables, {"action": "subscribe", "id": "s1", "table": "orders"})
+
+    assert answer["type"] == "subscribed", answer  # type: ignore[index]
+    assert len(reads) == 2  # the first write was refused and the record read again
+    (item,) = stored(tables).values()
+    assert item["expiresAt"] == {"N": str(fresh)}
