@@ -39,8 +39,7 @@ missing_action            the object has no string ``action``
 unknown_action            ``action`` names no known action
 invalid_subscription      bad ``id``, ``table``, ``key`` or ``filter``; a filter on a field the
                           subscription may not see; a filter on a source without old
-                          images; ``after`` not a string; ``snapshot`` not a boolean or
-                          without a key
+                          images; ``snapshot`` not a boolean or without a key
 unknown_table             ``table`` names no source
 forbidden                 no access rule allows this subscription for this connection
 too_many_subscriptions    the connection holds ``MAX_SUBSCRIPTIONS`` already
@@ -218,8 +217,9 @@ class SubscribeRequest:
     filter: Filter
     filter_json: str | None
     """The client's filter as compact JSON text (what is stored); None: no filter."""
-    after: str | None = None
-    """The cursor to resume after (its text, unread); None: no resume."""
+    after: Any = None
+    """The cursor to resume after, as sent (unread: a malformed one gets ``reset``); None:
+    no resume."""
     snapshot: bool = False
     """Send the key's current items first (keyed subscriptions only)."""
 
@@ -261,11 +261,7 @@ def subscribe_request(
             "snapshot needs a key: a table-wide subscription has no snapshot (read the"
             " table yourself, then resume with after)",
         )
-    after = message.get("after")
-    if after is not None and not isinstance(after, str):
-        raise refuse(
-            "invalid_subscription", "after must be a cursor: the text of a message's cursor"
-        )
+    after = message.get("after")  # anything but a cursor of this subscription: reset
     label = message.get("table")
     if not isinstance(label, str) or not label:
         raise refuse("invalid_subscription", 'subscribe needs "table": the label of a source')
@@ -374,7 +370,7 @@ class Store(Protocol):
         """The key cursors are signed with; None: no cursors (and no resume)."""
 
     def replay(
-        self, resume: Resume, after: str, now_ms: int, deadline: float
+        self, resume: Resume, after: Any, now_ms: int, deadline: float
     ) -> Iterator[dict[str, Any] | bytes]:
         """The messages of a resume (``handlers.resume.replay_messages``)."""
 
@@ -507,7 +503,7 @@ class DynamoStore:
         return self._cursor_key
 
     def replay(
-        self, resume: Resume, after: str, now_ms: int, deadline: float
+        self, resume: Resume, after: Any, now_ms: int, deadline: float
     ) -> Iterator[dict[str, Any] | bytes]:
         return replay_messages(
             self.client,

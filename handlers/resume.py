@@ -101,7 +101,7 @@ def replay_messages(
     settings: ResumeConfig,
     key: bytes | None,
     resume: Resume,
-    after: str,
+    after: Any,
     *,
     now_ms: int,
     deadline: float,

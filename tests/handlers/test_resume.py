@@ -359,7 +359,17 @@ def test_the_overlap_replays_earlier_changes_too_in_order(
 
 @pytest.mark.parametrize(
     "case",
-    ["another user", "another key", "another filter", "malformed", "forged", "not ours"],
+    [
+        "another user",
+        "another key",
+        "another filter",
+        "malformed",
+        "forged",
+        "not ours",
+        "a number",
+        "a list",
+        "empty",
+    ],
 )
 def test_a_cursor_that_is_not_this_subscriptions_gets_reset_and_no_replay(
     management_api: FakeManagementApi, world: Any, case: str
@@ -380,8 +390,10 @@ def test_a_cursor_that_is_not_this_subscriptions_gets_reset_and_no_replay(
         cursor = "c1.!!!"
     elif case == "forged":
         cursor = cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")
-    else:
+    elif case == "not ours":
         cursor = make_cursor(cursor_key("another secret"), Position(1, "x"), "alice", "A" * 16)
+    else:
+        cursor = {"a number": 5, "a list": [cursor], "empty": ""}[case]
     connect(world, "B=", user)
 
     answer = send(world, "B=", subscribe("B=", after=cursor, **sub), cfg)
