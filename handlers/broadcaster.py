@@ -39,7 +39,7 @@ from handlers import aws, config, logs, replay
 from handlers import subscriptions as store
 from handlers.connections import iso_utc
 from handlers.cursors import Position, cursor_key, make_cursor
-from handlers.delivery import Poster, fan_out
+from handlers.delivery import Poster, close_connection, fan_out
 from handlers.dynamo_json import MalformedAttribute, image_to_plain
 from handlers.lambda_filters import matches_any
 from handlers.management import ManagementApi, frozen_credentials
@@ -596,24 +596,11 @@ class Broadcaster:
                 continue
             if subscription.connection_id not in batch.expired:
                 batch.expired.add(subscription.connection_id)
-                stats.expiredClosed += self._close(subscription.connection_id)
+                closed = close_connection(
+                    self.api, subscription.connection_id, "its token has expired"
+                )
+                stats.expiredClosed += closed
         return kept
-
-    def _close(self, connection_id: str) -> int:
-        """Close one expired connection; 1 when API Gateway took the DELETE (or it was gone)."""
-        delete = getattr(self.api, "delete_connection", None)
-        try:
-            response = delete(connection_id) if delete is not None else None
-        except Exception:
-            response = None
-        if response is None or not (response.ok or response.status == 410):
-            log.warning(
-                "could not close an expired connection; it receives nothing",
-                extra={"connectionId": connection_id},
-            )
-            return 0
-        log.info("closed a connection whose token expired", extra={"connectionId": connection_id})
-        return 1
 
     def _one(
         self,

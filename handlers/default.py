@@ -67,7 +67,7 @@ from handlers.access import Grant, grant
 from handlers.config import DefaultConfig, Source
 from handlers.connections import connection_expiry, iso_utc
 from handlers.cursors import cursor_key, now_cursor
-from handlers.delivery import Poster
+from handlers.delivery import Poster, close_connection
 from handlers.dynamo_json import number_to_plain
 from handlers.filters import Filter, InvalidFilter, filter_attributes, parse_filter
 from handlers.management import ManagementApi, endpoint_from_request, frozen_credentials
@@ -882,24 +882,6 @@ def _post(poster: Poster, connection_id: str, data: bytes) -> bool:
     return True
 
 
-def _close(poster: Poster, connection_id: str) -> None:
-    """``@connections`` DELETE: API Gateway closes the socket and runs ``$disconnect``."""
-    delete = getattr(poster, "delete_connection", None)
-    if delete is None:
-        log.warning("cannot close the connection", extra={"connectionId": connection_id})
-        return
-    try:
-        response = delete(connection_id)
-    except Exception:
-        log.exception("could not close the connection", extra={"connectionId": connection_id})
-        return
-    if not response.ok and response.status != 410:
-        log.warning(
-            "could not close the connection",
-            extra={"connectionId": connection_id, "status": response.status},
-        )
-
-
 def respond(event: dict[str, Any], poster: Poster, store: Store | None = None) -> dict[str, Any]:
     request_context = event.get("requestContext") or {}
     connection_id = str(request_context.get("connectionId") or "")
@@ -912,7 +894,7 @@ def respond(event: dict[str, Any], poster: Poster, store: Store | None = None) -
         settings=CONFIG,
     ):
         if isinstance(reply, Close):
-            _close(poster, connection_id)
+            close_connection(poster, connection_id, "its token has expired")
             break
         if isinstance(reply, dict):
             if reply["type"] == "error":

@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from handlers import logs
 from handlers.management import Response
+
+log = logs.logger(__name__)
 
 BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 2.0
@@ -55,6 +58,24 @@ def backoff_delay(attempt: int, rng: Callable[[float, float], float] = random.un
 
 _executor_lock = threading.Lock()
 _executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def close_connection(api: Any, connection_id: str, why: str) -> bool:
+    """``@connections`` DELETE (API Gateway closes the socket and runs ``$disconnect``).
+    True when it was closed, or was already gone (410); a failure is logged with ``why``."""
+    delete = getattr(api, "delete_connection", None)
+    try:
+        response = delete(connection_id) if delete is not None else None
+    except Exception:
+        response = None
+    if response is not None and (response.ok or response.gone):
+        log.info(f"closed a connection: {why}", extra={"connectionId": connection_id})
+        return True
+    log.warning(
+        f"could not close a connection: {why}",
+        extra={"connectionId": connection_id, "status": getattr(response, "status", None)},
+    )
+    return False
 
 
 def shared_executor(workers: int) -> ThreadPoolExecutor:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from handlers.delivery import Poster, fan_out
+from handlers.delivery import Poster, close_connection, fan_out
 from handlers.jobs import MalformedJob, read_job
 
 
@@ -49,15 +49,6 @@ class SenderStats:
 def _group(record: Mapping[str, Any]) -> str:
     attributes = record.get("attributes") or {}
     return str(attributes.get("MessageGroupId") or "")
-
-
-def _close(api: Any, connection_id: str) -> bool:
-    """Close a connection that keeps failing; True when API Gateway took it (or it was gone)."""
-    try:
-        response = api.delete_connection(connection_id)
-    except Exception:
-        return False
-    return bool(response.ok or response.gone)
 
 
 def deliver_batch(
@@ -128,7 +119,7 @@ def _deliver_one(
         stats.failedCodes[code] = stats.failedCodes.get(code, 0) + 1
         if code.startswith("DeadlineExceeded") or code.endswith("(deadline)"):
             finished = False  # out of time, not the connection's fault: redeliver
-        elif _close(api, connection_id):
+        elif close_connection(api, connection_id, f"it keeps failing ({code})"):
             stats.closed += 1
         else:
             finished = False

@@ -4,7 +4,7 @@ import pytest
 
 from bench.management_api import FakeManagementApi
 from handlers import aws
-from handlers.delivery import BACKOFF_CAP_SECONDS, backoff_delay, fan_out
+from handlers.delivery import BACKOFF_CAP_SECONDS, backoff_delay, close_connection, fan_out
 from handlers.management import ManagementApi, Response, frozen_credentials
 
 
@@ -171,3 +171,31 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
     assert ceilings[:4] == [0.05, 0.1, 0.2, 0.4]
     assert max(ceilings) == BACKOFF_CAP_SECONDS
     assert all(backoff_delay(3) <= 0.2 for _ in range(100))  # full jitter stays under the ceiling
+
+
+class _Deleting:
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def delete_connection(self, connection_id: str) -> object:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("api", "closed"),
+    [
+        (_Deleting(Response(204, None)), True),
+        (_Deleting(Response(410, "GoneException")), True),  # already gone: nothing to close
+        (_Deleting(Response(500, "InternalServerErrorException")), False),
+        (_Deleting(ConnectionError("reset")), False),
+        (object(), False),  # no DELETE at all
+    ],
+)
+def test_close_connection_says_whether_the_connection_is_closed_and_logs_failures(
+    api: object, closed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert close_connection(api, "C=", "a test") is closed
+    warned = [r for r in caplog.records if r.getMessage() == "could not close a connection: a test"]
+    assert len(warned) == (0 if closed else 1)
