@@ -454,6 +454,24 @@ def resume_of(sub: Subscription, topic: str) -> Resume:
     )
 
 
+def replay_after(
+    world: Any, sub: Subscription, topic: str, after: str, **options: Any
+) -> list[Any]:
+    """Every message a resume of ``sub`` after ``after`` sends, now (the store as is)."""
+    options.setdefault("deadline", 1e12)
+    return list(
+        replay_messages(
+            world,
+            RESUME,
+            KEY,
+            resume_of(sub, topic),
+            after,
+            now_ms=int(time.time() * 1000) + 1000,
+            **options,
+        )
+    )
+
+
 def test_resume_follows_the_store_across_pages(
     management_api: FakeManagementApi, world: Any
 ) -> None:
@@ -463,18 +481,7 @@ def test_resume_follows_the_store_across_pages(
     broadcaster(management_api, world, Clock()).run(writes(7), 1e12)
     start = make_cursor(KEY, a_minute_ago(), "alice", scope)
 
-    out = list(
-        replay_messages(
-            world,
-            RESUME,
-            KEY,
-            resume_of(sub, topic),
-            start,
-            now_ms=int(time.time() * 1000) + 1000,
-            deadline=1e12,
-            page_size=2,
-        )
-    )
+    out = replay_after(world, sub, topic, start, page_size=2)
 
     ids = [json.loads(m)["id"] for m in out[:-1] if isinstance(m, bytes)]
     assert ids == [f"evt-{500 + n:024d}" for n in range(7)]
@@ -490,17 +497,13 @@ def test_past_the_time_bound_the_replay_ends_with_reset(
     broadcaster(management_api, world, Clock()).run(writes(5), 1e12)
     ticks = iter(range(100))
 
-    out = list(
-        replay_messages(
-            world,
-            RESUME,
-            KEY,
-            resume_of(sub, topic),
-            make_cursor(KEY, a_minute_ago(), "alice", scope),
-            now_ms=int(time.time() * 1000) + 1000,
-            deadline=2,
-            clock=lambda: float(next(ticks)),
-        )
+    out = replay_after(
+        world,
+        sub,
+        topic,
+        make_cursor(KEY, a_minute_ago(), "alice", scope),
+        deadline=2,
+        clock=lambda: float(next(ticks)),
     )
 
     assert [type(m) for m in out[:2]] == [bytes, bytes]
@@ -535,17 +538,7 @@ def test_a_truncated_change_replays_as_live_or_resets_when_a_filter_must_see_it(
     sub = Subscription("B=", "s1", compiled, None, "alice", scope)
     stored_truncated(world, topic)
 
-    out = list(
-        replay_messages(
-            world,
-            RESUME,
-            KEY,
-            resume_of(sub, topic),
-            make_cursor(KEY, a_minute_ago(), "alice", scope),
-            now_ms=int(time.time() * 1000) + 1000,
-            deadline=1e12,
-        )
-    )
+    out = replay_after(world, sub, topic, make_cursor(KEY, a_minute_ago(), "alice", scope))
 
     if filtered:
         assert out == [
