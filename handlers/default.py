@@ -820,8 +820,9 @@ def reply_for(
     store: Store | None = None,
     settings: DefaultConfig | None = None,
 ) -> dict[str, Any]:
-    """The first message sent back for one client message (what ends its work for every
-    action but a subscribe with ``after``); never raises."""
+    """The first message sent back for one client message: the whole answer to ``ping``,
+    ``hello``, ``unsubscribe`` and a subscribe without ``after`` or ``snapshot`` (``replies``
+    gives every message); never raises."""
     first = next(
         replies(
             body,
