@@ -39,8 +39,9 @@ from handlers import aws, config, logs, replay
 from handlers import subscriptions as store
 from handlers.connections import iso_utc
 from handlers.cursors import Position, cursor_key, make_cursor
-from handlers.delivery import Poster, close_connection, fan_out
+from handlers.delivery import Poster, backoff_delay, close_connection, fan_out
 from handlers.dynamo_json import MalformedAttribute, image_to_plain
+from handlers.jobs import Job, plan_jobs
 from handlers.lambda_filters import matches_any
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.recipients import (
@@ -63,6 +64,13 @@ STALE_GRACE_SECONDS = 30.0
 QUERY_CONCURRENCY = 8
 """Topics of one record queried at the same time (a record touches 2 + buckets topics)."""
 METRICS_NAMESPACE = "RealtimeChannel"
+FANOUT_STATE_KEY = "#fanout"
+"""The connections table item that says the channel's delivery is queued (API Gateway
+connection ids never start with ``#``)."""
+SQS_BATCH_ENTRIES = 10
+SQS_BATCH_BYTES = 256 * 1024
+"""SendMessageBatch: at most 10 messages and 262,144 bytes of bodies per call."""
+ENQUEUE_MAX_ATTEMPTS = 4
 
 CONFIG = config.broadcaster_config()
 log = logs.logger(__name__)
@@ -136,6 +144,14 @@ class BatchStats:
     """Items written to the replay store (2 or 3 per recorded change)."""
     replayMs: float = 0.0
     """Time spent recording the batch in the replay store."""
+    queuedRecords: int = 0
+    """Records handed to the senders (queued fan-out) instead of posted here."""
+    queuedRecipients: int = 0
+    """Recipients of those records (each gets its message from a sender)."""
+    jobsQueued: int = 0
+    """Delivery jobs (SQS FIFO messages) sent."""
+    enqueueMs: float = 0.0
+    """Time spent sending jobs."""
     failedCodes: dict[str, int] = field(default_factory=dict)
 
 
@@ -278,6 +294,26 @@ def _shape(message: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def encoded(
+    messages: Mapping[str, Mapping[str, Any]], *, cursor_room: bool
+) -> tuple[list[tuple[str, bytes]], int]:
+    """(connection id, encoded message without cursor) for each connection, encoding each
+    distinct message once (leaving ``CURSOR_ROOM`` when cursors will be appended); and how
+    many connections get a truncated one."""
+    shapes: dict[tuple[Any, ...], tuple[bytes, bool]] = {}
+    out: list[tuple[str, bytes]] = []
+    truncated = 0
+    limit = MAX_MESSAGE_BYTES - CURSOR_ROOM if cursor_room else MAX_MESSAGE_BYTES
+    for connection_id, message in messages.items():
+        shape = _shape(message)
+        if shape not in shapes:
+            shapes[shape] = encode(message, limit)
+        data, cut = shapes[shape]
+        truncated += cut
+        out.append((connection_id, data))
+    return out, truncated
+
+
 def payloads(
     messages: Mapping[str, Mapping[str, Any]],
     cursors: Mapping[str, str] | None = None,
@@ -285,19 +321,10 @@ def payloads(
     """(connection id, encoded message) for each connection, encoding each distinct message
     once and appending the connection's cursor (``cursors``, when given) to its bytes; and
     how many connections get a truncated one."""
-    encoded: dict[tuple[Any, ...], tuple[bytes, bool]] = {}
-    deliveries: list[tuple[str, bytes]] = []
-    truncated = 0
-    limit = MAX_MESSAGE_BYTES - CURSOR_ROOM if cursors is not None else MAX_MESSAGE_BYTES
-    for connection_id, message in messages.items():
-        shape = _shape(message)
-        if shape not in encoded:
-            encoded[shape] = encode(message, limit)
-        data, cut = encoded[shape]
-        truncated += cut
-        cursor = cursors.get(connection_id) if cursors is not None else None
-        deliveries.append((connection_id, with_cursor(data, cursor)))
-    return deliveries, truncated
+    out, truncated = encoded(messages, cursor_room=cursors is not None)
+    if cursors is None:
+        return out, truncated
+    return [(c, with_cursor(data, cursors.get(c))) for c, data in out], truncated
 
 
 def message_cursors(
@@ -372,6 +399,8 @@ class _Batch:
         self.subscriptions_removed = 0
         self.expired: set[str] = set()
         """Connections whose token has expired, closed once in this batch."""
+        self.mode_read = False
+        """Whether this batch read the channel's fan-out mode (once per batch at most)."""
 
     def add(self, topic: str, found: list[Subscription]) -> None:
         self.topics[topic] = found
@@ -394,6 +423,7 @@ class Broadcaster:
         sleep: Callable[[float], None] = time.sleep,
         cursor_key: bytes | None = None,
         wall: Callable[[], float] = time.time,
+        sqs: Any = None,
     ) -> None:
         self.settings = settings
         self.dynamodb = dynamodb
@@ -405,6 +435,10 @@ class Broadcaster:
         self.wall = wall
         self._last_ms = 0
         """The last position recorded: positions of one container strictly increase."""
+        self.sqs = sqs
+        """Sends delivery jobs (``settings.fanout``)."""
+        self.queued = False
+        """The channel's delivery is queued (seen or switched by this container): for good."""
 
     def _remove_stale(self, connection_id: str, batch: _Batch) -> bool:
         """Delete the record and subscriptions of a connection that answered 410; whether
@@ -648,10 +682,12 @@ class Broadcaster:
             cursors = None
             if self.cursor_key is not None and position is not None:
                 cursors = message_cursors(self.cursor_key, position, messages, found)
-            deliveries, truncated = payloads(messages, cursors)
-            if not deliveries:
+            if not messages:
                 stats.unheard += 1
                 return True
+            if self._queued_mode(len(messages), batch):
+                return self._enqueue(read, messages, cursors, sequence, stats)
+            deliveries, truncated = payloads(messages, cursors)
             stats.truncated += truncated
             report = fan_out(
                 self.api,
@@ -685,6 +721,140 @@ class Broadcaster:
             return False
         return True
 
+    def _queued_mode(self, recipients: int, batch: _Batch) -> bool:
+        """Whether this record goes through the queue: once the channel has queued one, every
+        later record does, whatever its audience, so an inline post never overtakes a queued
+        job of an earlier record. The switch is stored (``FANOUT_STATE_KEY``) for every
+        container and read once per batch until this container has seen it."""
+        fanout = self.settings.fanout
+        if fanout is None:
+            return False
+        if self.queued:
+            return True
+        table = self.settings.connections_table
+        key = {"connectionId": {"S": FANOUT_STATE_KEY}}
+        if not batch.mode_read:
+            batch.mode_read = True
+            found = self.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)
+            if "Item" in found:
+                self.queued = True
+                return True
+        if recipients < fanout.threshold:
+            return False
+        self.dynamodb.put_item(
+            TableName=table,
+            Item={
+                **key,
+                "mode": {"S": "queued"},
+                "since": {"S": iso_utc(self.wall())},
+                "recipients": {"N": str(recipients)},
+            },
+        )
+        self.queued = True
+        log.info(
+            "delivery is queued from now on",
+            extra={"recipients": recipients, "threshold": fanout.threshold},
+        )
+        return True
+
+    def _enqueue(
+        self,
+        read: Read,
+        messages: Mapping[str, Mapping[str, Any]],
+        cursors: Mapping[str, str] | None,
+        sequence: str,
+        stats: BatchStats,
+    ) -> bool:
+        """Hand one record's delivery to the senders; True once every job is accepted."""
+        fanout = self.settings.fanout
+        assert fanout is not None
+        started = self.clock()
+        out, truncated = encoded(messages, cursor_room=cursors is not None)
+        jobs = plan_jobs(
+            str(read.change.envelope["id"]),
+            dict(out),
+            fanout.groups,
+            channel=fanout.channel,
+            cursors=cursors,
+            max_recipients=fanout.slice,
+        )
+        try:
+            self._send_jobs(fanout.queue_url, jobs)
+        except Exception as bad:
+            stats.recordsFailed += 1
+            log.warning(
+                "could not queue a record's delivery; it will be retried",
+                extra={"sequence": sequence, "jobs": len(jobs), "reason": str(bad)[:300]},
+            )
+            return False
+        finally:
+            stats.enqueueMs = round(stats.enqueueMs + (self.clock() - started) * 1000, 3)
+        stats.truncated += truncated
+        stats.queuedRecords += 1
+        stats.queuedRecipients += len(out)
+        stats.recipients += len(out)
+        stats.jobsQueued += len(jobs)
+        return True
+
+    def _send_jobs(self, queue_url: str, jobs: list[Job]) -> None:
+        """Send a record's jobs so no job overtakes an earlier one of its group: round ``r``
+        holds the ``r``-th job of each group (its part ``r``), rounds go one after the
+        other, and a call never holds two jobs of one group, so a failed entry can never be
+        passed by a later one that succeeded. The calls of a round run concurrently."""
+        rounds: list[list[Job]] = []
+        seen: dict[str, int] = {}
+        for job in jobs:
+            index = seen.get(job.group_id, 0)
+            seen[job.group_id] = index + 1
+            if index == len(rounds):
+                rounds.append([])
+            rounds[index].append(job)
+        for jobs_of_round in rounds:
+            calls: list[list[Job]] = [[]]
+            size = 0
+            for job in jobs_of_round:
+                body = len(job.body.encode("utf-8"))
+                if len(calls[-1]) == SQS_BATCH_ENTRIES or size + body > SQS_BATCH_BYTES:
+                    calls.append([])
+                    size = 0
+                calls[-1].append(job)
+                size += body
+            if len(calls) == 1:
+                self._send_call(queue_url, calls[0])
+            else:
+                for _ in query_pool().map(lambda call: self._send_call(queue_url, call), calls):
+                    pass
+
+    def _send_call(self, queue_url: str, jobs: list[Job]) -> None:
+        """One SendMessageBatch, its failed entries retried (bounded, with backoff); raises
+        when an entry cannot be sent."""
+        pending = {f"j{n}": job for n, job in enumerate(jobs)}
+        for attempt in range(1, ENQUEUE_MAX_ATTEMPTS + 1):
+            answer = self.sqs.send_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {
+                        "Id": entry_id,
+                        "MessageBody": job.body,
+                        "MessageGroupId": job.group_id,
+                        "MessageDeduplicationId": job.deduplication_id,
+                    }
+                    for entry_id, job in pending.items()
+                ],
+            )
+            failed = answer.get("Failed") or []
+            if not failed:
+                return
+            fatal = [f for f in failed if f.get("SenderFault")]
+            if fatal or attempt == ENQUEUE_MAX_ATTEMPTS:
+                first = (fatal or failed)[0]
+                raise RuntimeError(
+                    f"SendMessageBatch refused {len(failed)} job(s):"
+                    f" {first.get('Code')}: {first.get('Message')}"
+                )
+            pending = {f["Id"]: pending[f["Id"]] for f in failed}
+            self.sleep(backoff_delay(attempt))
+
     def _finish(
         self, failed: list[str], stats: BatchStats, started: float
     ) -> tuple[list[dict[str, str]], BatchStats]:
@@ -716,8 +886,15 @@ def record_batch(stats: BatchStats, function_name: str) -> None:
                 "Truncated": stats.truncated,
                 "ReplayWritten": stats.replayWritten,
                 "ExpiredClosed": stats.expiredClosed,
+                "QueuedRecords": stats.queuedRecords,
+                "QueuedRecipients": stats.queuedRecipients,
+                "JobsQueued": stats.jobsQueued,
             },
-            milliseconds={"FanoutTime": stats.fanoutMs, "ReplayTime": stats.replayMs},
+            milliseconds={
+                "FanoutTime": stats.fanoutMs,
+                "ReplayTime": stats.replayMs,
+                "EnqueueTime": stats.enqueueMs,
+            },
         )
     )
 
@@ -742,6 +919,7 @@ def broadcaster() -> Broadcaster:
                 dynamodb=aws.client("dynamodb"),
                 api=api,
                 cursor_key=cursor_key(aws.secure_parameter(parameter)) if parameter else None,
+                sqs=aws.client("sqs") if CONFIG.fanout is not None else None,
             )
         return _broadcaster
 

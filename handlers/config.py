@@ -28,6 +28,10 @@ DEFAULT_REPLAY_RETENTION_SECONDS = 3600
 DEFAULT_REPLAY_OVERLAP_MS = 60_000  # the broadcaster's default timeout
 DEFAULT_REPLAY_MAX_CHANGES = 5000
 DEFAULT_REPLAY_MAX_SECONDS = 20
+DEFAULT_FANOUT_THRESHOLD = 100
+DEFAULT_FANOUT_GROUPS = 32
+DEFAULT_FANOUT_SLICE = 500
+DEFAULT_SENDER_RATE = 500
 MAX_SOURCE_FILTERS = 5  # Lambda's limit on a mapping's filters
 MIN_TOKEN_LIFETIME_SECONDS = 60
 MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
@@ -293,6 +297,23 @@ class DefaultConfig:
 
 
 @dataclass(frozen=True)
+class FanoutConfig:
+    """Queued fan-out (``handlers.jobs``): where the broadcaster hands delivery to senders."""
+
+    queue_url: str
+    """The SQS FIFO queue of delivery jobs."""
+    channel: str
+    """Prefix of the message group ids (``{channel}-{group}``)."""
+    threshold: int
+    """Recipients of one record at which the channel switches to queued delivery, for good
+    (0: queued from the first record)."""
+    groups: int
+    """Message groups: each connection's messages go through one, in order."""
+    slice: int
+    """Recipients one job holds at most."""
+
+
+@dataclass(frozen=True)
 class BroadcasterConfig:
     connections_table: str
     management_endpoint: str
@@ -305,6 +326,19 @@ class BroadcasterConfig:
     subscriptions_table: str
     table_buckets: int
     resume: ResumeConfig = field(default_factory=lambda: _resume({}))
+    fanout: FanoutConfig | None = None
+    """None: the broadcaster posts every message itself (no queue)."""
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    connections_table: str
+    subscriptions_table: str
+    management_endpoint: str
+    send_concurrency: int
+    send_max_attempts: int
+    rate: int
+    """Posts per second one sender makes at most (its share of the delivery budget)."""
 
 
 @dataclass(frozen=True)
@@ -393,6 +427,34 @@ def broadcaster_config(env: Mapping[str, str] = os.environ) -> BroadcasterConfig
         subscriptions_table=_subscriptions_table(env),
         table_buckets=_table_buckets(env),
         resume=_resume(env),
+        fanout=_fanout(env),
+    )
+
+
+def _fanout(env: Mapping[str, str]) -> FanoutConfig | None:
+    """None without ``FANOUT_QUEUE_URL``."""
+    queue_url = env.get("FANOUT_QUEUE_URL", "").strip()
+    if not queue_url:
+        return None
+    return FanoutConfig(
+        queue_url=queue_url,
+        channel=_required(env, "FANOUT_CHANNEL", "the channel (prefix of message group ids)"),
+        threshold=_int(env, "FANOUT_THRESHOLD", DEFAULT_FANOUT_THRESHOLD, 0, 1_000_000),
+        groups=_int(env, "FANOUT_GROUPS", DEFAULT_FANOUT_GROUPS, 1, 1000),
+        slice=_int(env, "FANOUT_SLICE", DEFAULT_FANOUT_SLICE, 1, 5000),
+    )
+
+
+def sender_config(env: Mapping[str, str] = os.environ) -> SenderConfig:
+    return SenderConfig(
+        connections_table=_required(env, "CONNECTIONS_TABLE", "the connections table"),
+        subscriptions_table=_subscriptions_table(env),
+        management_endpoint=_required(
+            env, "MANAGEMENT_ENDPOINT", "the stage's https:// @connections endpoint"
+        ),
+        send_concurrency=_int(env, "SEND_CONCURRENCY", DEFAULT_SEND_CONCURRENCY, 1, 256),
+        send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", DEFAULT_SEND_MAX_ATTEMPTS, 1, 10),
+        rate=_int(env, "SENDER_RATE", DEFAULT_SENDER_RATE, 1, 10_000),
     )
 
 

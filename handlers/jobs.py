@@ -1,5 +1,5 @@
 """Delivery jobs for the queued fan-out (pure): what the broadcaster puts on the SQS FIFO
-queue and what a sender reads back. Not wired yet.
+queue and what a sender reads back.
 
 Order. Every message to one connection goes through one FIFO message group:
 ``group_of`` (sha256 of the connection id mod ``groups``, the hash of
@@ -28,10 +28,14 @@ is delivered again (duplicates, never losses).
 
 Sizes. A job body is compact JSON, ASCII outside the messages::
 
-    {"v":1,"change":ID,"group":G,"part":P,"to":[[CONNECTION,INDEX],...],"payloads":[...]}
+    {"v":1,"change":ID,"group":G,"part":P,"to":[[CONNECTION,INDEX,CURSOR],...],"payloads":[...]}
 
-Each distinct message (identical bytes) is stored once per job, and each
-recipient names its index into ``payloads``. A message that is a JSON object or
+The change travels once: each distinct message (identical bytes: the same
+``matches`` and trimmed fields) is stored once per job, and each recipient names
+its index into ``payloads`` and, when messages carry cursors, its own cursor, which
+the sender appends as the message's last member (``recipients.with_cursor``):
+exactly the bytes inline delivery posts. A recipient without a cursor is
+``[CONNECTION,INDEX]``. A message that is a JSON object or
 array (every message ``recipients.encode`` makes) is spliced in as it is, so
 the reader recovers its exact bytes from the body and it costs no escaping; any
 other (or one holding U+FFFE/U+FFFF, characters SQS refuses) is stored as a
@@ -68,12 +72,17 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from handlers.cursors import MAX_CURSOR_LENGTH
+from handlers.recipients import with_cursor
 from handlers.topics import bucket_of
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_JOB_BYTES = 240 * 1024
 """Under SQS's 262,144 bytes per message, with room for message attributes."""
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
+DEFAULT_MAX_RECIPIENTS = 500
+"""Recipients one job (a slice) holds at most: one sender posts them, so this bounds a
+job's work (500 posts at 64 concurrent, 20 ms each: about 0.2 s)."""
 MAX_ID_LENGTH = 128
 """SQS's limit for a message group id and a deduplication id."""
 MIN_MAPPING_CONCURRENCY = 2
@@ -84,6 +93,8 @@ _ID_CHARACTERS = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+"
 _SQS_REFUSED = ("\ufffe", "\uffff")
 """Valid UTF-8 that SQS refuses in a message body (others: controls, which JSON escapes)."""
 _DECODER = json.JSONDecoder()
+_CURSOR_TEXT = re.compile(r"[A-Za-z0-9._-]+")
+"""What a cursor is made of (``handlers.cursors``: a prefix and base64url parts)."""
 
 
 class MessageTooLarge(ValueError):
@@ -161,6 +172,18 @@ def _payload_text(message: bytes) -> str:
     return quoted
 
 
+def _check_cursor(cursor: Any, error: type[ValueError], where: str = "") -> None:
+    if not (
+        isinstance(cursor, str)
+        and len(cursor) <= MAX_CURSOR_LENGTH
+        and _CURSOR_TEXT.fullmatch(cursor)
+    ):
+        raise error(
+            f"{where}a cursor must be 1 to {MAX_CURSOR_LENGTH} characters of base64url and"
+            f" '.', not {cursor!r:.60}"
+        )
+
+
 def _check_channel(channel: str, groups: int) -> None:
     if not isinstance(channel, str) or not _ID_CHARACTERS.fullmatch(channel):
         raise ValueError(
@@ -177,14 +200,21 @@ def plan_jobs(
     groups: int,
     *,
     channel: str,
+    cursors: Mapping[str, str] | None = None,
     max_job_bytes: int = DEFAULT_MAX_JOB_BYTES,
+    max_recipients: int = DEFAULT_MAX_RECIPIENTS,
 ) -> list[Job]:
-    """The jobs that deliver one change: each connection's message (already encoded, cursor
-    included), sliced by ``group_of``, in group order then part order; within a group,
-    recipients keep the mapping's order. A slice over ``max_job_bytes`` (UTF-8 body) is
-    split into parts. Raises ``MessageTooLarge`` when one recipient alone does not fit,
-    ``ValueError`` for bad arguments or a message that is not UTF-8."""
+    """The jobs that deliver one change: each connection's message (encoded, without its
+    cursor) and its cursor (``cursors``, when messages carry them), sliced by ``group_of``,
+    in group order then part order; within a group, recipients keep the mapping's order.
+    A slice over ``max_recipients`` recipients or ``max_job_bytes`` (UTF-8 body) is split
+    into parts. Raises ``MessageTooLarge`` when one recipient alone does not fit,
+    ``ValueError`` for bad arguments, a message that is not UTF-8 or a bad cursor."""
     _check_groups(groups)
+    if isinstance(max_recipients, bool) or not isinstance(max_recipients, int):
+        raise ValueError("max_recipients must be an integer")
+    if max_recipients < 1:
+        raise ValueError(f"max_recipients must be at least 1, not {max_recipients}")
     _check_channel(channel, groups)
     if not isinstance(change_id, str) or not change_id:
         raise ValueError("change_id must be a non-empty string")
@@ -196,6 +226,8 @@ def plan_jobs(
     for connection_id in envelope_bytes_by_connection:
         if not isinstance(connection_id, str) or not connection_id:
             raise ValueError(f"connection ids must be non-empty strings: {connection_id!r:.40}")
+        if cursors is not None:
+            _check_cursor(cursors.get(connection_id), ValueError)
         slices.setdefault(group_of(connection_id, groups), []).append(connection_id)
     texts: dict[bytes, tuple[str, int]] = {}
     """Each distinct message's text in ``payloads`` and its UTF-8 size, made once."""
@@ -203,14 +235,21 @@ def plan_jobs(
     for group in sorted(slices):
         for part, recipients in enumerate(
             _parts(
-                change_id, group, slices[group], envelope_bytes_by_connection, texts, max_job_bytes
+                change_id,
+                group,
+                slices[group],
+                envelope_bytes_by_connection,
+                cursors,
+                texts,
+                max_job_bytes,
+                max_recipients,
             )
         ):
             jobs.append(
                 Job(
                     group_id=group_id(channel, group),
                     deduplication_id=deduplication_id(
-                        channel, change_id, group, part, [c for c, _ in recipients]
+                        channel, change_id, group, part, [c for c, _, _ in recipients]
                     ),
                     body=_body(change_id, group, part, recipients, texts),
                 )
@@ -229,22 +268,37 @@ _PAYLOADS = '],"payloads":['
 _END = "]}"
 
 
+_Entry = tuple[str, bytes, str | None]
+"""A recipient in a job: connection id, message (without cursor), cursor."""
+
+
+def _entry(connection_id: str, index: int, cursor: str | None) -> str:
+    return _ascii_json([connection_id, index] if cursor is None else [connection_id, index, cursor])
+
+
 def _parts(
     change_id: str,
     group: int,
     recipients: list[str],
     messages: Mapping[str, bytes],
+    cursors: Mapping[str, str] | None,
     texts: dict[bytes, tuple[str, int]],
     max_job_bytes: int,
-) -> list[list[tuple[str, bytes]]]:
-    """A group's recipients split in order into parts whose bodies fit ``max_job_bytes``,
-    counting each body's bytes as ``_body`` writes them (header, entries, payloads)."""
-    parts: list[list[tuple[str, bytes]]] = []
-    current: list[tuple[str, bytes]] = []
+    max_recipients: int,
+) -> list[list[_Entry]]:
+    """A group's recipients split in order into parts of at most ``max_recipients`` whose
+    bodies fit ``max_job_bytes``, counting each body's bytes as ``_body`` writes them
+    (header, entries, payloads)."""
+    parts: list[list[_Entry]] = []
+    current: list[_Entry] = []
     indexes: dict[bytes, int] = {}
     size = 0
     for connection_id in recipients:
         message = messages[connection_id]
+        cursor = cursors[connection_id] if cursors is not None else None
+        if len(current) >= max_recipients:
+            parts.append(current)
+            current = []
         if message not in texts:
             text = _payload_text(message)
             texts[message] = (text, len(text.encode("utf-8")))
@@ -253,7 +307,7 @@ def _parts(
                 indexes = {}
                 size = len(_header(change_id, group, len(parts)) + _PAYLOADS + _END)
             index = indexes.get(message, len(indexes))
-            added = len(_ascii_json([connection_id, index])) + (1 if current else 0)
+            added = len(_entry(connection_id, index, cursor)) + (1 if current else 0)
             if message not in indexes:
                 added += texts[message][1] + (1 if indexes else 0)
             if size + added <= max_job_bytes:
@@ -265,7 +319,7 @@ def _parts(
                 )
             parts.append(current)
             current = []
-        current.append((connection_id, message))
+        current.append((connection_id, message, cursor))
         indexes.setdefault(message, len(indexes))
         size += added
     if current:
@@ -277,14 +331,14 @@ def _body(
     change_id: str,
     group: int,
     part: int,
-    recipients: list[tuple[str, bytes]],
+    recipients: list[_Entry],
     texts: Mapping[bytes, tuple[str, int]],
 ) -> str:
     indexes: dict[bytes, int] = {}
     entries = []
-    for connection_id, message in recipients:
+    for connection_id, message, cursor in recipients:
         index = indexes.setdefault(message, len(indexes))
-        entries.append(_ascii_json([connection_id, index]))
+        entries.append(_entry(connection_id, index, cursor))
     return (
         _header(change_id, group, part)
         + ",".join(entries)
@@ -308,8 +362,9 @@ def _value(body: str, at: int, what: str) -> tuple[Any, int]:
 
 
 def read_job(body: str) -> list[tuple[str, bytes]]:
-    """(connection id, message bytes) of each recipient of a job body, in order: exactly what
-    ``plan_jobs`` was given. Raises ``MalformedJob`` for anything it did not write."""
+    """(connection id, message bytes) of each recipient of a job body, in order: the message
+    ``plan_jobs`` was given with the recipient's cursor appended (``with_cursor``), the
+    bytes inline delivery posts. Raises ``MalformedJob`` for anything it did not write."""
     if not isinstance(body, str):
         raise MalformedJob(f"a job body is text, not {type(body).__name__}")
     at = _expect(body, 0, f'{{"v":{FORMAT_VERSION},"change":')
@@ -342,7 +397,7 @@ def read_job(body: str) -> list[tuple[str, bytes]]:
     for number, entry in enumerate(entries):
         if not (
             isinstance(entry, list)
-            and len(entry) == 2
+            and len(entry) in (2, 3)
             and isinstance(entry[0], str)
             and entry[0]
             and isinstance(entry[1], int)
@@ -351,9 +406,14 @@ def read_job(body: str) -> list[tuple[str, bytes]]:
         ):
             raise MalformedJob(
                 f"job body: recipient {number} is not [connection id, payload index"
-                f" below {len(payloads)}]: {entry!r:.80}"
+                f" below {len(payloads)}, cursor]: {entry!r:.80}"
             )
-        recipients.append((entry[0], payloads[entry[1]]))
+        cursor = entry[2] if len(entry) == 3 else None
+        if cursor is not None:
+            _check_cursor(cursor, MalformedJob, f"job body: recipient {number}: ")
+            if not payloads[entry[1]].endswith(b"}"):
+                raise MalformedJob(f"job body: recipient {number}: a cursor on a non-object")
+        recipients.append((entry[0], with_cursor(payloads[entry[1]], cursor)))
     return recipients
 
 

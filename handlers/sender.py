@@ -1,5 +1,6 @@
 """Senders: deliver delivery jobs (``handlers.jobs``) from the SQS FIFO queue, in order per
-message group. Not wired yet: no component, emulator or broadcaster uses it.
+message group. The component attaches this function to the queue (an SQS event source
+mapping with ``ReportBatchItemFailures`` and a maximum concurrency: the budget).
 
 Lambda gives a sender a batch of FIFO messages, in order within each message group.
 ``deliver_batch`` handles them in that order:
@@ -19,17 +20,35 @@ Lambda gives a sender a batch of FIFO messages, in order within each message gro
   that succeeded the first time (clients drop them by ``id``); after the queue's
   ``maxReceiveCount`` it goes to the dead-letter queue, whose message body is the
   whole job: enough to redeliver it.
+
+Budget: each sender posts at most ``SENDER_RATE`` posts per second (a ``TokenBucket``
+reserved per job before it is posted); the mapping's maximum concurrency caps how
+many senders run, so together they stay under the channel's ceiling
+(``jobs.mapping_concurrency``).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from handlers import aws, config, logs
+from handlers import subscriptions as store
+from handlers.connections import iso_utc
 from handlers.delivery import Poster, close_connection, fan_out
-from handlers.jobs import MalformedJob, read_job
+from handlers.jobs import MalformedJob, TokenBucket, read_job
+from handlers.management import ManagementApi, frozen_credentials
+
+DEADLINE_MARGIN_SECONDS = 2.0
+STALE_GRACE_SECONDS = 30.0
+"""As the broadcaster: a 410 for a record younger than this may be a client in $connect."""
+METRICS_NAMESPACE = "RealtimeChannel"
+
+CONFIG = config.sender_config()
+log = logs.logger(__name__)
 
 
 @dataclass
@@ -43,6 +62,8 @@ class SenderStats:
     jobsFailed: int = 0
     """Jobs reported as batch item failures (including later jobs of a failed group)."""
     malformed: int = 0
+    pacedMs: float = 0.0
+    """Time spent waiting for the budget (``SENDER_RATE``)."""
     failedCodes: dict[str, int] = field(default_factory=dict)
 
 
@@ -61,8 +82,10 @@ def deliver_batch(
     on_stale: Callable[[str], bool],
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    budget: TokenBucket | None = None,
 ) -> tuple[list[dict[str, str]], SenderStats]:
-    """Deliver an SQS FIFO batch of jobs; (``batchItemFailures``, stats)."""
+    """Deliver an SQS FIFO batch of jobs; (``batchItemFailures``, stats). With ``budget``,
+    each job's posts are reserved from it (and waited for) before they go out."""
     stats = SenderStats()
     failures: list[dict[str, str]] = []
     stopped: set[str] = set()
@@ -75,7 +98,7 @@ def deliver_batch(
             stats.jobsFailed += 1
             continue
         if not _deliver_one(record, api, stats, concurrency, max_attempts, deadline, on_stale,
-                            sleep, clock):  # fmt: skip
+                            sleep, clock, budget):  # fmt: skip
             stopped.add(group)
             failures.append({"itemIdentifier": message_id})
             stats.jobsFailed += 1
@@ -92,15 +115,32 @@ def _deliver_one(
     on_stale: Callable[[str], bool],
     sleep: Callable[[float], None],
     clock: Callable[[], float],
+    budget: TokenBucket | None,
 ) -> bool:
     """One job; False when it must be redelivered."""
     if clock() >= deadline:
         return False
     try:
         deliveries = read_job(str(record.get("body") or ""))
-    except MalformedJob:
+    except MalformedJob as bad:
         stats.malformed += 1
+        log.error(
+            "malformed delivery job; it goes back to the queue (then its dead-letter queue)",
+            extra={"messageId": record.get("messageId"), "reason": str(bad)[:300]},
+        )
         return False  # redelivered until maxReceiveCount, then kept whole in the DLQ
+    if budget is not None:
+        wait = 0.0
+        left = len(deliveries)
+        while left > 0:
+            chunk = min(left, int(budget.burst))
+            wait = max(wait, budget.take(chunk))
+            left -= chunk
+        if wait > 0:
+            if clock() + wait >= deadline:
+                return False
+            stats.pacedMs = round(stats.pacedMs + wait * 1000, 3)
+            sleep(wait)
     report = fan_out(
         api,
         deliveries,
@@ -124,3 +164,110 @@ def _deliver_one(
         else:
             finished = False
     return finished
+
+
+class Sender:
+    """The container's sender: its @connections client, DynamoDB client and budget."""
+
+    def __init__(
+        self,
+        settings: config.SenderConfig,
+        *,
+        dynamodb: Any,
+        api: Poster,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.dynamodb = dynamodb
+        self.api = api
+        self.clock = clock
+        self.sleep = sleep
+        self.budget = TokenBucket(settings.rate, max(settings.rate, 1), clock)
+
+    def remove_stale(self, connection_id: str) -> bool:
+        """Delete the record and subscriptions of a connection that answered 410 (as the
+        broadcaster does); whether the record was deleted."""
+        try:
+            removal = store.remove_stale_connection(
+                self.dynamodb,
+                connections_table=self.settings.connections_table,
+                subscriptions_table=self.settings.subscriptions_table,
+                connection_id=connection_id,
+                connected_before=iso_utc(time.time() - STALE_GRACE_SECONDS),
+            )
+        except Exception:  # the record's and the subscriptions' ttl remove them later
+            log.warning(
+                "could not remove a stale connection",
+                exc_info=True,
+                extra={"connectionId": connection_id},
+            )
+            return False
+        return removal.record_removed
+
+    def run(
+        self, records: list[Mapping[str, Any]], deadline: float
+    ) -> tuple[list[dict[str, str]], SenderStats]:
+        return deliver_batch(
+            records,
+            self.api,
+            concurrency=self.settings.send_concurrency,
+            max_attempts=self.settings.send_max_attempts,
+            deadline=deadline,
+            on_stale=self.remove_stale,
+            sleep=self.sleep,
+            clock=self.clock,
+            budget=self.budget,
+        )
+
+
+def record_batch(stats: SenderStats, function_name: str) -> None:
+    """One JSON log line and one EMF line per batch."""
+    log.info("jobs", extra=asdict(stats))
+    logs.emit_metrics(
+        logs.emf_line(
+            METRICS_NAMESPACE,
+            {"FunctionName": function_name},
+            {
+                "Jobs": stats.jobs,
+                "Delivered": stats.delivered,
+                "StaleRemoved": stats.stale,
+                "Closed": stats.closed,
+                "Retried": stats.retried,
+                "JobsFailed": stats.jobsFailed,
+                "Malformed": stats.malformed,
+            },
+            milliseconds={"PacedTime": stats.pacedMs},
+        )
+    )
+
+
+_lock = threading.Lock()
+_sender: Sender | None = None
+
+
+def sender() -> Sender:
+    """The container's sender, built on first use."""
+    global _sender
+    with _lock:
+        if _sender is None:
+            _sender = Sender(
+                CONFIG,
+                dynamodb=aws.client("dynamodb"),
+                api=ManagementApi(
+                    CONFIG.management_endpoint,
+                    region=aws.region(),
+                    credentials=frozen_credentials(aws.session()),
+                ),
+            )
+        return _sender
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    worker = sender()
+    remaining_ms = context.get_remaining_time_in_millis() if context is not None else 30_000
+    deadline = worker.clock() + max(remaining_ms / 1000 - DEADLINE_MARGIN_SECONDS, 0.5)
+    records = event.get("Records") if isinstance(event, dict) else None
+    failures, stats = worker.run(list(records or []), deadline)
+    record_batch(stats, getattr(context, "function_name", None) or "sender")
+    return {"batchItemFailures": failures}

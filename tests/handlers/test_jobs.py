@@ -443,3 +443,98 @@ def test_token_bucket_refuses_what_it_can_never_give(n: Any) -> None:
 def test_token_bucket_needs_a_rate_and_a_burst(rate: Any, burst: Any) -> None:
     with pytest.raises(ValueError, match=r"rate|burst"):
         TokenBucket(rate=rate, burst=burst, clock=FakeClock())
+
+
+# --- the change once, each recipient's cursor ---------------------------------------------
+
+
+def cursor_of(n: int) -> str:
+    """Shaped like ``handlers.cursors.make_cursor``'s: a prefix and base64url parts."""
+    return f"c1.eyJjIjoi{n:06d}LCJzIjoi.Sig-{n:04d}_x"
+
+
+def test_a_shared_message_travels_once_and_each_recipient_gets_its_own_cursor() -> None:
+    shared = message(0)
+    recipients = {connection(n): shared for n in range(300)}
+    cursors = {c: cursor_of(n) for n, c in enumerate(recipients)}
+    planned = plan_jobs(CHANGE, recipients, 4, channel=CHANNEL, cursors=cursors)
+    for job in planned:
+        assert len(decoded(job)["payloads"]) == 1  # the change once per job
+        assert job.body.count('"type":"event_update"') == 1
+    got = dict(read_all(planned))
+    assert got == {c: with_cursor(shared, cursors[c]) for c in recipients}
+
+
+def test_cursors_do_not_change_the_dedupe_ids() -> None:
+    recipients = audience(200, distinct=False)
+    first = {c: cursor_of(n) for n, c in enumerate(recipients)}
+    later = {c: cursor_of(n + 1000) for n, c in enumerate(recipients)}
+    a = plan_jobs(CHANGE, recipients, 4, channel=CHANNEL, cursors=first)
+    b = plan_jobs(CHANGE, recipients, 4, channel=CHANNEL, cursors=later)
+    assert read_all(a) != read_all(b)
+    assert ids(a) == ids(b)
+
+
+def test_sizes_count_the_cursors() -> None:
+    recipients = audience(400, distinct=False)
+    cursors = {c: cursor_of(n) + "A" * 200 for n, c in enumerate(recipients)}
+    planned = plan_jobs(
+        CHANGE, recipients, 1, channel=CHANNEL, cursors=cursors, max_job_bytes=9_000
+    )
+    assert len(planned) > 10
+    assert all(len(job.body.encode("utf-8")) <= 9_000 for job in planned)
+    assert max(len(job.body.encode("utf-8")) for job in planned) > 8_500  # parts are filled
+    assert [c for c, _ in read_all(planned)] == list(recipients)
+
+
+@pytest.mark.parametrize(
+    "bad", [None, "", "has space", 'quote"', "é", "c" * (MAX_CURSOR_LENGTH + 1)]
+)
+def test_a_bad_or_missing_cursor_is_refused_when_planning(bad: Any) -> None:
+    recipients = audience(3)
+    cursors = {c: cursor_of(n) for n, c in enumerate(recipients)}
+    victim = connection(1)
+    if bad is None:
+        del cursors[victim]
+    else:
+        cursors[victim] = bad
+    with pytest.raises(ValueError, match="cursor"):
+        plan_jobs(CHANGE, recipients, 4, channel=CHANNEL, cursors=cursors)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ['["C1=",0,5]', '["C1=",0,"bad cursor"]', '["C1=",0,""]', '["C1=",0,"ok",1]'],
+)
+def test_a_bad_cursor_in_a_body_is_malformed(entry: str) -> None:
+    body = f'{{"v":1,"change":"x","group":0,"part":0,"to":[{entry}],"payloads":[{{"a":1}}]}}'
+    with pytest.raises(MalformedJob):
+        read_job(body)
+
+
+def test_a_cursor_on_a_message_that_is_not_an_object_is_malformed() -> None:
+    body = '{"v":1,"change":"x","group":0,"part":0,"to":[["C1=",0,"c1.a.b"]],"payloads":["text"]}'
+    with pytest.raises(MalformedJob, match="non-object"):
+        read_job(body)
+
+
+def test_slices_hold_at_most_max_recipients_in_order() -> None:
+    recipients = audience(1000, distinct=False)
+    planned = plan_jobs(CHANGE, recipients, 2, channel=CHANNEL, max_recipients=100)
+    sizes = [len(decoded(job)["to"]) for job in planned]
+    assert max(sizes) == 100
+    by_group: dict[str, list[int]] = {}
+    for job in planned:
+        by_group.setdefault(job.group_id, []).append(decoded(job)["part"])
+    assert all(parts == list(range(len(parts))) for parts in by_group.values())
+    assert sorted(c for c, _ in read_all(planned)) == sorted(recipients)
+    assert len(planned) == sum(
+        -(-n // 100)
+        for n in Counter(job.group_id for job in planned for _ in decoded(job)["to"]).values()
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5])
+def test_max_recipients_must_be_a_positive_integer(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_recipients"):
+        plan_jobs(CHANGE, audience(2), 2, channel=CHANNEL, max_recipients=bad)
