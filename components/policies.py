@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from handlers.jobs import FANOUT_STATE_KEY
+
 Statement = dict[str, Any]
 
 
@@ -175,16 +177,26 @@ def broadcaster_policy(
     *,
     cursor_parameter_arn: str | None = None,
     replay_table_arn: str | None = None,
+    fanout_queue_arn: str | None = None,
 ) -> str:
     """What the broadcaster does whatever its sources: find recipients with a Query per
     topic (never a Scan), post, and remove connections that are gone with their
     subscriptions; record each change in the replay store (BatchWriteItem only) and sign
-    cursors with the cursor secret."""
+    cursors with the cursor secret. With the queued fan-out: send delivery jobs to its
+    queue, and read and set the channel's fan-out mode (one item of the connections table,
+    ``#fanout``, and no other)."""
     replay = (
         ("RecordChanges", ["dynamodb:BatchWriteItem"], replay_table_arn)
         if replay_table_arn
         else None
     )
+    fanout: list[Statement] = []
+    if fanout_queue_arn:
+        mode = _allow("FanoutMode", ["dynamodb:GetItem", "dynamodb:PutItem"], [table_arn])
+        mode["Condition"] = {
+            "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [FANOUT_STATE_KEY]}
+        }
+        fanout = [_allow("QueueDeliveryJobs", ["sqs:SendMessage"], [fanout_queue_arn]), mode]
     return document(
         [
             logs_statement(log_group_arn),
@@ -205,6 +217,43 @@ def broadcaster_policy(
             ),
             _allow("ReportFailedBatches", ["sqs:SendMessage"], [dead_letter_queue_arn]),
             *_resume_statements(cursor_parameter_arn, replay),
+            *fanout,
+        ]
+    )
+
+
+def sender_policy(
+    log_group_arn: str,
+    table_arn: str,
+    subscriptions_table_arn: str,
+    stage_execution_arn: str,
+    fanout_queue_arn: str,
+) -> str:
+    """What a sender does: take delivery jobs from its queue (what Lambda's SQS poller needs
+    of the function's role), post them, close connections that keep failing, and remove
+    connections that are gone with their subscriptions."""
+    return document(
+        [
+            logs_statement(log_group_arn),
+            _allow(
+                "TakeDeliveryJobs",
+                ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"],
+                [fanout_queue_arn],
+            ),
+            _allow(
+                "PostToClients",
+                ["execute-api:ManageConnections"],
+                [
+                    manage_connections_resource(stage_execution_arn),
+                    manage_connections_resource(stage_execution_arn, "DELETE"),
+                ],
+            ),
+            _allow("RemoveStaleConnections", ["dynamodb:DeleteItem"], [table_arn]),
+            _allow(
+                "RemoveStaleSubscriptions",
+                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"],
+                [subscriptions_table_arn],
+            ),
         ]
     )
 

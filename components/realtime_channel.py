@@ -7,6 +7,7 @@ never collide.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from components.sources import (
     where_of,
 )
 from handlers.access import claims_named, parse_rules
+from handlers.jobs import check_channel, mapping_concurrency
 
 TYPE_TOKEN = "realtime:index:RealtimeChannel"  # noqa: S105 (a type token, not a password)
 RUNTIME = "python3.14"  # the newest Python runtime pulumi-aws offers
@@ -48,7 +50,20 @@ DEFAULT_TIMEOUT_SECONDS = 29
 """``$default``'s timeout: API Gateway's integration timeout, room for a resume's replay."""
 REPLAY_MAX_SECONDS = 20
 """How long one resume or snapshot may take in ``$default``, with room left to post."""
-FUNCTION_KINDS = ("authorizer", "connect", "disconnect", "default", "broadcaster", "sweeper")
+FUNCTION_KINDS = (
+    "authorizer",
+    "connect",
+    "disconnect",
+    "default",
+    "broadcaster",
+    "sweeper",
+    "sender",
+)
+FANOUT_MAX_RECEIVE_COUNT = 5
+"""Deliveries of one job before it goes to the fan-out dead-letter queue."""
+FANOUT_RETENTION_SECONDS = 24 * 3600
+FANOUT_BATCH_SIZE = 10
+"""Jobs per sender invocation (SQS FIFO's most)."""
 EXPIRY_INDEX = "byExpiry"
 SWEEP_SCHEDULE = "rate(1 minute)"
 """How often the sweeper closes idle connections whose token has expired (with auth)."""
@@ -90,9 +105,15 @@ class RealtimeChannelTransforms:
     subscriptions_table: Callable[[aws.dynamodb.TableArgs], Any] | None = None
     replay_table: Callable[[aws.dynamodb.TableArgs], Any] | None = None
     dead_letter_queue: Callable[[aws.sqs.QueueArgs], Any] | None = None
+    fanout_queue: Callable[[aws.sqs.QueueArgs], Any] | None = None
+    """The SQS FIFO queue of delivery jobs (queued fan-out)."""
+    fanout_dead_letter_queue: Callable[[aws.sqs.QueueArgs], Any] | None = None
+    """Where a job goes after ``FANOUT_MAX_RECEIVE_COUNT`` failed deliveries."""
+    fanout_mapping: Callable[[aws.lambda_.EventSourceMappingArgs], Any] | None = None
+    """The senders' SQS event source mapping."""
     function: Callable[[str, aws.lambda_.FunctionArgs], Any] | None = None
     """Called for each function with its kind (authorizer, connect, disconnect, default,
-    broadcaster)."""
+    broadcaster, sweeper, sender)."""
     event_source_mapping: Callable[[str, aws.lambda_.EventSourceMappingArgs], Any] | None = None
     """Called for each source with its label."""
 
@@ -163,7 +184,35 @@ class RealtimeChannelArgs:
     broadcaster_timeout_seconds: int = 60
     """Broadcaster timeout, 3 to 900 s. Default 60."""
     send_concurrency: int = 64
-    """Concurrent posts per broadcaster invocation, 1 to 256. Default 64."""
+    """Concurrent posts per broadcaster or sender invocation, 1 to 256. Default 64."""
+    queued_fanout: bool = True
+    """Hand large audiences to sender functions through an SQS FIFO queue (and keep
+    per-connection order): a queue, its dead-letter queue, the sender function and its
+    mapping. Off: the broadcaster posts every message itself. Default on."""
+    fanout_threshold: int = 100
+    """Recipients of one record at which the channel switches to queued delivery, for good
+    (then every record is queued, so none overtakes another), 0 to 1,000,000; 0 queues from
+    the first record. Default 100."""
+    fanout_groups: int = 32
+    """FIFO message groups, 1 to 1,000: each connection's messages go through one, in
+    order; groups are delivered in parallel, so this caps the senders one record keeps
+    busy. Default 32."""
+    fanout_slice: int = 500
+    """Recipients one delivery job holds at most, 1 to 5,000. Default 500."""
+    delivery_budget: int = 9000
+    """Ceiling on the senders' posts per second together, 2 to 10,000: API Gateway allows
+    10,000 @connections calls per second per account and region, shared with every other
+    channel, pongs, replays and snapshots. Default 9,000."""
+    sender_rate: int = 500
+    """Posts per second one sender makes at most, 1 to 10,000; the mapping's maximum
+    concurrency is floor(delivery_budget / sender_rate) (2 to 1,000). Default 500."""
+    sender_memory_size: int = 1024
+    """Memory of the sender, MB, 128 to 10,240. Default 1,024."""
+    sender_timeout_seconds: int = 30
+    """Sender timeout, 3 to 900 s; the queue's visibility timeout is six times it (as AWS
+    advises for SQS event sources). Default 30."""
+    fanout_age_alarm_seconds: int = 30
+    """Age of the oldest queued job (s) above which the queue-age alarm fires. Default 30."""
     alarms: bool = False
     """Create alarms: broadcaster iterator age and errors, dead-letter queue depth; they need
     ``alarm_topic_arn`` or ``alarm_email``. Default off."""
@@ -227,6 +276,23 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
     bounded("broadcaster_memory_size", args.broadcaster_memory_size, 128, 10_240)
     bounded("broadcaster_timeout_seconds", args.broadcaster_timeout_seconds, 3, 900)
     bounded("send_concurrency", args.send_concurrency, 1, 256)
+    bounded("fanout_threshold", args.fanout_threshold, 0, 1_000_000)
+    bounded("fanout_groups", args.fanout_groups, 1, 1000)
+    bounded("fanout_slice", args.fanout_slice, 1, 5000)
+    bounded("delivery_budget", args.delivery_budget, 2, 10_000)
+    bounded("sender_rate", args.sender_rate, 1, 10_000)
+    bounded("sender_memory_size", args.sender_memory_size, 128, 10_240)
+    bounded("sender_timeout_seconds", args.sender_timeout_seconds, 3, 900)
+    bounded("fanout_age_alarm_seconds", args.fanout_age_alarm_seconds, 1, 86_400)
+    if args.queued_fanout:
+        try:
+            mapping_concurrency(args.delivery_budget, args.sender_rate)
+        except ValueError as small:
+            fail("delivery_budget", f"is too small for sender_rate: {small}")
+        try:
+            check_channel(name, args.fanout_groups)
+        except ValueError as bad:
+            fail("queued_fanout", f"needs a name SQS takes in message group ids: {bad}")
     bounded("iterator_age_alarm_ms", args.iterator_age_alarm_ms, 1000, 86_400_000)
     if args.target_attribute is not None and not _ATTRIBUTE.match(str(args.target_attribute)):
         fail("target_attribute", "must be an attribute name (letters, digits, '_', '-', '.')")
@@ -269,6 +335,12 @@ class RealtimeChannel(pulumi.ComponentResource):
     cursor_secret_parameter: aws.ssm.Parameter
     cursor_secret_password: random.RandomPassword
     dead_letter_queue: aws.sqs.Queue
+    fanout_queue: aws.sqs.Queue | None
+    """The SQS FIFO queue of delivery jobs; None with ``queued_fanout`` off."""
+    fanout_dead_letter_queue: aws.sqs.Queue | None
+    fanout_mapping: aws.lambda_.EventSourceMapping | None
+    fanout_queue_url: pulumi.Output[str]
+    """``""`` with ``queued_fanout`` off."""
     functions: dict[str, aws.lambda_.Function]
     event_source_mappings: dict[str, aws.lambda_.EventSourceMapping]
     token_secret_parameter: aws.ssm.Parameter | None
@@ -304,11 +376,13 @@ class RealtimeChannel(pulumi.ComponentResource):
         self._create_subscriptions_table()
         self._create_replay_table()
         self._create_dead_letter_queue()
+        self._create_fanout_queues()
         self._create_api()
         self._create_stage()
         self._create_token_secret()
         self._create_cursor_secret()
         self._create_functions()
+        self._create_senders()
         self._create_routes()
         self._create_alarms()
         for source in self._args.sources:
@@ -324,6 +398,7 @@ class RealtimeChannel(pulumi.ComponentResource):
                 "api_id": self.api_id,
                 "stage_name": self.stage_name,
                 "dead_letter_queue_url": self.dead_letter_queue_url,
+                "fanout_queue_url": self.fanout_queue_url,
                 "function_names": self.function_names,
             }
         )
@@ -485,6 +560,104 @@ class RealtimeChannel(pulumi.ComponentResource):
         )
         args = self._transform(self._args.transforms.dead_letter_queue, args)
         self.dead_letter_queue = aws.sqs.Queue(self._n("dlq"), args, self._child())
+
+    def _create_fanout_queues(self) -> None:
+        """The queued fan-out's SQS FIFO queue (``handlers.jobs``) and its dead-letter queue.
+
+        High-throughput FIFO (deduplication and throughput per message group): groups are
+        independent. The visibility timeout is six times the sender's timeout, as AWS
+        advises for an SQS event source; a job that fails ``FANOUT_MAX_RECEIVE_COUNT``
+        times goes to the dead-letter queue whole (its body redelivers it)."""
+        self.fanout_queue = self.fanout_dead_letter_queue = None
+        self.fanout_mapping = None
+        if not self._args.queued_fanout:
+            return
+        fifo: dict[str, Any] = {
+            "fifo_queue": True,
+            "content_based_deduplication": False,
+            "deduplication_scope": "messageGroup",
+            "fifo_throughput_limit": "perMessageGroupId",
+            "sqs_managed_sse_enabled": True,
+            "tags": self._tags(),
+        }
+        dlq_args = aws.sqs.QueueArgs(
+            name=f"{self._n('fanout-dlq')}.fifo",
+            message_retention_seconds=14 * 24 * 3600,
+            **fifo,
+        )
+        dlq_args = self._transform(self._args.transforms.fanout_dead_letter_queue, dlq_args)
+        self.fanout_dead_letter_queue = aws.sqs.Queue(
+            self._n("fanout-dlq"), dlq_args, self._child()
+        )
+        args = aws.sqs.QueueArgs(
+            name=f"{self._n('fanout')}.fifo",
+            visibility_timeout_seconds=6 * self._args.sender_timeout_seconds,
+            message_retention_seconds=FANOUT_RETENTION_SECONDS,
+            redrive_policy=self.fanout_dead_letter_queue.arn.apply(
+                lambda arn: json.dumps(
+                    {"deadLetterTargetArn": arn, "maxReceiveCount": FANOUT_MAX_RECEIVE_COUNT}
+                )
+            ),
+            **fifo,
+        )
+        args = self._transform(self._args.transforms.fanout_queue, args)
+        self.fanout_queue = aws.sqs.Queue(self._n("fanout"), args, self._child())
+
+    def _fanout_environment(self) -> dict[str, pulumi.Input[str]]:
+        """What the broadcaster knows of the queued fan-out (nothing with it off)."""
+        if self.fanout_queue is None:
+            return {}
+        return {
+            "FANOUT_QUEUE_URL": self.fanout_queue.url,
+            "FANOUT_CHANNEL": self._channel,
+            "FANOUT_THRESHOLD": str(self._args.fanout_threshold),
+            "FANOUT_GROUPS": str(self._args.fanout_groups),
+            "FANOUT_SLICE": str(self._args.fanout_slice),
+        }
+
+    def _create_senders(self) -> None:
+        """The sender function and its SQS event source mapping: at most
+        floor(delivery_budget / sender_rate) senders at once, each at most sender_rate
+        posts/s (``handlers.jobs.mapping_concurrency``)."""
+        queue = self.fanout_queue
+        if queue is None:
+            return
+        table_arn = self.connections_table.arn
+        subscriptions_arn = self.subscriptions_table.arn
+        stage_arn = self.stage.execution_arn
+        function = self._create_function(
+            "sender",
+            lambda logs: pulumi.Output.all(
+                table_arn, subscriptions_arn, stage_arn, queue.arn
+            ).apply(lambda a: policies.sender_policy(logs, a[0], a[1], a[2], a[3])),
+            {
+                "CONNECTIONS_TABLE": self.connections_table.name,
+                "SUBSCRIPTIONS_TABLE": self.subscriptions_table.name,
+                "MANAGEMENT_ENDPOINT": self.management_endpoint,
+                "SEND_CONCURRENCY": str(self._args.send_concurrency),
+                "SENDER_RATE": str(self._args.sender_rate),
+            },
+            timeout=self._args.sender_timeout_seconds,
+            memory_size=self._args.sender_memory_size,
+        )
+        args = aws.lambda_.EventSourceMappingArgs(
+            event_source_arn=queue.arn,
+            function_name=function.arn,
+            batch_size=FANOUT_BATCH_SIZE,
+            function_response_types=["ReportBatchItemFailures"],
+            scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(
+                maximum_concurrency=mapping_concurrency(
+                    self._args.delivery_budget, self._args.sender_rate
+                )
+            ),
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.fanout_mapping, args)
+        self.fanout_mapping = aws.lambda_.EventSourceMapping(
+            self._n("fanout-senders"),
+            args,
+            self._child(depends_on=[self._role_policies["sender"]]),
+        )
 
     def _create_api(self) -> None:
         args = aws.apigatewayv2.ApiArgs(
@@ -727,12 +900,22 @@ class RealtimeChannel(pulumi.ComponentResource):
         if self._args.target_attribute:
             broadcaster_env["TARGET_ATTRIBUTE"] = self._args.target_attribute
         broadcaster_env.update(self._resume_environment("broadcaster"))
+        broadcaster_env.update(self._fanout_environment())
         broadcaster_env["SOURCES"] = self._sources_variable("broadcaster", dict(broadcaster_env))
         queue_arn = self.dead_letter_queue.arn
+        fanout_arn: pulumi.Input[str] = (
+            self.fanout_queue.arn if self.fanout_queue is not None else ""
+        )
         self._create_function(
             "broadcaster",
             lambda logs: pulumi.Output.all(
-                table_arn, subscriptions_arn, stage_arn, queue_arn, cursor_arn, replay_arn
+                table_arn,
+                subscriptions_arn,
+                stage_arn,
+                queue_arn,
+                cursor_arn,
+                replay_arn,
+                fanout_arn,
             ).apply(
                 lambda a: policies.broadcaster_policy(
                     logs,
@@ -742,6 +925,7 @@ class RealtimeChannel(pulumi.ComponentResource):
                     a[3],
                     cursor_parameter_arn=a[4],
                     replay_table_arn=a[5],
+                    fanout_queue_arn=a[6] or None,
                 )
             ),
             broadcaster_env,
@@ -907,12 +1091,54 @@ class RealtimeChannel(pulumi.ComponentResource):
             threshold=0,
             **common,
         )
+        if self.fanout_queue is not None and self.fanout_dead_letter_queue is not None:
+            self._create_fanout_alarms(common)
         self.alarms["dead_letters"] = aws.cloudwatch.MetricAlarm(
             self._n("dlq-depth-alarm"),
             alarm_description="Stream batches reached the dead-letter queue",
             namespace="AWS/SQS",
             metric_name="ApproximateNumberOfMessagesVisible",
             dimensions={"QueueName": self.dead_letter_queue.name},
+            statistic="Maximum",
+            period=300,
+            evaluation_periods=1,
+            threshold=0,
+            **common,
+        )
+
+    def _create_fanout_alarms(self, common: dict[str, Any]) -> None:
+        """Queued fan-out: jobs waiting too long, senders failing, jobs dead-lettered."""
+        assert self.fanout_queue is not None and self.fanout_dead_letter_queue is not None
+        self.alarms["fanout_age"] = aws.cloudwatch.MetricAlarm(
+            self._n("fanout-age-alarm"),
+            alarm_description="Delivery jobs wait too long for a sender (queue age)",
+            namespace="AWS/SQS",
+            metric_name="ApproximateAgeOfOldestMessage",
+            dimensions={"QueueName": self.fanout_queue.name},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=3,
+            threshold=self._args.fanout_age_alarm_seconds,
+            **common,
+        )
+        self.alarms["sender_errors"] = aws.cloudwatch.MetricAlarm(
+            self._n("sender-errors-alarm"),
+            alarm_description="Sender invocations fail",
+            namespace="AWS/Lambda",
+            metric_name="Errors",
+            dimensions={"FunctionName": self.functions["sender"].name},
+            statistic="Sum",
+            period=300,
+            evaluation_periods=1,
+            threshold=0,
+            **common,
+        )
+        self.alarms["fanout_dead_letters"] = aws.cloudwatch.MetricAlarm(
+            self._n("fanout-dlq-depth-alarm"),
+            alarm_description="Delivery jobs reached the fan-out dead-letter queue",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": self.fanout_dead_letter_queue.name},
             statistic="Maximum",
             period=300,
             evaluation_periods=1,
@@ -932,6 +1158,9 @@ class RealtimeChannel(pulumi.ComponentResource):
         self.api_id = self.api.id
         self.stage_name = self.stage.name
         self.dead_letter_queue_url = self.dead_letter_queue.url
+        self.fanout_queue_url = (
+            self.fanout_queue.url if self.fanout_queue is not None else pulumi.Output.from_input("")
+        )
         self.function_names = pulumi.Output.all(
             **{kind: function.name for kind, function in self.functions.items()}
         )

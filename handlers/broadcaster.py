@@ -41,7 +41,7 @@ from handlers.connections import iso_utc
 from handlers.cursors import Position, cursor_key, make_cursor
 from handlers.delivery import Poster, backoff_delay, close_connection, fan_out
 from handlers.dynamo_json import MalformedAttribute, image_to_plain
-from handlers.jobs import Job, plan_jobs
+from handlers.jobs import FANOUT_STATE_KEY, Job, plan_jobs
 from handlers.lambda_filters import matches_any
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.recipients import (
@@ -64,9 +64,6 @@ STALE_GRACE_SECONDS = 30.0
 QUERY_CONCURRENCY = 8
 """Topics of one record queried at the same time (a record touches 2 + buckets topics)."""
 METRICS_NAMESPACE = "RealtimeChannel"
-FANOUT_STATE_KEY = "#fanout"
-"""The connections table item that says the channel's delivery is queued (API Gateway
-connection ids never start with ``#``)."""
 SQS_BATCH_ENTRIES = 10
 SQS_BATCH_BYTES = 256 * 1024
 """SendMessageBatch: at most 10 messages and 262,144 bytes of bodies per call."""

@@ -80,6 +80,9 @@ FORMAT_VERSION = 1
 DEFAULT_MAX_JOB_BYTES = 240 * 1024
 """Under SQS's 262,144 bytes per message, with room for message attributes."""
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
+FANOUT_STATE_KEY = "#fanout"
+"""The connections table item that says the channel's delivery is queued, read and set by
+the broadcaster (API Gateway connection ids never start with ``#``)."""
 DEFAULT_MAX_RECIPIENTS = 500
 """Recipients one job (a slice) holds at most: one sender posts them, so this bounds a
 job's work (500 posts at 64 concurrent, 20 ms each: about 0.2 s)."""
@@ -184,7 +187,7 @@ def _check_cursor(cursor: Any, error: type[ValueError], where: str = "") -> None
         )
 
 
-def _check_channel(channel: str, groups: int) -> None:
+def check_channel(channel: str, groups: int) -> None:
     if not isinstance(channel, str) or not _ID_CHARACTERS.fullmatch(channel):
         raise ValueError(
             f"channel {channel!r:.60} must be non-empty, letters, digits and punctuation"
@@ -215,7 +218,7 @@ def plan_jobs(
         raise ValueError("max_recipients must be an integer")
     if max_recipients < 1:
         raise ValueError(f"max_recipients must be at least 1, not {max_recipients}")
-    _check_channel(channel, groups)
+    check_channel(channel, groups)
     if not isinstance(change_id, str) or not change_id:
         raise ValueError("change_id must be a non-empty string")
     if isinstance(max_job_bytes, bool) or not isinstance(max_job_bytes, int):

@@ -23,10 +23,23 @@ from emulator.program import (
 )
 
 DEV_SECRET = "dev-secret-for-tests-0123456789abcdef"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+
+
+def stream_mappings(mocks: RecordingMocks) -> list[Declared]:
+    """The broadcaster's stream mappings (one per source), not the senders' queue mapping."""
+    return [r for r in mocks.of_type(MAPPING) if "-source-" in r.name]
+
+
+def stream_mapping(mocks: RecordingMocks) -> Declared:
+    (found,) = stream_mappings(mocks)
+    return found
+
 
 __all__ = [
     "ACCOUNT",
     "DEV_SECRET",
+    "MAPPING",
     "PROJECT",
     "REGION",
     "ROOT",
@@ -36,6 +49,8 @@ __all__ = [
     "run",
     "run_main",
     "stack_config",
+    "stream_mapping",
+    "stream_mappings",
     "unretrieved_failures",
 ]
 

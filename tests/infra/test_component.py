@@ -24,7 +24,14 @@ from components.realtime_channel import ACCESS_LOG_FORMAT, FUNCTION_KINDS, RUNTI
 from components.sources import SourceError
 from handlers import config as handler_config
 from handlers.access import parse_rule
-from tests.infra.harness import ACCOUNT, REGION, RecordingMocks, run
+from tests.infra.harness import (
+    ACCOUNT,
+    REGION,
+    RecordingMocks,
+    run,
+    stream_mapping,
+    stream_mappings,
+)
 
 SECRET = "component-test-secret-0123456789"
 FUNCTION = "aws:lambda/function:Function"
@@ -58,7 +65,7 @@ def channel_program(
             for attribute in (
                 "url", "management_endpoint", "connections_table_name", "subscriptions_table_name",
                 "api_id", "stage_name",
-                "dead_letter_queue_url", "function_names",
+                "dead_letter_queue_url", "fanout_queue_url", "function_names",
             ):  # fmt: skip
                 getattr(channel, attribute).apply(
                     lambda value, a=attribute: captured.__setitem__(a, value)
@@ -427,7 +434,7 @@ def test_functions_run_the_newest_python_on_arm64_with_json_logs(declared: Recor
         assert declared.named(f"chat-{kind}-logs").inputs["retentionInDays"] == 14
         assert inputs["role"] == outputs_of(declared, f"chat-{kind}-role")["arn"]
         roles.add(inputs["role"])
-    assert len(roles) == 6  # one role each
+    assert len(roles) == len(FUNCTION_KINDS)  # one role each
 
 
 def test_every_function_gets_the_environment_its_handler_requires(declared: RecordingMocks) -> None:
@@ -495,7 +502,7 @@ def test_all_functions_share_one_archive_of_the_handlers_package(declared: Recor
 
 
 def test_source_becomes_a_mapping_with_lambda_semantics(declared: RecordingMocks) -> None:
-    mapping = declared.one(MAPPING).inputs
+    mapping = stream_mapping(declared).inputs
     assert mapping["eventSourceArn"] == outputs_of(declared, "events")["streamArn"]
     assert mapping["functionName"] == outputs_of(declared, "chat-broadcaster")["arn"]
     assert mapping["startingPosition"] == "LATEST"
@@ -519,7 +526,7 @@ def test_source_becomes_a_mapping_with_lambda_semantics(declared: RecordingMocks
 
 
 def mapping_patterns(mocks: RecordingMocks) -> list[dict[str, Any]]:
-    criteria = mocks.one(MAPPING).inputs.get("filterCriteria")
+    criteria = stream_mapping(mocks).inputs.get("filterCriteria")
     return [json.loads(f["pattern"]) for f in (criteria or {}).get("filters", [])]
 
 
@@ -624,7 +631,7 @@ def test_existing_table_is_looked_up_by_name() -> None:
     assert ("aws:dynamodb/getTable:getTable", {"name": "orders"}) in [
         (token, {k: v for k, v in args.items() if k == "name"}) for token, args in mocks.calls
     ]
-    mapping = mocks.one(MAPPING)
+    mapping = stream_mapping(mocks)
     assert mapping.name == "chat-source-orders"
     assert mapping.inputs["eventSourceArn"].startswith(
         f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/orders/stream/"
@@ -695,7 +702,7 @@ def test_attach_adds_a_table_after_construction_with_its_own_read_policy() -> No
         channel.attach(StreamSource(events_table("later")))
 
     mocks = run(program)
-    assert [m.name for m in mocks.of_type(MAPPING)] == ["chat-source-later"]
+    assert [m.name for m in stream_mappings(mocks)] == ["chat-source-later"]
     read = documents(mocks)["chat-source-later-read"]
     stream_arn = outputs_of(mocks, "later")["streamArn"]
     assert {stream_arn} == set(read["Statement"][0]["Resource"])
@@ -706,7 +713,7 @@ def test_attach_adds_a_table_after_construction_with_its_own_read_policy() -> No
 
 def test_no_policy_grants_a_wildcard_action_or_resource(declared: RecordingMocks) -> None:
     docs = documents(declared)
-    assert len(docs) == 8  # six functions + one source (stream read, snapshot read)
+    assert len(docs) == len(FUNCTION_KINDS) + 2  # functions + one source (stream, snapshot)
     for name, doc in docs.items():
         for statement in doc["Statement"]:
             assert statement["Effect"] == "Allow"
@@ -731,6 +738,7 @@ def test_manage_connections_is_granted_only_on_this_stage_posts_and_deletes(
     assert sorted(by_policy) == [
         "chat-broadcaster-policy",
         "chat-default-policy",
+        "chat-sender-policy",
         "chat-sweeper-policy",
     ]
     # POST answers and changes; DELETE closes a connection whose token has expired
@@ -774,12 +782,20 @@ def test_alarms_watch_iterator_age_errors_and_dead_letters(declared: RecordingMo
         a.inputs["metricName"]: a.inputs
         for a in declared.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
     }
-    assert set(alarms) == {"IteratorAge", "Errors", "ApproximateNumberOfMessagesVisible"}
+    by_name = {a.name: a.inputs for a in declared.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert set(by_name) == {
+        "chat-iterator-age-alarm",
+        "chat-broadcaster-errors-alarm",
+        "chat-dlq-depth-alarm",
+        "chat-fanout-age-alarm",
+        "chat-sender-errors-alarm",
+        "chat-fanout-dlq-depth-alarm",
+    }
     broadcaster = outputs_of(declared, "chat-broadcaster")["name"]
     assert alarms["IteratorAge"]["dimensions"] == {"FunctionName": broadcaster}
     assert alarms["IteratorAge"]["threshold"] == 60_000
-    assert alarms["Errors"]["dimensions"] == {"FunctionName": broadcaster}
-    assert alarms["ApproximateNumberOfMessagesVisible"]["dimensions"] == {
+    assert by_name["chat-broadcaster-errors-alarm"]["dimensions"] == {"FunctionName": broadcaster}
+    assert by_name["chat-dlq-depth-alarm"]["dimensions"] == {
         "QueueName": outputs_of(declared, "chat-dlq")["name"]
     }
     topic_arn = outputs_of(declared, "chat-alarms")["arn"]
@@ -795,7 +811,7 @@ def test_alarms_can_use_an_existing_topic() -> None:
     mocks = run(channel_program(alarms=True, alarm_topic_arn=topic))
     assert mocks.of_type("aws:sns/topic:Topic") == []
     alarms = mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
-    assert len(alarms) == 3 and all(a.inputs["alarmActions"] == [topic] for a in alarms)
+    assert len(alarms) == 6 and all(a.inputs["alarmActions"] == [topic] for a in alarms)
 
 
 def test_no_alarms_by_default() -> None:
@@ -835,7 +851,7 @@ def test_transforms_adjust_child_args_before_creation() -> None:
     assert mocks.named("chat-connections").inputs["tableClass"] == "STANDARD_INFREQUENT_ACCESS"
     assert mocks.named("chat-subscriptions").inputs["tableClass"] == "STANDARD"
     assert mocks.named("chat-dlq").inputs["messageRetentionSeconds"] == 3600
-    assert mocks.one(MAPPING).inputs["batchSize"] == 7
+    assert stream_mapping(mocks).inputs["batchSize"] == 7
 
 
 def test_two_channels_in_one_stack_do_not_collide() -> None:
@@ -849,7 +865,12 @@ def test_two_channels_in_one_stack_do_not_collide() -> None:
     mocks = run(program)
     names = [(r.type, r.name) for r in mocks.resources]
     assert len(names) == len(set(names))
-    assert len(mocks.of_type(FUNCTION)) == 12 and len(mocks.of_type(MAPPING)) == 2
+    assert len(mocks.of_type(FUNCTION)) == 2 * len(FUNCTION_KINDS)
+    assert len(mocks.of_type(MAPPING)) == 4  # a source and the senders, each
+    queues = [q.inputs["name"] for q in mocks.of_type("aws:sqs/queue:Queue") if "name" in q.inputs]
+    assert sorted(queues) == [
+        "chat-fanout-dlq.fifo", "chat-fanout.fifo", "feed-fanout-dlq.fifo", "feed-fanout.fifo"
+    ]  # fmt: skip
 
 
 def test_children_are_parented_to_the_component() -> None:
@@ -858,7 +879,9 @@ def test_children_are_parented_to_the_component() -> None:
     run(channel_program(captured=captured))
     channel = captured["channel"]
     children = [channel.api, channel.stage, channel.connections_table, channel.subscriptions_table,
-                channel.dead_letter_queue, *channel.functions.values(),
+                channel.dead_letter_queue, channel.fanout_queue,
+                channel.fanout_dead_letter_queue, channel.fanout_mapping,
+                *channel.functions.values(),
                 *channel.event_source_mappings.values()]  # fmt: skip
 
     def collect() -> None:
@@ -866,7 +889,7 @@ def test_children_are_parented_to_the_component() -> None:
             child.urn.apply(urns.append)
 
     run(collect)
-    assert len(urns) == len(children) == 12
+    assert len(urns) == len(children) == 16
     assert all("::realtime:index:RealtimeChannel$aws:" in urn for urn in urns)
 
 
@@ -880,6 +903,7 @@ def test_outputs_resolve_to_the_children_values() -> None:
     assert captured["subscriptions_table_name"] == outputs_of(mocks, "chat-subscriptions")["name"]
     assert captured["stage_name"] == "dev"
     assert captured["dead_letter_queue_url"] == outputs_of(mocks, "chat-dlq")["url"]
+    assert captured["fanout_queue_url"] == outputs_of(mocks, "chat-fanout")["url"]
     assert captured["function_names"] == {
         k: outputs_of(mocks, f"chat-{k}")["name"] for k in FUNCTION_KINDS
     }
@@ -899,6 +923,16 @@ def test_outputs_resolve_to_the_children_values() -> None:
         ({"broadcaster_memory_size": 10_241}, "broadcaster_memory_size"),
         ({"broadcaster_timeout_seconds": 901}, "broadcaster_timeout_seconds"),
         ({"send_concurrency": 0}, "send_concurrency"),
+        ({"fanout_threshold": -1}, "fanout_threshold"),
+        ({"fanout_groups": 0}, "fanout_groups"),
+        ({"fanout_groups": 1001}, "fanout_groups"),
+        ({"fanout_slice": 0}, "fanout_slice"),
+        ({"delivery_budget": 10_001}, "delivery_budget"),
+        ({"sender_rate": 0}, "sender_rate"),
+        ({"delivery_budget": 900, "sender_rate": 500}, "delivery_budget"),
+        ({"sender_memory_size": 127}, "sender_memory_size"),
+        ({"sender_timeout_seconds": 2}, "sender_timeout_seconds"),
+        ({"fanout_age_alarm_seconds": 0}, "fanout_age_alarm_seconds"),
         ({"max_subscriptions": 0}, "max_subscriptions"),
         ({"max_subscriptions": 101}, "max_subscriptions"),
         ({"table_topic_buckets": 0}, "table_topic_buckets"),
@@ -1301,6 +1335,7 @@ def test_broadcaster_gets_a_full_vcpu_of_memory_by_default_and_the_others_memory
 ) -> None:
     memory = {f.name: f.inputs["memorySize"] for f in declared.of_type(FUNCTION)}
     assert memory.pop("chat-broadcaster") == 1769
+    assert memory.pop("chat-sender") == 1024
     assert set(memory.values()) == {256}
 
 
@@ -1308,6 +1343,7 @@ def test_broadcaster_memory_is_set_apart_from_memory_size() -> None:
     mocks = run(channel_program(memory_size=512, broadcaster_memory_size=3008))
     memory = {f.name: f.inputs["memorySize"] for f in mocks.of_type(FUNCTION)}
     assert memory.pop("chat-broadcaster") == 3008
+    assert memory.pop("chat-sender") == 1024
     assert set(memory.values()) == {512}
 
 
@@ -1589,3 +1625,149 @@ def test_without_auth_there_is_no_sweep() -> None:
     mocks = run(channel_program(auth_enabled=False))
     assert mocks.of_type("aws:cloudwatch/eventRule:EventRule") == []
     assert "chat-sweeper" not in {f.name for f in mocks.of_type(FUNCTION)}
+
+
+# -- queued fan-out --------------------------------------------------------------------------------
+
+
+QUEUE = "aws:sqs/queue:Queue"
+
+
+def test_fanout_queue_is_high_throughput_fifo_with_a_dead_letter_queue(
+    declared: RecordingMocks,
+) -> None:
+    queue = declared.named("chat-fanout").inputs
+    dlq = declared.named("chat-fanout-dlq").inputs
+    for inputs in (queue, dlq):
+        assert inputs["fifoQueue"] is True
+        assert inputs["contentBasedDeduplication"] is False
+        assert inputs["deduplicationScope"] == "messageGroup"
+        assert inputs["fifoThroughputLimit"] == "perMessageGroupId"
+        assert inputs["sqsManagedSseEnabled"] is True
+    assert (queue["name"], dlq["name"]) == ("chat-fanout.fifo", "chat-fanout-dlq.fifo")
+    assert queue["visibilityTimeoutSeconds"] == 6 * 30
+    assert json.loads(queue["redrivePolicy"]) == {
+        "deadLetterTargetArn": outputs_of(declared, "chat-fanout-dlq")["arn"],
+        "maxReceiveCount": 5,
+    }
+
+
+def test_senders_take_jobs_in_batches_with_partial_failures_and_the_budgets_concurrency(
+    declared: RecordingMocks,
+) -> None:
+    mapping = declared.named("chat-fanout-senders").inputs
+    assert mapping["eventSourceArn"] == outputs_of(declared, "chat-fanout")["arn"]
+    assert mapping["functionName"] == outputs_of(declared, "chat-sender")["arn"]
+    assert mapping["batchSize"] == 10
+    assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["scalingConfig"] == {"maximumConcurrency": 18}  # 9,000/s / 500/s
+    assert "startingPosition" not in mapping
+    sender = declared.named("chat-sender").inputs
+    assert sender["handler"] == "handlers.sender.handler"
+    assert sender["timeout"] == 30
+    env = sender["environment"]["variables"]
+    assert env["SENDER_RATE"] == "500" and env["SEND_CONCURRENCY"] == "64"
+
+
+@pytest.mark.parametrize(("budget", "rate", "senders"), [(1000, 100, 10), (3000, 1000, 3)])
+def test_the_budget_sets_the_senders_maximum_concurrency(
+    budget: int, rate: int, senders: int
+) -> None:
+    mocks = run(channel_program(delivery_budget=budget, sender_rate=rate))
+    mapping = mocks.named("chat-fanout-senders").inputs
+    assert mapping["scalingConfig"] == {"maximumConcurrency": senders}
+    assert budget / rate >= senders > budget / rate - 1
+
+
+def test_the_broadcaster_knows_the_queue_and_its_settings(declared: RecordingMocks) -> None:
+    env = declared.named("chat-broadcaster").inputs["environment"]["variables"]
+    assert env["FANOUT_QUEUE_URL"] == outputs_of(declared, "chat-fanout")["url"]
+    assert env["FANOUT_CHANNEL"] == "chat"
+    assert (env["FANOUT_THRESHOLD"], env["FANOUT_GROUPS"], env["FANOUT_SLICE"]) == (
+        "100", "32", "500"
+    )  # fmt: skip
+    config = handler_config.broadcaster_config({**env, "SOURCES": env["SOURCES"]})
+    assert config.fanout is not None and config.fanout.groups == 32
+
+
+def test_sender_and_broadcaster_policies_are_least_privilege_for_the_queue(
+    declared: RecordingMocks,
+) -> None:
+    docs = documents(declared)
+    queue_arn = outputs_of(declared, "chat-fanout")["arn"]
+    table_arn = outputs_of(declared, "chat-connections")["arn"]
+    sender = {st["Sid"]: st for st in docs["chat-sender-policy"]["Statement"]}
+    assert sender["TakeDeliveryJobs"]["Action"] == [
+        "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"
+    ]  # fmt: skip
+    assert sender["TakeDeliveryJobs"]["Resource"] == [queue_arn]
+    assert sender["RemoveStaleConnections"]["Resource"] == [table_arn]
+    assert set(sender) == {
+        "WriteOwnLogs", "TakeDeliveryJobs", "PostToClients", "RemoveStaleConnections",
+        "RemoveStaleSubscriptions",
+    }  # fmt: skip
+    broadcaster = {st["Sid"]: st for st in docs["chat-broadcaster-policy"]["Statement"]}
+    assert broadcaster["QueueDeliveryJobs"] == {
+        "Sid": "QueueDeliveryJobs", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+        "Resource": [queue_arn],
+    }  # fmt: skip
+    mode = broadcaster["FanoutMode"]
+    assert mode["Action"] == ["dynamodb:GetItem", "dynamodb:PutItem"]
+    assert mode["Resource"] == [table_arn]
+    assert mode["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["#fanout"]}}
+    # nobody else may send jobs
+    senders_of_jobs = [
+        name
+        for name, doc in docs.items()
+        for st in doc["Statement"]
+        if queue_arn in st["Resource"] and "sqs:SendMessage" in st["Action"]
+    ]
+    assert senders_of_jobs == ["chat-broadcaster-policy"]
+
+
+def test_fanout_alarms_watch_queue_age_sender_errors_and_dead_jobs(
+    declared: RecordingMocks,
+) -> None:
+    age = declared.named("chat-fanout-age-alarm").inputs
+    assert age["metricName"] == "ApproximateAgeOfOldestMessage"
+    assert age["dimensions"] == {"QueueName": outputs_of(declared, "chat-fanout")["name"]}
+    assert age["threshold"] == 30
+    errors = declared.named("chat-sender-errors-alarm").inputs
+    assert errors["dimensions"] == {"FunctionName": outputs_of(declared, "chat-sender")["name"]}
+    dead = declared.named("chat-fanout-dlq-depth-alarm").inputs
+    assert dead["dimensions"] == {"QueueName": outputs_of(declared, "chat-fanout-dlq")["name"]}
+
+
+def test_queued_fanout_off_declares_no_queue_sender_or_grant() -> None:
+    captured: dict[str, Any] = {}
+    mocks = run(channel_program(queued_fanout=False, alarms=True, alarm_email="a@b.example",
+                                captured=captured))  # fmt: skip
+    assert [q.name for q in mocks.of_type(QUEUE)] == ["chat-dlq"]
+    assert "chat-sender" not in [f.name for f in mocks.of_type(FUNCTION)]
+    assert [m.name for m in mocks.of_type(MAPPING)] == ["chat-source-events"]
+    env = mocks.named("chat-broadcaster").inputs["environment"]["variables"]
+    assert not [k for k in env if k.startswith("FANOUT_")]
+    sids = {st["Sid"] for st in documents(mocks)["chat-broadcaster-policy"]["Statement"]}
+    assert not sids & {"QueueDeliveryJobs", "FanoutMode"}
+    assert len(mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 3
+    assert captured["fanout_queue_url"] == ""
+
+
+def test_fanout_transforms_adjust_the_queues_and_the_mapping() -> None:
+    transforms = RealtimeChannelTransforms(
+        fanout_queue=lambda args: setattr(args, "message_retention_seconds", 7200),
+        fanout_dead_letter_queue=lambda args: setattr(args, "message_retention_seconds", 86400),
+        fanout_mapping=lambda args: setattr(args, "batch_size", 5),
+    )
+    mocks = run(channel_program(transforms=transforms))
+    assert mocks.named("chat-fanout").inputs["messageRetentionSeconds"] == 7200
+    assert mocks.named("chat-fanout-dlq").inputs["messageRetentionSeconds"] == 86400
+    assert mocks.named("chat-fanout-senders").inputs["batchSize"] == 5
+
+
+def test_a_channel_name_sqs_refuses_in_group_ids_is_refused_naming_the_setting() -> None:
+    def program() -> None:
+        RealtimeChannel("chat room", RealtimeChannelArgs(token_secret=SECRET))
+
+    with pytest.raises(ValueError, match="queued_fanout"):
+        run(program)

@@ -29,6 +29,7 @@ from tests.infra.harness import (
     retrieve_failures,
     run,
     run_main,
+    stream_mapping,
     unretrieved_failures,
 )
 from tests.infra.harness import stack_config as stack_file_config
@@ -117,16 +118,16 @@ def test_declares_one_realtime_channel_component(stack: str, preview: bool) -> N
 
 
 @pytest.mark.parametrize(("stack", "preview"), STACK_RUNS)
-def test_declares_six_functions_one_per_kind(stack: str, preview: bool) -> None:
+def test_declares_one_function_per_kind(stack: str, preview: bool) -> None:
     functions = _stack_run(stack, preview).of_type(FUNCTION)
-    assert len(functions) == 6
+    assert len(functions) == len(FUNCTION_KINDS) == 7
     assert sorted(f.name for f in functions) == sorted(f"realtime-{k}" for k in FUNCTION_KINDS)
 
 
 @pytest.mark.parametrize(("stack", "preview"), STACK_RUNS)
 def test_maps_the_events_table_stream_to_the_broadcaster(stack: str, preview: bool) -> None:
     mocks = _stack_run(stack, preview)
-    mapping = mocks.one(MAPPING).inputs
+    mapping = stream_mapping(mocks).inputs
     if preview:
         # The stream ARN of a table not created yet is unknown, as in a real preview.
         assert isinstance(mapping["eventSourceArn"], pulumi.output.Unknown)
@@ -150,8 +151,8 @@ def test_connections_table_protection_follows_the_stack(stack: str, protected: b
 @pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("prod", 90)])
 def test_every_log_group_keeps_the_stack_retention(stack: str, days: int) -> None:
     log_groups = _stack_run(stack, False).of_type(LOG_GROUP)
-    # six function log groups and the stage's access logs
-    assert len(log_groups) == 7
+    # one log group per function and the stage's access logs
+    assert len(log_groups) == len(FUNCTION_KINDS) + 1
     assert {g.name: g.inputs["retentionInDays"] for g in log_groups} == {
         g.name: days for g in log_groups
     }
@@ -161,19 +162,20 @@ def test_every_log_group_keeps_the_stack_retention(stack: str, days: int) -> Non
 def test_broadcaster_memory_is_its_own_setting(stack: str, memory: int) -> None:
     functions = {f.name: f.inputs["memorySize"] for f in _stack_run(stack, False).of_type(FUNCTION)}
     assert functions.pop("realtime-broadcaster") == 1769
+    assert functions.pop("realtime-sender") == 1024
     assert set(functions.values()) == {memory}
     tuned = run_main(stack, overrides={**STACK_OVERRIDES[stack], "broadcasterMemorySize": "3008"})
     assert tuned.one(FUNCTION, "realtime-broadcaster").inputs["memorySize"] == 3008
 
 
-@pytest.mark.parametrize(("stack", "alarms"), [("dev", 0), ("prod", 3)])
+@pytest.mark.parametrize(("stack", "alarms"), [("dev", 0), ("prod", 6)])
 def test_alarms_only_in_prod(stack: str, alarms: int) -> None:
     assert len(_stack_run(stack, False).of_type(ALARM)) == alarms
 
 
 def test_prod_alarms_notify_the_configured_topic() -> None:
     alarms = _stack_run("prod", False).of_type(ALARM)
-    assert [a.inputs["alarmActions"] for a in alarms] == [[PROD_ALARM_TOPIC]] * 3
+    assert [a.inputs["alarmActions"] for a in alarms] == [[PROD_ALARM_TOPIC]] * 6
     assert not _stack_run("prod", False).of_type("aws:sns/topic:Topic")
 
 
