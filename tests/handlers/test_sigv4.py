@@ -18,7 +18,9 @@ from handlers.sigv4 import Signer, canonical_uri
 
 FROZEN = datetime.datetime(2026, 11, 26, 23, 59, 58, 734_000)  # naive UTC, as botocore reads it
 FROZEN_EPOCH = calendar.timegm(FROZEN.timetuple()) + 0.734
-WITH_TOKEN = ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "tok/en=")
+WITH_TOKEN = ReadOnlyCredentials(
+    "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "tok/en="
+)
 WITHOUT_TOKEN = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
 
 
