@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import socket
 import threading
@@ -380,6 +381,7 @@ class RawServer:
         self.answers = list(answers)
         self.bodies: list[bytes] = []
         self.connections = 0
+        self.open: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
@@ -400,35 +402,44 @@ class RawServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(5)
+        with self.lock:
+            self.open.append(conn)
+        with conn, contextlib.suppress(OSError):  # timed out, or closed by stop()
+            conn.settimeout(5)
+            self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
         buffer = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                with self.lock:
-                    self.bodies.append(buffer[:length])
-                    answer, close = self.answers.pop(0)
-                buffer = buffer[length:]
-                if answer is None:
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = conn.recv(65536)
+                if not data:
                     return
-                conn.sendall(answer)
-                if close:
-                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buffer) < length:
+                buffer += conn.recv(65536)
+            with self.lock:
+                self.bodies.append(buffer[:length])
+                answer, close = self.answers.pop(0)
+            buffer = buffer[length:]
+            if answer is None:
+                return
+            conn.sendall(answer)
+            if close:
+                return
 
     def stop(self) -> None:
         self.listener.close()
+        with self.lock:
+            for conn in self.open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture
