@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import botocore.auth
@@ -377,8 +380,11 @@ class RawServer:
     ``close`` closes it after answering. 127.0.0.1 only; daemon threads; 5 s socket waits.
     """
 
-    def __init__(self, answers: list[tuple[bytes | None, bool]]) -> None:
+    def __init__(
+        self, answers: list[tuple[bytes | None, bool]], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.answers = list(answers)
+        self.tls = tls
         self.bodies: list[bytes] = []
         self.connections = 0
         self.open: list[socket.socket] = []
@@ -389,7 +395,8 @@ class RawServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/dev"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/dev"
 
     def _accept(self) -> None:
         while True:
@@ -399,6 +406,13 @@ class RawServer:
                 return
             with self.lock:
                 self.connections += 1
+            if self.tls is not None:
+                conn.settimeout(5)
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except OSError:
+                    conn.close()
+                    continue
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -443,11 +457,13 @@ class RawServer:
 
 
 @pytest.fixture
-def raw() -> Iterator[Callable[[list[tuple[bytes | None, bool]]], RawServer]]:
+def raw() -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def start(answers: list[tuple[bytes | None, bool]]) -> RawServer:
-        servers.append(RawServer(answers))
+    def start(
+        answers: list[tuple[bytes | None, bool]], tls: ssl.SSLContext | None = None
+    ) -> RawServer:
+        servers.append(RawServer(answers, tls))
         return servers[-1]
 
     yield start
@@ -531,3 +547,73 @@ def test_a_garbled_answer_is_a_connection_error(raw: Any) -> None:
     assert api.post_to_connection("c1", b"1").error_code == CONNECTION_ERROR
     assert api.post_to_connection("c1", b"2").ok  # on a new connection
     assert server.connections == 2
+
+
+def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for 127.0.0.1, and a client one trusting it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client
+
+
+def test_https_posts_over_one_kept_alive_tls_connection(raw: Any, tmp_path: Path) -> None:
+    server_tls, client_tls = self_signed(tmp_path)
+    server = raw([(OK, False), (OK, False), (OK, False)], tls=server_tls)
+    api = FastManagementApi(
+        server.endpoint,
+        region="us-east-1",
+        credentials=frozen_credentials(aws.session()),
+        ssl_context=client_tls,
+    )
+    report = fastpost.fan_out(
+        api,
+        [("a=", b"1"), ("b=", '"é"'.encode())],
+        concurrency=1,
+        max_attempts=1,
+        deadline=time.monotonic() + 10,
+        on_stale=lambda _: True,
+    )
+    assert report.delivered == 2 and not report.failed
+    assert api.get_connection("a=").ok
+    assert server.bodies == [b"1", '"é"'.encode(), b""] and server.connections == 1
+
+
+def test_an_untrusted_certificate_is_a_connection_error(raw: Any, tmp_path: Path) -> None:
+    server_tls, _ = self_signed(tmp_path)
+    server = raw([(OK, False)], tls=server_tls)
+    api = FastManagementApi(server.endpoint, region="us-east-1", credentials=None)
+    response = api.post_to_connection("c1", b"{}")
+    assert (response.status, response.error_code) == (0, CONNECTION_ERROR)
