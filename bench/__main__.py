@@ -8,7 +8,7 @@ What ``make bench`` runs.
 
     python -m bench [--timeout 900] [MODULE ...]
 
-(default: bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume)
+(default: bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume bench.sender)
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("bench.fanout", "bench.recipients", "bench.coldstart", "bench.e2e", "bench.resume")
+BENCHMARKS = (
+    "bench.fanout",
+    "bench.recipients",
+    "bench.coldstart",
+    "bench.e2e",
+    "bench.resume",
+    "bench.sender",
+)
 VERDICTS = ("OK:", "FAIL:")
 
 
