@@ -21,6 +21,10 @@ Lambda gives a sender a batch of FIFO messages, in order within each message gro
   ``maxReceiveCount`` it goes to the dead-letter queue, whose message body is the
   whole job: enough to redeliver it.
 
+Posts go through ``handlers.fastpost`` (one event loop over kept-alive connections,
+signing by ``handlers.sigv4``): about a fifth of the CPU per post of the thread-pool
+client (``bench.sender``), which Lambda bills.
+
 Budget: each sender posts at most ``SENDER_RATE`` posts per second (a ``TokenBucket``
 reserved per job before it is posted); the mapping's maximum concurrency caps how
 many senders run, so together they stay under the channel's ceiling
@@ -35,12 +39,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from handlers import aws, config, logs
+from handlers import aws, config, fastpost, logs
 from handlers import subscriptions as store
 from handlers.connections import iso_utc
-from handlers.delivery import Poster, close_connection, fan_out
+from handlers.delivery import FanoutReport, Poster, close_connection, fan_out
 from handlers.jobs import MalformedJob, TokenBucket, read_job
-from handlers.management import ManagementApi, frozen_credentials
+from handlers.management import frozen_credentials
 
 DEADLINE_MARGIN_SECONDS = 2.0
 STALE_GRACE_SECONDS = 30.0
@@ -83,9 +87,11 @@ def deliver_batch(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     budget: TokenBucket | None = None,
+    post: Callable[..., FanoutReport] = fan_out,
 ) -> tuple[list[dict[str, str]], SenderStats]:
     """Deliver an SQS FIFO batch of jobs; (``batchItemFailures``, stats). With ``budget``,
-    each job's posts are reserved from it (and waited for) before they go out."""
+    each job's posts are reserved from it (and waited for) before they go out. ``post`` is
+    ``delivery.fan_out`` or ``fastpost.fan_out`` (same contract)."""
     stats = SenderStats()
     failures: list[dict[str, str]] = []
     stopped: set[str] = set()
@@ -98,7 +104,7 @@ def deliver_batch(
             stats.jobsFailed += 1
             continue
         if not _deliver_one(record, api, stats, concurrency, max_attempts, deadline, on_stale,
-                            sleep, clock, budget):  # fmt: skip
+                            sleep, clock, budget, post):  # fmt: skip
             stopped.add(group)
             failures.append({"itemIdentifier": message_id})
             stats.jobsFailed += 1
@@ -116,6 +122,7 @@ def _deliver_one(
     sleep: Callable[[float], None],
     clock: Callable[[], float],
     budget: TokenBucket | None,
+    post: Callable[..., FanoutReport],
 ) -> bool:
     """One job; False when it must be redelivered."""
     if clock() >= deadline:
@@ -141,7 +148,7 @@ def _deliver_one(
                 return False
             stats.pacedMs = round(stats.pacedMs + wait * 1000, 3)
             sleep(wait)
-    report = fan_out(
+    report = post(
         api,
         deliveries,
         concurrency=concurrency,
@@ -218,6 +225,7 @@ class Sender:
             sleep=self.sleep,
             clock=self.clock,
             budget=self.budget,
+            post=fastpost.fan_out if isinstance(self.api, fastpost.FastManagementApi) else fan_out,
         )
 
 
@@ -254,7 +262,7 @@ def sender() -> Sender:
             _sender = Sender(
                 CONFIG,
                 dynamodb=aws.client("dynamodb"),
-                api=ManagementApi(
+                api=fastpost.FastManagementApi(
                     CONFIG.management_endpoint,
                     region=aws.region(),
                     credentials=frozen_credentials(aws.session()),

@@ -15,6 +15,7 @@ from handlers import sender as sender_module
 from handlers.broadcaster import FANOUT_STATE_KEY, Broadcaster
 from handlers.config import FanoutConfig, sender_config
 from handlers.cursors import cursor_key
+from handlers.fastpost import FastManagementApi
 from handlers.jobs import group_of, read_job
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.sender import Sender
@@ -107,13 +108,17 @@ def receive_all(queue_url: str) -> list[dict[str, Any]]:
 
 
 def a_sender(server: FakeManagementApi, client: Any, **changes: Any) -> Sender:
+    """A sender as the handler builds it: posting through ``handlers.fastpost``."""
     env = {
         "CONNECTIONS_TABLE": "connections-test",
         "SUBSCRIPTIONS_TABLE": SUBSCRIPTIONS,
         "MANAGEMENT_ENDPOINT": server.endpoint,
     }
     cfg = dataclasses.replace(sender_config(env), **changes)
-    return Sender(cfg, dynamodb=client, api=api_of(server), sleep=lambda _: None)
+    api = FastManagementApi(
+        server.endpoint, region="us-east-1", credentials=frozen_credentials(aws.session())
+    )
+    return Sender(cfg, dynamodb=client, api=api, sleep=lambda _: None)
 
 
 def clients(server: FakeManagementApi, client: Any, count: int) -> list[str]:
