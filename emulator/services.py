@@ -676,7 +676,8 @@ def fifo_queues_like_sqs() -> None:
     * Redrive. As moto: the receive after ``maxReceiveCount`` receives moves the message,
       body, attributes, group and deduplication id intact, to the dead-letter queue.
     * ``WaitTimeSeconds``: each look at the queue holds ``SQS_LOCK``; between looks the
-      receive waits without it, woken by a send or after ``RECEIVE_WAIT_STEP``.
+      receive waits without it, woken by a send or a delete (which may unlock a group:
+      moto woke waiting receives on sends only), or after ``RECEIVE_WAIT_STEP``.
     """
     import time
 
@@ -686,6 +687,12 @@ def fifo_queues_like_sqs() -> None:
     if getattr(receive, "_like_sqs", False):
         return
     add_message = Queue.add_message
+    delete_message = Queue.delete_message
+
+    def queue_delete_message(queue: Any, receipt_handle: str) -> None:
+        delete_message(queue, receipt_handle)
+        with queue._messages_lock:
+            queue._messages_lock.notify_all()
 
     def queue_add_message(queue: Any, message: Any) -> None:
         if queue.fifo_queue:
@@ -719,5 +726,7 @@ def fifo_queues_like_sqs() -> None:
     functools.update_wrapper(queue_add_message, add_message)
     functools.update_wrapper(receive_message, receive)
     receive_message._like_sqs = True  # type: ignore[attr-defined]
+    functools.update_wrapper(queue_delete_message, delete_message)
     Queue.add_message = queue_add_message  # type: ignore[method-assign,assignment]
+    Queue.delete_message = queue_delete_message  # type: ignore[method-assign,assignment]
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign,assignment]
