@@ -39,6 +39,7 @@ from emulator.local import (
     EmulatorOptions,
     PortTaken,
     StackRefused,
+    default_sender_workers,
     running_state,
 )
 from emulator.program import PROJECT, ROOT
@@ -84,6 +85,16 @@ def _ttl(text: str) -> int:
     if ttl <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {ttl}")
     return ttl
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1 ... 1000, got {count}")
+    return count
 
 
 def _user(text: str) -> str:
@@ -189,6 +200,8 @@ async def serve(args: argparse.Namespace) -> int:
         max_connection=args.max_connection,
         schedule_every=args.schedule_every,
     )
+    if args.sender_workers is not None:
+        options.sender_workers = args.sender_workers
     emulator = Emulator(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -349,7 +362,7 @@ def parser() -> argparse.ArgumentParser:
     # on the main parser only, so `--port 9000 serve` keeps 9000
     main_parser.set_defaults(
         host="127.0.0.1", port=8080, secret=None, config=[], idle_timeout=600.0,
-        max_connection=7200.0, schedule_every=5.0,
+        max_connection=7200.0, schedule_every=5.0, sender_workers=None,
     )  # fmt: skip
     for target in (main_parser, run):
         add = functools.partial(target.add_argument, default=argparse.SUPPRESS)
@@ -372,6 +385,12 @@ def parser() -> argparse.ArgumentParser:
             "--schedule-every", type=_seconds, metavar="SECONDS",
             help="run scheduled functions (the sweeper, every minute on AWS) this often,"
             " in seconds (default 5)",
+        )  # fmt: skip
+        add(
+            "--sender-workers", type=_workers, metavar="N",
+            help="worker processes, at most, of a function an SQS queue invokes (the sender;"
+            f" also capped by its maximumConcurrency; default {default_sender_workers()}:"
+            " 2 per CPU, at least 4)",
         )  # fmt: skip
     for sub in (put, delete):
         sub.add_argument("table", help="the table's name in the program (events) or physical name")

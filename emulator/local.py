@@ -5,7 +5,7 @@ provider (the stage's URL is this gateway's), builds the model of what it
 declared, and materialises it: tables, parameters and queues in an embedded
 moto server; each function in worker processes with exactly its declared
 environment plus endpoint overrides; the API as an aiohttp gateway; each event
-source mapping as a stream poller.
+source mapping as a stream poller (DynamoDB) or a queue poller (SQS).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from emulator import model as model_module
 from emulator.gateway import STATE, GatewaySettings, GatewayState, create_app
 from emulator.model import FunctionModel, Model
 from emulator.program import ROOT, RecordingMocks, run_main
+from emulator.queues import QueuePoller
 from emulator.services import LocalAws, provision
 from emulator.streams import StreamPoller
 from emulator.workers import FunctionPool, FunctionSpec, InvokeResult
@@ -102,6 +103,12 @@ def running_state(stack: str) -> dict[str, Any] | None:
     return document
 
 
+def default_sender_workers() -> int:
+    """More sender workers than ``max_workers`` where the machine allows: 2 per CPU, at
+    least 4."""
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
 @dataclass
 class EmulatorOptions:
     stack: str = "dev"
@@ -116,6 +123,9 @@ class EmulatorOptions:
     max_connection: float = 7200.0
     max_workers: int = 4
     """Worker processes per function, at most."""
+    sender_workers: int = field(default_factory=lambda: default_sender_workers())
+    """Worker processes, at most, of a function an SQS queue mapping invokes (the sender):
+    its pool gets min(the mapping's maximumConcurrency, this)."""
     poll_interval: float = 0.025
     """Seconds between stream reads when a shard is idle."""
     schedule_every: float = 5.0
@@ -139,6 +149,7 @@ class Emulator:
         self.model: Model | None = None
         self.pools: dict[str, FunctionPool] = {}
         self.pollers: list[StreamPoller] = []
+        self.queue_pollers: list[QueuePoller] = []
         self.schedules: list[asyncio.Task[None]] = []
         self.declared: RecordingMocks | None = None
         self._runner: web.AppRunner | None = None
@@ -237,6 +248,7 @@ class Emulator:
         self._code_dir = Path(tempfile.mkdtemp(prefix="realtime-emulator-code-"))
         worker_env = self.aws.environment()
         worker_env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self.management_endpoint
+        workers = self.pool_sizes()
         for function in self.model.functions.values():
             spec = FunctionSpec(
                 name=function.name,
@@ -248,7 +260,7 @@ class Emulator:
                 arn=function.arn,
             )
             self.pools[function.name] = FunctionPool(
-                spec, max_workers=options.max_workers, log=options.log
+                spec, max_workers=workers[function.name], log=options.log
             )
         await asyncio.gather(*(pool.start() for pool in self.pools.values()))
         settings = GatewaySettings(
@@ -274,6 +286,20 @@ class Emulator:
             )
             await poller.start()
             self.pollers.append(poller)
+        for queue_mapping in self.model.queue_mappings:
+            if not queue_mapping.enabled:
+                continue
+            function = self.model.functions[queue_mapping.function]
+            queue_poller = QueuePoller(
+                queue_mapping,
+                aws=self.aws,
+                invoke=self.invoke,
+                log=options.log,
+                concurrency=workers[function.name],
+                function_timeout=function.timeout,
+            )
+            await queue_poller.start()
+            self.queue_pollers.append(queue_poller)
         for schedule in self.model.schedules:
             every = min(schedule.seconds, options.schedule_every)
             self.schedules.append(
@@ -286,6 +312,17 @@ class Emulator:
         gc.collect()
         gc.freeze()
         return self
+
+    def pool_sizes(self) -> dict[str, int]:
+        """Worker processes, at most, per function: ``max_workers``, or for a function an
+        enabled SQS mapping invokes, min(its maximumConcurrency, ``sender_workers``)."""
+        assert self.model is not None
+        queued: dict[str, int] = {}
+        for mapping in self.model.queue_mappings:
+            if mapping.enabled:
+                size = max(1, min(mapping.maximum_concurrency, self.options.sender_workers))
+                queued[mapping.function] = max(size, queued.get(mapping.function, 0))
+        return {name: queued.get(name, self.options.max_workers) for name in self.model.functions}
 
     def _listen(self) -> socket.socket:
         """The gateway's listening socket (port 0: any free one), or ``PortTaken``."""
@@ -359,6 +396,8 @@ class Emulator:
             await asyncio.gather(*self.schedules, return_exceptions=True)
             for poller in self.pollers:
                 await poller.stop()
+            for queue_poller in self.queue_pollers:
+                await queue_poller.stop()
             if self._runner is not None:
                 await self._runner.cleanup()
         finally:

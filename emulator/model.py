@@ -1,4 +1,5 @@
-"""What a program declared, as the emulator needs it: tables, functions, routes, mappings.
+"""What a program declared, as the emulator needs it: tables, functions, routes, mappings,
+queues.
 
 Built from the resources ``emulator.program`` recorded (inputs arrive camelCase,
 numbers as floats, secrets wrapped), and nothing else: if the program does not
@@ -8,8 +9,9 @@ declare it, the emulator does not run it.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +99,48 @@ class MappingModel:
 
 
 @dataclass(frozen=True)
+class QueueMappingModel:
+    """An event source mapping from an SQS queue (Lambda's SQS poller)."""
+
+    logical: str
+    function: str
+    queue: str
+    """Physical name of the source queue."""
+    batch_size: int
+    report_item_failures: bool
+    maximum_concurrency: int
+    """``scalingConfig.maximumConcurrency``: at most this many invocations at once."""
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A declared SQS queue, with the attributes the emulator creates it with."""
+
+    logical: str
+    name: str
+    arn: str
+    fifo: bool = False
+    visibility_timeout: int = 30
+    retention: int = 345600
+    """``messageRetentionSeconds`` (SQS's default: four days)."""
+    content_based_deduplication: bool = False
+    deduplication_scope: str | None = None
+    """``messageGroup`` or ``queue`` (FIFO only; None: SQS's default, ``queue``)."""
+    throughput_limit: str | None = None
+    """``perMessageGroupId`` or ``perQueue`` (FIFO only)."""
+    dead_letter_queue: str | None = None
+    """Physical name of the redrive policy's dead-letter queue."""
+    max_receive_count: int | None = None
+
+
+QUEUE_MAPPING_DEFAULT_BATCH_SIZE = 10
+QUEUE_MAPPING_DEFAULT_CONCURRENCY = 1000
+"""Without ``scalingConfig.maximumConcurrency`` Lambda scales up to 1,000 concurrent batches
+(the emulator's pool caps what actually runs at once)."""
+
+
+@dataclass(frozen=True)
 class ScheduleModel:
     """An EventBridge rule with a ``rate(...)`` schedule invoking a function."""
 
@@ -127,10 +171,15 @@ class Model:
     functions: dict[str, FunctionModel] = field(default_factory=dict)
     routes: dict[str, RouteModel] = field(default_factory=dict)
     mappings: list[MappingModel] = field(default_factory=list)
+    """Event source mappings from DynamoDB streams."""
+    queue_mappings: list[QueueMappingModel] = field(default_factory=list)
+    """Event source mappings from SQS queues."""
     parameters: dict[str, tuple[str, str]] = field(default_factory=dict)
     """name -> (type, value)."""
     queues: dict[str, str] = field(default_factory=dict)
     """ARN -> name."""
+    queue_specs: dict[str, QueueSpec] = field(default_factory=dict)
+    """name -> the queue's attributes; a dead-letter queue comes before the queues using it."""
     schedules: list[ScheduleModel] = field(default_factory=list)
 
 
@@ -140,6 +189,86 @@ def _table_of_arn(arn: str) -> str:
         return arn.split(":", 5)[5].split("/")[1]
     except IndexError:
         raise ModelError(f"not a DynamoDB table or stream ARN: {arn!r}") from None
+
+
+def _source_service(arn: Any) -> str:
+    """``dynamodb`` or ``sqs``: the service of a mapping's ``eventSourceArn``, or ModelError."""
+    parts = arn.split(":") if isinstance(arn, str) else []
+    if len(parts) >= 6 and parts[0] == "arn" and parts[2] in ("dynamodb", "sqs") and parts[5]:
+        return parts[2]
+    raise ModelError(
+        f"event source {arn!r} is neither a DynamoDB stream nor an SQS queue ARN;"
+        " the emulator polls only those"
+    )
+
+
+def _flag(value: Any, default: bool = False) -> bool:
+    """A boolean input (Pulumi may hand over ``"true"``)."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
+def _queue(resource: Declared, name_of_arn: dict[str, str]) -> QueueSpec:
+    inputs, outputs = resource.inputs, resource.outputs
+    name = str(outputs["name"])
+    fifo = _flag(inputs.get("fifoQueue"))
+    if fifo and not name.endswith(".fifo"):
+        raise ModelError(f"queue {resource.name}: a FIFO queue's name must end in .fifo: {name!r}")
+    dead_letter, max_receives = None, None
+    policy = plain(inputs.get("redrivePolicy"))
+    if policy:
+        try:
+            document = json.loads(policy) if isinstance(policy, str) else policy
+            target = str(document["deadLetterTargetArn"])
+            max_receives = int(document["maxReceiveCount"])
+        except (ValueError, TypeError, KeyError):
+            raise ModelError(
+                f"queue {resource.name}: redrivePolicy is not JSON with deadLetterTargetArn"
+                f" and maxReceiveCount: {policy!r}"
+            ) from None
+        if target not in name_of_arn:
+            raise ModelError(
+                f"queue {resource.name}: dead-letter target {target!r} is no declared queue"
+            )
+        if max_receives < 1:
+            raise ModelError(f"queue {resource.name}: maxReceiveCount must be at least 1")
+        dead_letter = name_of_arn[target]
+    return QueueSpec(
+        logical=resource.name,
+        name=name,
+        arn=str(outputs["arn"]),
+        fifo=fifo,
+        visibility_timeout=int(inputs.get("visibilityTimeoutSeconds") or 30),
+        retention=int(inputs.get("messageRetentionSeconds") or 345600),
+        content_based_deduplication=_flag(inputs.get("contentBasedDeduplication")),
+        deduplication_scope=inputs.get("deduplicationScope") if fifo else None,
+        throughput_limit=inputs.get("fifoThroughputLimit") if fifo else None,
+        dead_letter_queue=dead_letter,
+        max_receive_count=max_receives,
+    )
+
+
+def _dead_letters_first(specs: list[QueueSpec]) -> list[QueueSpec]:
+    """The queues ordered so that a dead-letter queue comes before every queue using it."""
+    by_name = {spec.name: spec for spec in specs}
+    ordered: dict[str, QueueSpec] = {}
+
+    def visit(spec: QueueSpec, path: tuple[str, ...]) -> None:
+        if spec.name in ordered:
+            return
+        if spec.name in path:
+            raise ModelError(f"queues redrive to each other: {' -> '.join((*path, spec.name))}")
+        target = by_name.get(spec.dead_letter_queue or "")
+        if target is not None:
+            visit(target, (*path, spec.name))
+        ordered[spec.name] = spec
+
+    for spec in specs:
+        visit(spec, ())
+    return list(ordered.values())
 
 
 def _archive(code: Any) -> dict[str, str]:
@@ -285,8 +414,11 @@ def build(resources: Iterable[Declared]) -> Model:
             resource.inputs.get("type", "String"),
             str(plain(resource.inputs.get("value"))),
         )
-    for resource in by_type.get("aws:sqs/queue:Queue", []):
+    queues = sorted(by_type.get("aws:sqs/queue:Queue", []), key=lambda r: r.name)
+    for resource in queues:
         model.queues[str(resource.outputs["arn"])] = str(resource.outputs["name"])
+    specs = [_queue(resource, model.queues) for resource in queues]
+    model.queue_specs = {spec.name: spec for spec in _dead_letters_first(specs)}
 
     rules = {
         str(r.outputs.get("name") or r.name): r
@@ -307,6 +439,9 @@ def build(resources: Iterable[Declared]) -> Model:
 
     for resource in by_type.get("aws:lambda/eventSourceMapping:EventSourceMapping", []):
         inputs = resource.inputs
+        if _source_service(inputs.get("eventSourceArn")) == "sqs":
+            model.queue_mappings.append(_queue_mapping(resource, model, function_of))
+            continue
         on_failure = ((inputs.get("destinationConfig") or {}).get("onFailure") or {}).get(
             "destinationArn"
         )
@@ -336,6 +471,37 @@ def build(resources: Iterable[Declared]) -> Model:
             )
         )
     return model
+
+
+def _queue_mapping(
+    resource: Declared, model: Model, function_of: Callable[[str, str], str]
+) -> QueueMappingModel:
+    inputs = resource.inputs
+    source = str(inputs["eventSourceArn"])
+    if source not in model.queues:
+        raise ModelError(f"mapping {resource.name}: source {source!r} is no declared queue")
+    queue = model.queue_specs[model.queues[source]]
+    batch_size = int(inputs.get("batchSize") or QUEUE_MAPPING_DEFAULT_BATCH_SIZE)
+    if queue.fifo and not 1 <= batch_size <= 10:
+        raise ModelError(
+            f"mapping {resource.name}: a FIFO queue's batch size is 1 to 10, not {batch_size}"
+        )
+    scaling = inputs.get("scalingConfig") or {}
+    concurrency = int(scaling.get("maximumConcurrency") or QUEUE_MAPPING_DEFAULT_CONCURRENCY)
+    if not 2 <= concurrency <= 1000:
+        raise ModelError(
+            f"mapping {resource.name}: maximumConcurrency is 2 to 1000, not {concurrency}"
+        )
+    return QueueMappingModel(
+        logical=resource.name,
+        function=function_of(inputs["functionName"], f"mapping {resource.name}"),
+        queue=queue.name,
+        batch_size=batch_size,
+        report_item_failures="ReportBatchItemFailures"
+        in (inputs.get("functionResponseTypes") or []),
+        maximum_concurrency=concurrency,
+        enabled=_flag(inputs.get("enabled"), default=True),
+    )
 
 
 def archive_digest(archive: dict[str, str]) -> str:

@@ -116,6 +116,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 out["streamArn"] = f"{out['arn']}/stream/{out['streamLabel']}"
             return physical
         if typ == "aws:sqs/queue:Queue":
+            if inputs.get("fifoQueue") and not physical.endswith(".fifo"):
+                physical += ".fifo"  # as the provider auto-names a FIFO queue
             out["name"] = physical
             out["arn"] = f"arn:aws:sqs:{region}:{account}:{physical}"
             out["url"] = f"https://sqs.{region}.amazonaws.com/{account}/{physical}"

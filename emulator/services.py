@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import functools
 import importlib
+import json
 import logging
 import threading
 from collections import deque
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from emulator.model import Model, TableSpec
+from emulator.model import Model, QueueSpec, TableSpec
 from emulator.program import REGION
 
 FAKE_CREDENTIALS = {
@@ -352,6 +353,8 @@ class LocalAws:
         refuse_what_dynamodb_refuses()
         serialize_writes()
         serialize_attribute_values_fast()
+        serialize_sqs()
+        fifo_queues_like_sqs()
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.endpoint = ""
         self._clients: dict[str, Any] = {}
@@ -482,6 +485,32 @@ def table_request(table: TableSpec) -> dict[str, Any]:
     return request
 
 
+def queue_request(spec: QueueSpec, dead_letter_arn: str | None = None) -> dict[str, Any]:
+    """``CreateQueue`` arguments for a declared queue (pure); ``dead_letter_arn``: the ARN of
+    its redrive policy's dead-letter queue (as the local SQS named it), if it has one."""
+    attributes = {
+        "VisibilityTimeout": str(spec.visibility_timeout),
+        "MessageRetentionPeriod": str(spec.retention),
+    }
+    if spec.fifo:
+        attributes["FifoQueue"] = "true"
+        attributes["ContentBasedDeduplication"] = str(spec.content_based_deduplication).lower()
+        if spec.deduplication_scope:
+            attributes["DeduplicationScope"] = spec.deduplication_scope
+        if spec.throughput_limit:
+            attributes["FifoThroughputLimit"] = spec.throughput_limit
+    if spec.dead_letter_queue is not None:
+        if dead_letter_arn is None:
+            raise ValueError(f"queue {spec.name}: its dead-letter queue's ARN is needed")
+        attributes["RedrivePolicy"] = json.dumps(
+            {
+                "deadLetterTargetArn": dead_letter_arn,
+                "maxReceiveCount": spec.max_receive_count,
+            }
+        )
+    return {"QueueName": spec.name, "Attributes": attributes}
+
+
 def provision(aws: LocalAws, model: Model) -> None:
     """Create the declared tables, parameters and queues (existing tables are kept)."""
     dynamodb = aws.client("dynamodb")
@@ -499,5 +528,205 @@ def provision(aws: LocalAws, model: Model) -> None:
     for name, (kind, value) in model.parameters.items():
         ssm.put_parameter(Name=name, Type=kind, Value=value, Overwrite=True)
     sqs = aws.client("sqs")
+    arns: dict[str, str] = {}
+    for spec in model.queue_specs.values():  # dead-letter queues first
+        target = arns.get(spec.dead_letter_queue or "")
+        url = sqs.create_queue(**queue_request(spec, target))["QueueUrl"]
+        arns[spec.name] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
     for name in model.queues.values():
-        sqs.create_queue(QueueName=name)
+        if name not in model.queue_specs:
+            sqs.create_queue(QueueName=name)
+
+
+# -- SQS: FIFO queues as SQS runs them --------------------------------------------------------
+
+SQS_LOCK = threading.RLock()
+"""Held around every SQS request moto serves (a ReceiveMessage only while it looks at the
+queue, not while it waits for messages)."""
+
+DEDUPLICATION_WINDOW_MS = 5 * 60 * 1000
+"""SQS drops a FIFO message whose deduplication id it accepted in the last five minutes."""
+
+RECEIVE_WAIT_STEP = 0.05
+"""How often a waiting ReceiveMessage looks again (a send wakes it at once; this bounds how
+late it sees a message whose visibility timeout ran out)."""
+
+
+def serialize_sqs() -> None:
+    """Make moto's SQS serve one request at a time (idempotent).
+
+    SQS: a message is handed to one receiver at a time, and a FIFO group's in-flight
+    message keeps every other receiver out of the group. moto: its threaded server runs
+    ReceiveMessage, SendMessage and DeleteMessage side by side on the same lists with no
+    lock, so two concurrent receives can both take messages of one group (or the same
+    message), and a receive can iterate a list a delete is replacing. Here every SQS
+    action holds ``SQS_LOCK``; ReceiveMessage takes it in ``receive_message`` for each
+    look at the queue and waits (``WaitTimeSeconds``) without it, so a long poll does not
+    hold up the sends it waits for.
+    """
+    from moto.sqs.responses import SQSResponse
+
+    call_action = SQSResponse.call_action
+    if getattr(call_action, "_serialized", False):
+        return
+
+    def serialized(handler: Any) -> Any:
+        if handler._get_action() == "ReceiveMessage":
+            return call_action(handler)
+        with SQS_LOCK:
+            return call_action(handler)
+
+    functools.update_wrapper(serialized, call_action)
+    serialized._serialized = True  # type: ignore[attr-defined]
+    SQSResponse.call_action = serialized  # type: ignore[method-assign,assignment]
+
+
+def _fifo_add_message(queue: Any, message: Any) -> None:
+    """A FIFO queue's ``add_message``: deduplication by scope, increasing sequence numbers."""
+    from moto.core.utils import unix_time_millis
+
+    if message.approximate_receive_count == 0:  # sent, not moved here from a source queue
+        now = unix_time_millis()
+        seen: dict[Any, tuple[float, str, str]] = queue.__dict__.setdefault("_dedup_seen", {})
+        for key in [k for k, (at, _, _) in seen.items() if now - at >= DEDUPLICATION_WINDOW_MS]:
+            del seen[key]
+        if message.deduplication_id is not None:
+            group = message.group_id if queue.deduplication_scope == "messageGroup" else None
+            key = (group, message.deduplication_id)
+            if key in seen:  # accepted, not delivered: the answer names the original
+                _, message.id, message.sequence_number = seen[key]
+                return
+        sequence = queue.__dict__.get("_next_sequence", 0) + 1
+        queue._next_sequence = sequence
+        message.sequence_number = f"{sequence:020d}"
+        if message.deduplication_id is not None:
+            seen[key] = (now, message.id, message.sequence_number)
+    with queue._messages_lock:
+        queue._messages.append(message)
+        queue._messages_lock.notify_all()
+
+
+def _fifo_receive(
+    queue: Any, count: int, visibility_timeout: int, attribute_names: list[str]
+) -> list[Any]:
+    """One look at a FIFO queue: SQS's ReceiveMessage (see ``fifo_queues_like_sqs``)."""
+    from copy import deepcopy
+
+    from moto.core.utils import unix_time_millis
+    from moto.sqs.models import _filter_message_attributes
+
+    now = unix_time_millis()
+    retention_ms = int(queue.message_retention_period) * 1000
+    kept = []
+    for message in queue._messages:
+        if message.sent_timestamp + retention_ms <= now:  # past retention: SQS deletes it
+            queue.pending_messages.discard(message)
+            queue.deleted_messages.update(message.all_receipt_handles)
+        else:
+            kept.append(message)
+    queue._messages = kept
+    in_flight = {m.group_id for m in kept if not m.visible}
+    groups: dict[str, list[Any]] = {}
+    for message in kept:
+        if message.group_id not in in_flight:
+            groups.setdefault(message.group_id, []).append(message)
+    policy = queue.redrive_policy if queue.dead_letter_queue is not None else None
+    result: list[Any] = []
+    for messages in groups.values():  # the group of the oldest message first
+        for message in messages:
+            if len(result) >= count:
+                return result
+            if policy and message.approximate_receive_count >= policy["maxReceiveCount"]:
+                queue._messages.remove(message)
+                queue.pending_messages.discard(message)
+                queue.dead_letter_queue.add_message(message)
+                continue
+            queue.pending_messages.add(message)
+            message.mark_received(visibility_timeout=visibility_timeout)
+            copy = deepcopy(message)
+            _filter_message_attributes(copy, attribute_names)
+            result.append(copy)
+    return result
+
+
+def fifo_queues_like_sqs() -> None:
+    """Make moto's FIFO queues behave as SQS's do where the emulator relies on it
+    (idempotent); standard queues are left to moto (under ``serialize_sqs``'s lock).
+
+    * Order within a group. SQS hands out a group's messages in the order they were sent.
+      moto, when a group's in-flight messages became visible again, skipped all but the
+      last of them (it unlocks the group one message at a time while it iterates), so a
+      redelivered group came back out of order.
+    * The group lock. SQS returns no message of a group while one of its messages is in
+      flight (received, not deleted, visibility not expired), and fills a batch with as
+      many messages of one group as it can before taking another group. Here: a group
+      with any message in flight is skipped; the others are taken group by group, oldest
+      group first, in order.
+    * Deduplication. SQS drops a message whose deduplication id it accepted in the last
+      five minutes, per message group with ``DeduplicationScope`` ``messageGroup``, and
+      whether or not the first is still in the queue; the duplicate's answer carries the
+      first message's id. moto compared only with messages still in the queue, and across
+      all groups whatever the scope.
+    * Sequence numbers. SQS's grow with every message; moto's were 20 random digits. Here:
+      a counter per queue, as 20 digits (they sort as numbers and as text).
+    * Retention. SQS deletes a message older than ``MessageRetentionPeriod``; moto left it
+      in the queue, and every receive stopped at it.
+    * Redrive. As moto: the receive after ``maxReceiveCount`` receives moves the message,
+      body, attributes, group and deduplication id intact, to the dead-letter queue.
+    * ``WaitTimeSeconds``: each look at the queue holds ``SQS_LOCK``; between looks the
+      receive waits without it, woken by a send or a delete (which may unlock a group:
+      moto woke waiting receives on sends only), or after ``RECEIVE_WAIT_STEP``.
+    """
+    import time
+
+    from moto.sqs.models import Queue, SQSBackend
+
+    receive = SQSBackend.receive_message
+    if getattr(receive, "_like_sqs", False):
+        return
+    add_message = Queue.add_message
+    delete_message = Queue.delete_message
+
+    def queue_delete_message(queue: Any, receipt_handle: str) -> None:
+        delete_message(queue, receipt_handle)
+        with queue._messages_lock:
+            queue._messages_lock.notify_all()
+
+    def queue_add_message(queue: Any, message: Any) -> None:
+        if queue.fifo_queue:
+            _fifo_add_message(queue, message)
+        else:
+            add_message(queue, message)
+
+    def receive_message(
+        backend: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> list[Any]:
+        deadline = time.monotonic() + (wait_seconds_timeout or 0)
+        names = message_attribute_names or []
+        while True:
+            with SQS_LOCK:
+                queue = backend.get_queue(queue_name)
+                if queue.fifo_queue:
+                    result = _fifo_receive(queue, count, visibility_timeout, names)
+                else:
+                    result = receive(backend, queue_name, count, 0, visibility_timeout, names)
+            remaining = deadline - time.monotonic()
+            if result or remaining <= 0:
+                return list(result)
+            with queue._messages_lock:
+                queue._messages_lock.wait(timeout=min(remaining, RECEIVE_WAIT_STEP))
+
+    functools.update_wrapper(queue_add_message, add_message)
+    functools.update_wrapper(receive_message, receive)
+    receive_message._like_sqs = True  # type: ignore[attr-defined]
+    functools.update_wrapper(queue_delete_message, delete_message)
+    Queue.add_message = queue_add_message  # type: ignore[method-assign,assignment]
+    Queue.delete_message = queue_delete_message  # type: ignore[method-assign,assignment]
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign,assignment]
