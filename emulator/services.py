@@ -23,6 +23,11 @@ model-driven serializer (ten members looked up under several aliases per
 value): over half of a 250-item Query's time. ``serialize_attribute_values_fast``
 writes the well-formed values directly, to the same JSON, and leaves anything
 else to moto.
+
+moto's SQS serves concurrent requests on shared lists with no lock, and its FIFO
+queues differ from SQS's (order of a redelivered group, deduplication window and
+scope, sequence numbers, retention): ``serialize_sqs`` and ``fifo_queues_like_sqs``
+say what SQS does and what moto did, and make moto do the former.
 """
 
 from __future__ import annotations
