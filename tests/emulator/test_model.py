@@ -150,15 +150,28 @@ def test_build_maps_the_events_stream_to_the_broadcaster_with_the_queue(
 ) -> None:
     (mapping,) = model.mappings
     events = one(declared, "aws:dynamodb/table:Table", "events")
-    queue = one(declared, QUEUE)
+    queue = one(declared, QUEUE, "realtime-dlq")
     assert mapping.table == events.outputs["name"]
     assert mapping.function == function(model, "realtime-broadcaster").name
     assert mapping.on_failure_queue == queue.outputs["name"]
-    assert model.queues == {queue.outputs["arn"]: queue.outputs["name"]}
+    assert model.queues == {
+        q.outputs["arn"]: q.outputs["name"] for q in declared if q.type == QUEUE
+    }
+    assert sorted(model.queues.values()) == [
+        queue.outputs["name"], "realtime-fanout-dlq.fifo", "realtime-fanout.fifo"
+    ]  # fmt: skip
     assert mapping.report_item_failures is True
     assert mapping.enabled is True
     assert mapping.maximum_retry_attempts == 3
     assert mapping.maximum_record_age == 3600
+
+
+def test_build_runs_the_senders_on_the_fanout_queue_within_the_budget(model: Model) -> None:
+    (senders,) = model.queue_mappings
+    assert senders.queue == "realtime-fanout.fifo"
+    assert senders.function == function(model, "realtime-sender").name
+    assert (senders.batch_size, senders.report_item_failures) == (10, True)
+    assert senders.maximum_concurrency == 18  # 9,000 posts/s / 500 per sender
 
 
 def test_build_parameter_holds_the_secret_unwrapped(model: Model) -> None:
@@ -236,11 +249,11 @@ def test_build_refuses_a_mapping_whose_on_failure_queue_is_not_declared(
     declared: list[Declared],
 ) -> None:
     with pytest.raises(ModelError, match="is no declared queue"):
-        build(without(declared, QUEUE))
+        build(without(declared, QUEUE, "realtime-dlq"))
 
 
 def test_build_refuses_a_mapping_for_an_undeclared_function(declared: list[Declared]) -> None:
-    mapping = one(declared, MAPPING)
+    mapping = one(declared, MAPPING, "realtime-source-events")
     stray = dataclasses.replace(
         mapping, inputs={**mapping.inputs, "functionName": "somebody-elses-function"}
     )
