@@ -38,7 +38,13 @@ from handlers.lambda_filters import matches_any, parse_pattern
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.topics import bucket_of, key_topic, subscription_key, table_topic
 from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
-from tests.helpers import FakeContext, connection_ids, create_subscriptions_table, load_event
+from tests.helpers import (
+    FakeContext,
+    connection_ids,
+    create_subscriptions_table,
+    load_event,
+    subscription_items,
+)
 
 SEQ = ["111100000000000000000001", "111100000000000000000002", "111100000000000000000003"]
 KEYS = (("PK", "S"), ("SK", "S"))
@@ -150,7 +156,7 @@ def client_on(
 
 
 def stored_subscriptions(client: Any) -> list[str]:
-    return sorted(i["sk"]["S"] for i in client.scan(TableName=SUBSCRIPTIONS)["Items"])
+    return sorted(i["sk"]["S"] for i in subscription_items(client, SUBSCRIPTIONS))
 
 
 def stream(
