@@ -433,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
                     "ttl": {"N": str(ttl)},
                 },
             )
+        # as each subscribe does: the topics' versions moved (the broadcaster reads them)
+        store.bump_versions(
+            dynamodb,
+            stack.subscriptions_table,
+            [partition_topic, *(table_topic(label, b) for b in range(stack.buckets))],
+        )
         management.connect(*recipients, *rounds)
 
         def stored(table: str, key: dict[str, Any]) -> dict[str, Any] | None:

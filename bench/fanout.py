@@ -202,7 +202,8 @@ class ManagementServer:
 
 
 class PreloadedTable:
-    """Stands in for the DynamoDB client: ``query`` replays topic pages read beforehand.
+    """Stands in for the DynamoDB client: ``query`` replays topic pages read beforehand;
+    ``batch_get_item`` gives each topic with pages version 1 (subscribed).
 
     ``delete_item`` (a 410 Gone clean-up) is recorded, not sent: the benchmark
     registers every id, so any call is a failure it reports.
@@ -223,6 +224,15 @@ class PreloadedTable:
             if page.get("LastEvaluatedKey") == start:
                 return pages[number + 1]
         raise KeyError(f"no page after {start!r}")
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        ((table, request),) = RequestItems.items()
+        versions = [
+            {"topic": key["topic"], "version": {"N": "1"}}
+            for key in request["Keys"]
+            if key["topic"]["S"] in self._pages
+        ]
+        return {"Responses": {table: versions}}
 
     def delete_item(self, **kwargs: Any) -> dict[str, Any]:
         self.deleted.append(kwargs["Key"]["connectionId"]["S"])

@@ -85,14 +85,15 @@ def connect_policy(log_group_arn: str, table_arn: str) -> str:
 
 def disconnect_policy(log_group_arn: str, table_arn: str, subscriptions_table_arn: str) -> str:
     """Remove the connection's record (returning its subscriptions map), then each of its
-    subscriptions (batched; one by one when a batch leaves some unprocessed)."""
+    subscriptions (batched; one by one when a batch leaves some unprocessed), then bump
+    their topics' version items (UpdateItem)."""
     return document(
         [
             logs_statement(log_group_arn),
             _allow("RemoveConnection", ["dynamodb:DeleteItem"], [table_arn]),
             _allow(
                 "RemoveSubscriptions",
-                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"],
+                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"],
                 [subscriptions_table_arn],
             ),
         ]
@@ -124,8 +125,9 @@ def default_policy(
     """Answer clients (and close expired connections), and subscribe / unsubscribe: read the
     connection (its identity and subscriptions map), then one transaction that updates
     that map and puts or deletes the subscription (TransactWriteItems is authorised per
-    action it holds). ``auth``: read the token secret, the connection's subscriptions
-    (BatchGetItem) and update their expiry. Resume: read the cursor secret, and Query the
+    action it holds; each also bumps its topic's version item, an Update). ``auth``: read
+    the token secret, the connection's subscriptions (BatchGetItem) and update their expiry
+    (with their topics' versions). Resume: read the cursor secret, and Query the
     replay store's ``byTime`` index only."""
     replay = (
         ("ReadReplay", ["dynamodb:Query"], f"{replay_table_arn}/index/byTime")
@@ -180,11 +182,12 @@ def broadcaster_policy(
     fanout_queue_arn: str | None = None,
 ) -> str:
     """What the broadcaster does whatever its sources: find recipients with a Query per
-    topic (never a Scan), post, and remove connections that are gone with their
-    subscriptions; record each change in the replay store (BatchWriteItem only) and sign
-    cursors with the cursor secret. With the queued fan-out: send delivery jobs to its
-    queue, and read and set the channel's fan-out mode (one item of the connections table,
-    ``#fanout``, and no other)."""
+    topic (never a Scan) whose version item (BatchGetItem) moved since it was cached,
+    post, and remove connections that are gone with their subscriptions, bumping their
+    topics' versions (UpdateItem); record each change in the replay store (BatchWriteItem
+    only) and sign cursors with the cursor secret. With the queued fan-out: send delivery
+    jobs to its queue, and read and set the channel's fan-out mode (one item of the
+    connections table, ``#fanout``, and no other)."""
     replay = (
         ("RecordChanges", ["dynamodb:BatchWriteItem"], replay_table_arn)
         if replay_table_arn
@@ -200,11 +203,15 @@ def broadcaster_policy(
     return document(
         [
             logs_statement(log_group_arn),
-            _allow("FindSubscribers", ["dynamodb:Query"], [subscriptions_table_arn]),
+            _allow(
+                "FindSubscribers",
+                ["dynamodb:BatchGetItem", "dynamodb:Query"],
+                [subscriptions_table_arn],
+            ),
             _allow("RemoveStaleConnections", ["dynamodb:DeleteItem"], [table_arn]),
             _allow(
                 "RemoveStaleSubscriptions",
-                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"],
+                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"],
                 [subscriptions_table_arn],
             ),
             _allow(
@@ -231,7 +238,7 @@ def sender_policy(
 ) -> str:
     """What a sender does: take delivery jobs from its queue (what Lambda's SQS poller needs
     of the function's role), post them, close connections that keep failing, and remove
-    connections that are gone with their subscriptions."""
+    connections that are gone with their subscriptions, bumping their topics' versions."""
     return document(
         [
             logs_statement(log_group_arn),
@@ -251,7 +258,7 @@ def sender_policy(
             _allow("RemoveStaleConnections", ["dynamodb:DeleteItem"], [table_arn]),
             _allow(
                 "RemoveStaleSubscriptions",
-                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"],
+                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"],
                 [subscriptions_table_arn],
             ),
         ]
@@ -263,7 +270,7 @@ def sweeper_policy(
 ) -> str:
     """Find connections whose token has expired (a Query of the connections table's
     ``byExpiry`` index, nothing else of it), close them, and clean up after one API Gateway
-    no longer knows (its record and subscriptions)."""
+    no longer knows (its record and subscriptions, bumping their topics' versions)."""
     return document(
         [
             logs_statement(log_group_arn),
@@ -276,7 +283,7 @@ def sweeper_policy(
             _allow("RemoveStaleConnections", ["dynamodb:DeleteItem"], [table_arn]),
             _allow(
                 "RemoveStaleSubscriptions",
-                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"],
+                ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"],
                 [subscriptions_table_arn],
             ),
         ]

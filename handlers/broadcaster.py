@@ -9,8 +9,14 @@ For each stream record (INSERT, MODIFY, REMOVE), in stream order:
    an item leaving them is ``removed`` (keys only) and one entering them ``added``; a
    record neither image of which passes reaches no one and costs no Query;
 2. find the subscriptions on the topics it touches (its item, its partition,
-   each bucket of its table-wide topic): one paginated, strongly consistent
-   Query per topic, read once per batch;
+   each bucket of its table-wide topic), each topic read once per batch: the
+   topics' version items first (BatchGetItem, strongly consistent), then one
+   paginated, strongly consistent Query for each topic whose version is not the
+   one its subscriptions are cached with in this container (``SubscriptionCache``);
+   a topic without a version item counts as version 0 and is read once (it may hold
+   subscriptions stored before version items existed: a stack updated under live
+   connections must not lose them), then served from the cache until a subscribe bumps
+   it;
 3. ``recipients.plan`` decides, per connection, one ``event_update`` with
    ``matches`` and the fields its subscriptions were granted (filters,
    ``targetAttribute`` as row-level control, owner changes);
@@ -27,9 +33,11 @@ that record and stream order is kept.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +71,15 @@ STALE_GRACE_SECONDS = 30.0
 """A 410 for a record younger than this may be a client still in $connect: keep it."""
 QUERY_CONCURRENCY = 8
 """Topics of one record queried at the same time (a record touches 2 + buckets topics)."""
+MAX_CACHED_SUBSCRIPTIONS = 200_000
+"""Subscriptions the container keeps across batches, all topics together (some hundreds of
+bytes each); past it the least recently used topics are forgotten."""
+CACHED_SUBSCRIPTION_BYTES = 640
+"""What one cached subscription costs in memory (measured)."""
+CACHE_MEMORY_SHARE = 0.25
+"""The share of the function's memory the cache may take."""
+MAX_CACHED_TOPICS = 100_000
+"""Topics the container keeps (most hold none: every item written is a topic)."""
 METRICS_NAMESPACE = "RealtimeChannel"
 SQS_BATCH_ENTRIES = 10
 SQS_BATCH_BYTES = 256 * 1024
@@ -123,7 +140,9 @@ class BatchStats:
     unheard: int = 0
     """Records no subscription matched (nobody subscribed, filters, owners): not an error."""
     topicsQueried: int = 0
-    """Topics read from the subscription index (each once per batch)."""
+    """Topics read from the subscription index with a Query (each at most once per batch)."""
+    topicsCached: int = 0
+    """Topics whose subscriptions came from the container's cache (their version unchanged)."""
     subscriptionsRead: int = 0
     """Subscription items those queries returned."""
     skippedSubscriptions: int = 0
@@ -384,11 +403,78 @@ def query_pool() -> ThreadPoolExecutor:
         return _query_pool
 
 
+def cache_limit(environ: Mapping[str, str] | None = None) -> int:
+    """The cache's bound: ``MAX_CACHED_SUBSCRIPTIONS``, or fewer so that it takes at most a
+    quarter of the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, MB)."""
+    raw = (os.environ if environ is None else environ).get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+    try:
+        memory_mb = int(raw)
+    except ValueError:
+        return MAX_CACHED_SUBSCRIPTIONS
+    share = int(memory_mb * 1024 * 1024 * CACHE_MEMORY_SHARE / CACHED_SUBSCRIPTION_BYTES)
+    return max(1000, min(MAX_CACHED_SUBSCRIPTIONS, share))
+
+
+class SubscriptionCache:
+    """topic -> (version, its subscriptions), kept across batches: a topic is read again
+    only when its version item moved. At most ``limit`` subscriptions and ``max_topics``
+    topics in all; the least recently used topics go first, and a topic holding more than
+    ``limit`` is never kept. Thread-safe."""
+
+    def __init__(
+        self, limit: int = MAX_CACHED_SUBSCRIPTIONS, topics: int = MAX_CACHED_TOPICS
+    ) -> None:
+        self.limit = limit
+        self.max_topics = topics
+        self.size = 0
+        """Subscriptions held, all topics together."""
+        self._topics: OrderedDict[str, tuple[int, list[Subscription]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._topics)
+
+    def __contains__(self, topic: object) -> bool:
+        return topic in self._topics
+
+    def get(self, topic: str, version: int) -> list[Subscription] | None:
+        """The topic's subscriptions if they were cached at ``version``, else None."""
+        with self._lock:
+            entry = self._topics.get(topic)
+            if entry is None or entry[0] != version:
+                return None
+            self._topics.move_to_end(topic)
+            return entry[1]
+
+    def put(self, topic: str, version: int, found: list[Subscription]) -> None:
+        with self._lock:
+            self._drop(topic)
+            if len(found) > self.limit:
+                return
+            self._topics[topic] = (version, found)
+            self.size += len(found)
+            while self.size > self.limit or len(self._topics) > self.max_topics:
+                _, (_, oldest) = self._topics.popitem(last=False)
+                self.size -= len(oldest)
+
+    def forget(self, topics: Iterable[str]) -> None:
+        with self._lock:
+            for topic in topics:
+                self._drop(topic)
+
+    def _drop(self, topic: str) -> None:
+        entry = self._topics.pop(topic, None)
+        if entry is not None:
+            self.size -= len(entry[1])
+
+
 class _Batch:
     """What one batch remembers: subscriptions per topic, connections gone, stale clean-ups."""
 
     def __init__(self) -> None:
         self.topics: dict[str, list[Subscription]] = {}
+        self.versions: dict[str, int | None] = {}
+        """topic -> its version as read in this batch (0: never subscribed; None: unknown)."""
         self.gone: set[str] = set()
         self.by_connection: dict[str, list[tuple[str, str]]] = {}
         """connection id -> (subscription id, topic) of its subscriptions seen in this batch."""
@@ -436,10 +522,15 @@ class Broadcaster:
         """Sends delivery jobs (``settings.fanout``)."""
         self.queued = False
         """The channel's delivery is queued (seen or switched by this container): for good."""
+        self.cache = SubscriptionCache(cache_limit())
+        """Each topic's subscriptions, across batches (this broadcaster is the container's)."""
 
     def _remove_stale(self, connection_id: str, batch: _Batch) -> bool:
         """Delete the record and subscriptions of a connection that answered 410; whether
         the record was deleted."""
+        # its topics are read again next batch, whether or not the removal (and the version
+        # bumps that tell other containers) succeeds
+        self.cache.forget(topic for _, topic in batch.by_connection.get(connection_id, ()))
         try:
             removal = store.remove_stale_connection(
                 self.dynamodb,
@@ -483,18 +574,72 @@ class Broadcaster:
                 )
         return found, read, skipped
 
+    def _read_versions(self, topics: Iterable[str], batch: _Batch) -> None:
+        """The versions of the topics this batch has not read yet (``store.topic_versions``,
+        100 a call, the calls concurrently). Read before any Query of those topics: a
+        subscribe landing in between leaves a cached list older than the version the next
+        batch reads, so it is read again then (never a list newer than its version)."""
+        unread = [topic for topic in dict.fromkeys(topics) if topic not in batch.versions]
+        chunks = [
+            unread[start : start + store.BATCH_GET_SIZE]
+            for start in range(0, len(unread), store.BATCH_GET_SIZE)
+        ]
+
+        def read(chunk: Sequence[str]) -> dict[str, int | None]:
+            return store.topic_versions(
+                self.dynamodb, self.settings.subscriptions_table, chunk, sleep=self.sleep
+            )
+
+        results = [read(chunks[0])] if len(chunks) == 1 else query_pool().map(read, chunks)
+        for versions in results:
+            batch.versions.update(versions)
+
+    def _prefetch_versions(
+        self, reads: list[tuple[Any, Read]], positions: list[Position | None], batch: _Batch
+    ) -> None:
+        """The versions of every topic the batch's heard records touch, in one go (one
+        BatchGetItem per 100 topics rather than one per record). Best effort: what it could
+        not read is read with its record (where a failure is that record's)."""
+        topics = [
+            topic
+            for (_, read), position in zip(reads, positions, strict=True)
+            if position is not None
+            for topic in read.topics
+        ]
+        try:
+            self._read_versions(topics, batch)
+        except Exception:
+            log.warning("could not read the batch's topic versions up front", exc_info=True)
+
     def _subscriptions(
         self, topics: Iterable[str], batch: _Batch, stats: BatchStats
     ) -> list[Subscription]:
-        """The subscriptions on these topics, each topic read once per batch, unread ones
-        concurrently; without connections that answered 410 in this batch."""
+        """The subscriptions on these topics, each topic read once per batch: from the
+        container's cache when the topic's version has not moved (no version item is version
+        0), else with a Query (unread ones concurrently); without
+        connections that answered 410 in this batch."""
+        topics = list(topics)
         missing = [topic for topic in dict.fromkeys(topics) if topic not in batch.topics]
-        if len(missing) == 1:
-            results = [self._read_topic(missing[0])]
+        if missing:
+            self._read_versions(missing, batch)
+        to_query = []
+        for topic in missing:
+            version = batch.versions.get(topic)
+            cached = None if version is None else self.cache.get(topic, version)
+            if cached is None:
+                to_query.append(topic)
+                continue
+            batch.add(topic, cached)
+            stats.topicsCached += 1
+        if len(to_query) == 1:
+            results = [self._read_topic(to_query[0])]
         else:
-            results = list(query_pool().map(self._read_topic, missing))
-        for topic, (found, read, skipped) in zip(missing, results, strict=True):
+            results = list(query_pool().map(self._read_topic, to_query))
+        for topic, (found, read, skipped) in zip(to_query, results, strict=True):
             batch.add(topic, found)
+            version = batch.versions.get(topic)
+            if version is not None:
+                self.cache.put(topic, version, found)
             stats.topicsQueried += 1
             stats.subscriptionsRead += read
             stats.skippedSubscriptions += skipped
@@ -515,6 +660,7 @@ class Broadcaster:
             if reads and not self._record(reads, positions, stats):
                 stats.recordsFailed += 1
                 return self._finish([_sequence_of(records[0])], stats, started)
+            self._prefetch_versions(reads, positions, batch)
             for (record, read), position in zip(reads, positions, strict=True):
                 if not self._one(record, read, position, deadline, batch, stats):
                     return self._finish([_sequence_of(record)], stats, started)
@@ -875,6 +1021,7 @@ def record_batch(stats: BatchStats, function_name: str) -> None:
                 "Untargeted": stats.untargeted,
                 "Unheard": stats.unheard,
                 "TopicsQueried": stats.topicsQueried,
+                "TopicsCached": stats.topicsCached,
                 "SubscriptionsRead": stats.subscriptionsRead,
                 "SkippedSubscriptions": stats.skippedSubscriptions,
                 "Retried": stats.retried,

@@ -21,17 +21,33 @@ A crash between deleting the record and deleting its subscriptions leaves
 items that the broadcaster removes on their first 410 and that TTL removes in
 any case. Every read here is strongly consistent: the index is a table, not a
 GSI, so a change recorded after a subscribe returns always sees it.
+
+Each topic ever subscribed also holds one *version item* (sort key ``VERSION_SK``,
+attribute ``version`` (N), no ``ttl``): every write that changes what the broadcaster
+reads on a topic (a subscription put, replaced, moved or deleted, a connection's
+removal, ``auth``'s new expiry and fields) adds one to it, in the same transaction or
+after the change (never before), so a reader that sees a version also sees every change
+it counts. The broadcaster keeps each topic's subscriptions across batches and Queries a
+topic again only when its version moved (``handlers.broadcaster``); a topic without a
+version item is at version 0 (it is read once: subscriptions stored before version items
+existed have none). Version items never expire: a
+deleted one would start again from 1 and could meet a version a cache still holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 MAX_TRANSACTION_ATTEMPTS = 3
 BATCH_DELETE_SIZE = 25
 BATCH_DELETE_ATTEMPTS = 5
+BATCH_GET_SIZE = 100
+"""Keys per BatchGetItem (DynamoDB's limit)."""
+VERSION_SK = "#version"
+"""The sort key of a topic's version item. It holds no space, and every subscription's
+sort key does (``sort_key``), so no subscription can ever take it."""
 
 
 class ConnectionGone(LookupError):
@@ -61,6 +77,76 @@ class Connection:
 
 def sort_key(connection_id: str, sub_id: str) -> str:
     return f"{connection_id} {sub_id}"
+
+
+def version_key(topic: str) -> dict[str, Any]:
+    """The key of a topic's version item."""
+    return {"topic": {"S": topic}, "sk": {"S": VERSION_SK}}
+
+
+def version_bump(table: str, topic: str) -> dict[str, Any]:
+    """A transaction's action that adds one to a topic's version (creating the item at 1)."""
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": version_key(topic),
+            "UpdateExpression": "ADD #version :one",
+            "ExpressionAttributeNames": {"#version": "version"},
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        }
+    }
+
+
+def bump_versions(client: Any, table: str, topics: Iterable[str]) -> None:
+    """Add one to each topic's version, after a change to its subscriptions. Every topic is
+    tried; the first failure is raised after the others (a broadcaster that misses a bump
+    for a removal still posts to the gone connection, whose 410 removes and bumps again)."""
+    failure: Exception | None = None
+    for topic in sorted(set(topics)):
+        try:
+            client.update_item(**version_bump(table, topic)["Update"])
+        except Exception as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+
+
+def topic_versions(
+    client: Any,
+    table: str,
+    topics: Sequence[str],
+    *,
+    attempts: int = BATCH_DELETE_ATTEMPTS,
+    sleep: Callable[[float], None] | None = None,
+) -> dict[str, int | None]:
+    """topic -> its version (BatchGetItem, strongly consistent, 100 keys a call): 0 when it
+    has no version item (never subscribed), None when DynamoDB left its key unprocessed
+    ``attempts`` times (unknown: read its subscriptions, cache nothing)."""
+    versions: dict[str, int | None] = {}
+    unique = list(dict.fromkeys(topics))
+    for start in range(0, len(unique), BATCH_GET_SIZE):
+        chunk = unique[start : start + BATCH_GET_SIZE]
+        versions.update(dict.fromkeys(chunk, 0))
+        pending: dict[str, Any] = {
+            table: {
+                "Keys": [version_key(topic) for topic in chunk],
+                "ConsistentRead": True,
+                "ProjectionExpression": "topic, #version",
+                "ExpressionAttributeNames": {"#version": "version"},
+            }
+        }
+        for attempt in range(attempts):
+            if attempt and sleep is not None:
+                sleep(min(0.05 * 2**attempt, 1.0))
+            answer = client.batch_get_item(RequestItems=pending)
+            for item in answer.get("Responses", {}).get(table, []):
+                versions[item["topic"]["S"]] = int(item.get("version", {}).get("N", "0"))
+            pending = answer.get("UnprocessedKeys") or {}
+            if not pending:
+                break
+        for key in (pending.get(table) or {}).get("Keys", []):
+            versions[key["topic"]["S"]] = None
+    return versions
 
 
 def read_connection(client: Any, table: str, connection_id: str) -> Connection:
@@ -174,6 +260,7 @@ def put_subscription(
                 }
             },
             {"Put": {"TableName": subscriptions_table, "Item": item}},
+            version_bump(subscriptions_table, topic),
         ]
         if previous is not None and previous != topic:
             actions.append(
@@ -187,6 +274,7 @@ def put_subscription(
                     }
                 }
             )
+            actions.append(version_bump(subscriptions_table, previous))
         try:
             client.transact_write_items(TransactItems=actions)
         except client.exceptions.TransactionCanceledException as cancelled:
@@ -236,6 +324,7 @@ def delete_subscription(
                             },
                         }
                     },
+                    version_bump(subscriptions_table, topic),
                 ]
             )
         except client.exceptions.TransactionCanceledException as cancelled:
@@ -272,8 +361,8 @@ def subscription_keys(connection_id: str, subs: Mapping[str, str]) -> list[dict[
 def remove_connection(
     client: Any, *, connections_table: str, subscriptions_table: str, connection_id: str
 ) -> int:
-    """Delete a connection's record, then every subscription it held. Idempotent.
-    Returns how many subscriptions were removed."""
+    """Delete a connection's record, then every subscription it held, then bump the
+    versions of their topics. Idempotent. Returns how many subscriptions were removed."""
     old = client.delete_item(
         TableName=connections_table,
         Key={"connectionId": {"S": connection_id}},
@@ -284,6 +373,7 @@ def remove_connection(
     subs = {name: value["S"] for name, value in (old.get("subs") or {}).get("M", {}).items()}
     keys = subscription_keys(connection_id, subs)
     left = delete_items(client, subscriptions_table, keys)
+    bump_versions(client, subscriptions_table, subs.values())
     return len(keys) - left
 
 
@@ -303,7 +393,9 @@ def split_sort_key(sk: str) -> tuple[str, str]:
 
 
 def topic_subscriptions(client: Any, table: str, topic: str) -> Iterator[dict[str, Any]]:
-    """Every subscription on one topic (``PROJECTION``), page by page, strongly consistent."""
+    """Every subscription on one topic (``PROJECTION``), page by page, strongly consistent;
+    never the topic's version item (a key condition cannot leave out one sort key in the
+    middle of the range, so it is read and dropped here: one small item per topic)."""
     request: dict[str, Any] = {
         "TableName": table,
         "KeyConditionExpression": "topic = :topic",
@@ -314,7 +406,9 @@ def topic_subscriptions(client: Any, table: str, topic: str) -> Iterator[dict[st
     }
     while True:
         page = client.query(**request)
-        yield from page.get("Items", [])
+        for item in page.get("Items", []):
+            if item.get("sk", {}).get("S") != VERSION_SK:
+                yield item
         last = page.get("LastEvaluatedKey")
         if not last:
             return
@@ -350,7 +444,8 @@ def remove_stale_connection(
     Then every subscription goes: those the deleted record listed, and those in
     ``known`` ((subscription id, topic) pairs, as the caller found them on topics),
     which covers a record already deleted by a ``$disconnect`` that crashed
-    before deleting the subscriptions. Idempotent.
+    before deleting the subscriptions; then the versions of their topics are bumped.
+    Idempotent.
     """
     try:
         old = client.delete_item(
@@ -372,6 +467,7 @@ def remove_stale_connection(
         for sub_id, topic in sorted(keyed)
     ]
     left = delete_items(client, subscriptions_table, keys) if keys else 0
+    bump_versions(client, subscriptions_table, (topic for _, topic in keyed))
     return StaleRemoval(
         record_removed=True, subscriptions_removed=len(keys) - left, subscriptions_left=left
     )
@@ -384,9 +480,9 @@ def connection_subscriptions(
     map (BatchGetItem, strongly consistent; an id whose item is gone is absent)."""
     found: dict[str, dict[str, Any]] = {}
     keys = subscription_keys(connection_id, subs)
-    for start in range(0, len(keys), 100):
+    for start in range(0, len(keys), BATCH_GET_SIZE):
         pending: dict[str, Any] = {
-            table: {"Keys": keys[start : start + 100], "ConsistentRead": True}
+            table: {"Keys": keys[start : start + BATCH_GET_SIZE], "ConsistentRead": True}
         }
         for _ in range(BATCH_DELETE_ATTEMPTS):
             answer = client.batch_get_item(RequestItems=pending)
@@ -410,8 +506,9 @@ def extend_connection(
 ) -> None:
     """After ``auth``: the record's new expiry and claims (only while it exists: a
     concurrent ``$disconnect`` is never undone), then each kept subscription's expiry and
-    granted fields (sub id -> (topic, fields), only while the item exists).
-    ``ConnectionGone`` when the record went."""
+    granted fields (sub id -> (topic, fields), only while the item exists), each in one
+    transaction with its topic's version bump (the broadcaster must not keep an old expiry
+    or wider fields). ``ConnectionGone`` when the record went."""
     try:
         client.update_item(
             TableName=connections_table,
@@ -434,16 +531,25 @@ def extend_connection(
             update = "SET expiresAt = :expires, #fields = :fields"
             values[":fields"] = {"L": [{"S": name} for name in sorted(fields)]}
         try:
-            client.update_item(
-                TableName=subscriptions_table,
-                Key={
-                    "topic": {"S": topic},
-                    "sk": {"S": sort_key(connection.connection_id, sub_id)},
-                },
-                UpdateExpression=update,
-                ConditionExpression="attribute_exists(topic)",
-                ExpressionAttributeNames={"#fields": "fields"},
-                ExpressionAttributeValues=values,
+            client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": subscriptions_table,
+                            "Key": {
+                                "topic": {"S": topic},
+                                "sk": {"S": sort_key(connection.connection_id, sub_id)},
+                            },
+                            "UpdateExpression": update,
+                            "ConditionExpression": "attribute_exists(topic)",
+                            "ExpressionAttributeNames": {"#fields": "fields"},
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                    version_bump(subscriptions_table, topic),
+                ]
             )
-        except client.exceptions.ConditionalCheckFailedException:
-            continue  # unsubscribed meanwhile: nothing to extend
+        except client.exceptions.TransactionCanceledException as cancelled:
+            if "ConditionalCheckFailed" in _cancelled_reasons(cancelled)[:1]:
+                continue  # unsubscribed meanwhile: nothing to extend
+            raise

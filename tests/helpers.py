@@ -134,3 +134,19 @@ def create_source_table(client: Any, name: str, keys: list[tuple[str, str]]) -> 
             for (n, _), kind in zip(keys, ("HASH", "RANGE"), strict=False)
         ],
     )
+
+
+def subscription_items(client: Any, table: str) -> list[dict[str, Any]]:
+    """Every stored subscription (a Scan), without the topics' version items."""
+    from handlers.subscriptions import VERSION_SK
+
+    items = client.scan(TableName=table, ConsistentRead=True)["Items"]
+    return [item for item in items if item["sk"]["S"] != VERSION_SK]
+
+
+def topic_version(client: Any, table: str, topic: str) -> int:
+    """A topic's version as stored (0: no version item)."""
+    from handlers.subscriptions import version_key
+
+    item = client.get_item(TableName=table, Key=version_key(topic), ConsistentRead=True)
+    return int(item.get("Item", {}).get("version", {}).get("N", "0"))

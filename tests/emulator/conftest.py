@@ -13,6 +13,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from emulator.local import Emulator, EmulatorOptions
+from tests.helpers import subscription_items
 
 
 class RunningEmulator:
@@ -74,8 +75,9 @@ class RunningEmulator:
         raise LookupError("no function declares SUBSCRIPTIONS_TABLE")
 
     def subscriptions(self) -> list[dict[str, Any]]:
-        """Every stored subscription (a Scan of the emulator's moto table)."""
-        return list(self.dynamodb().scan(TableName=self.subscriptions_table())["Items"])
+        """Every stored subscription (a Scan of the emulator's moto table), without the
+        topics' version items."""
+        return subscription_items(self.dynamodb(), self.subscriptions_table())
 
 
 def receive_json(client: ClientConnection, timeout: float = 10) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from tests.handlers.test_default import (
     stored,
     subs_of,
 )
-from tests.helpers import SECRET
+from tests.helpers import SECRET, topic_version
 
 TOKENS = settings_with(
     TOKEN_SECRET_PARAMETER="/test/token-secret",
@@ -80,10 +80,19 @@ def admin(tables: Any) -> Any:
     return tables
 
 
+def versions(client: Any) -> dict[str, int]:
+    """sub id -> the version of its topic."""
+    return {
+        sub_id: topic_version(client, SUBSCRIPTIONS, topic)
+        for sub_id, topic in subs_of(client).items()
+    }
+
+
 def test_a_fresh_token_for_the_same_user_extends_the_connection_and_its_subscriptions(
     admin: Any,
 ) -> None:
     fresh = token(ttl=7200, role="admin")
+    assert versions(admin) == {"all": 1, "mine": 1}
 
     (answer,) = send(admin, {"action": "auth", "token": fresh})
 
@@ -94,6 +103,7 @@ def test_a_fresh_token_for_the_same_user_extends_the_connection_and_its_subscrip
         "all": str(expires),
         "mine": str(expires),
     }
+    assert versions(admin) == {"all": 2, "mine": 2}  # the broadcaster reads the new expiry
 
 
 def aws_iso(epoch: int) -> str:
@@ -106,7 +116,7 @@ def aws_iso(epoch: int) -> str:
     "case", ["another user", "bad signature", "expired", "too long-lived", "not a string", "none"]
 )
 def test_a_refused_token_gets_invalid_token_and_changes_nothing(admin: Any, case: str) -> None:
-    before = (record(admin), stored(admin))
+    before = (record(admin), stored(admin), versions(admin))
     value: Any = {
         "another user": token("mallory", role="admin"),
         "bad signature": mint_token("alice", "another secret of 32 characters!!", 3600),
@@ -129,10 +139,11 @@ def test_a_refused_token_gets_invalid_token_and_changes_nothing(admin: Any, case
 
     assert answer["type"] == "error" and answer["code"] == "invalid_token", answer  # type: ignore[index]
     assert "id" not in answer  # type: ignore[operator]
-    assert (record(admin), stored(admin)) == before
+    assert (record(admin), stored(admin), versions(admin)) == before
 
 
 def test_claims_that_no_longer_allow_a_subscription_remove_it_with_forbidden(admin: Any) -> None:
+    topics = subs_of(admin)
     answers = send(admin, {"action": "auth", "token": token(role="viewer")})
 
     assert [(a["type"], a.get("code"), a.get("id")) for a in answers] == [  # type: ignore[union-attr]
@@ -141,6 +152,8 @@ def test_claims_that_no_longer_allow_a_subscription_remove_it_with_forbidden(adm
     ]
     assert list(subs_of(admin)) == ["mine"]
     assert [i["subId"]["S"] for i in stored(admin).values()] == ["mine"]
+    # removed, and kept with a new expiry: both topics' subscribers changed
+    assert [topic_version(admin, SUBSCRIPTIONS, topics[s]) for s in ("all", "mine")] == [2, 2]
     assert json.loads(record(admin)["claims"]["S"]) == {"role": "viewer"}
 
 

@@ -36,9 +36,16 @@ from handlers.config import Source, broadcaster_config
 from handlers.connections import iso_utc
 from handlers.lambda_filters import matches_any, parse_pattern
 from handlers.management import ManagementApi, frozen_credentials
+from handlers.recipients import subscription_of
 from handlers.topics import bucket_of, key_topic, subscription_key, table_topic
 from tests.handlers.conftest import SOURCE_LABEL, SOURCE_TABLE
-from tests.helpers import FakeContext, connection_ids, create_subscriptions_table, load_event
+from tests.helpers import (
+    FakeContext,
+    connection_ids,
+    create_subscriptions_table,
+    load_event,
+    subscription_items,
+)
 
 SEQ = ["111100000000000000000001", "111100000000000000000002", "111100000000000000000003"]
 KEYS = (("PK", "S"), ("SK", "S"))
@@ -150,7 +157,7 @@ def client_on(
 
 
 def stored_subscriptions(client: Any) -> list[str]:
-    return sorted(i["sk"]["S"] for i in client.scan(TableName=SUBSCRIPTIONS)["Items"])
+    return sorted(i["sk"]["S"] for i in subscription_items(client, SUBSCRIPTIONS))
 
 
 def stream(
@@ -256,7 +263,9 @@ def test_only_subscriptions_on_the_touched_topics_receive(
     received = {cid for cid in connection_ids(tables, connections_table)
                 if management_api.messages(cid)}  # fmt: skip
     assert received == {"table=", "partition=", "item="}
-    assert stats.topicsQueried == 2 + BUCKETS  # item, partition, every table bucket
+    # every topic the record touches, once (item, partition, each bucket): one without a
+    # version item may still hold subscriptions stored before version items existed
+    assert stats.topicsQueried == 2 + BUCKETS and stats.topicsCached == 0
     assert stats.subscriptionsRead == 3 and stats.recipients == 3
     assert management_api.state.requests == 3
 
@@ -293,7 +302,7 @@ def test_subscription_on_a_hash_key_only_source_is_found_by_partition(
     record = stream("INSERT", SEQ[0], new={"n": 1})
     del record["dynamodb"]["Keys"]["SK"]
     failures, stats = run(make(management_api, tables, sources=sources), [record])
-    assert failures == [] and stats.topicsQueried == 1 + BUCKETS  # no separate item topic
+    assert failures == [] and stats.topicsQueried == 1 + BUCKETS  # the partition, the buckets
     assert [m["matches"] for m in management_api.messages("p=")] == [{"s1": "added"}]
 
 
@@ -315,7 +324,9 @@ def test_topic_queries_follow_every_page(management_api: FakeManagementApi, tabl
     finally:
         tables.meta.events.unregister("provide-client-params.dynamodb.Query", small_pages)
     assert failures == [] and stats.delivered == len(ids) == stats.subscriptionsRead
-    assert len(pages) == 4 + 1 + BUCKETS  # the partition topic alone took four pages
+    # the partition topic (seven subscriptions and its version item) took four pages; the
+    # item and the four buckets, never subscribed, one (empty) page each
+    assert len(pages) == 4 + 1 + BUCKETS
     assert all(len(management_api.messages(cid)) == 1 for cid in ids)
 
 
@@ -324,7 +335,8 @@ def test_each_topic_is_read_once_per_batch(
 ) -> None:
     failures, stats = run(make(management_api, tables), load_event("stream_batch")["Records"])
     assert failures == [] and stats.records == 3
-    assert stats.topicsQueried == 2 + BUCKETS  # three records on one item: one read each
+    # three records on one item: one read of each topic (item, partition, the buckets)
+    assert stats.topicsQueried == 2 + BUCKETS and stats.topicsCached == 0
 
 
 # --- what each connection receives ---------------------------------------------------------
@@ -403,7 +415,8 @@ def test_an_item_leaving_the_source_filter_is_removed_keys_only_and_entering_it_
     assert seen == [("2", {"s1": "added"}), ("3", {"s1": "removed"}), ("4", {"s1": "added"}),
                     ("5", {"s1": "removed"})]  # fmt: skip
     assert stats.unheard == 2  # 1 and 6: neither image passes the source filter
-    assert stats.topicsQueried == 2 + BUCKETS  # read for 2 on; not for 1 (6 reads the cache)
+    # read for 2 on, once; not for 1 (6 reads the batch's): the item, partition and buckets
+    assert stats.topicsQueried == 2 + BUCKETS
 
 
 def test_a_record_neither_image_of_which_passes_the_source_filter_reaches_no_one(
@@ -649,6 +662,283 @@ def test_numeric_owner_targets_that_user(management_api: FakeManagementApi, tabl
     assert len(management_api.messages("n=")) == 1 and management_api.messages("other=") == []
 
 
+# --- subscriptions cached across batches, checked against each topic's version --------------
+
+
+class Calls:
+    """Counts the DynamoDB operations a client sends (botocore's before-call event)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> Calls:
+        self.client.meta.events.register("before-call.dynamodb", self.count)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.client.meta.events.unregister("before-call.dynamodb", self.count)
+
+    def count(self, model: Any, **_: Any) -> None:
+        self.counts[model.name] = self.counts.get(model.name, 0) + 1
+
+
+def changes(*numbers: int) -> list[dict[str, Any]]:
+    return [stream("INSERT", f"{n:024d}", new={"n": n}) for n in numbers]
+
+
+def test_a_second_batch_with_no_subscription_change_queries_nothing_and_reaches_everyone(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    client_on(management_api, tables, "P=", key={"PK": "EVENT#123"})
+    b = make(management_api, tables)
+    first_failures, first = run(b, changes(1))
+    with Calls(tables) as calls:
+        failures, second = run(b, changes(2))
+    touched = 2 + BUCKETS  # the item, its partition, the buckets
+    assert first_failures == failures == []
+    assert (first.topicsQueried, first.topicsCached) == (touched, 0)
+    assert (second.topicsQueried, second.topicsCached) == (0, touched)
+    assert second.subscriptionsRead == 0 and second.delivered == 3
+    assert calls.counts == {"BatchGetItem": 1}  # the versions of the record's 6 topics, no Query
+    assert all(len(management_api.messages(cid)) == 2 for cid in ("A=", "B=", "P="))
+
+
+def test_one_version_read_per_batch_for_every_record_in_it(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    records = [stream("INSERT", f"{n:024d}", new={"n": n}, key=(f"K{n}", "S")) for n in range(5)]
+    with Calls(tables) as calls:
+        failures, stats = run(make(management_api, tables), records)
+    assert failures == [] and stats.delivered == 10
+    # 5 items, 5 partitions, 4 buckets in one BatchGetItem; a Query of each, once
+    assert calls.counts["BatchGetItem"] == 1
+    assert calls.counts["Query"] == stats.topicsQueried == 5 + 5 + BUCKETS
+
+
+def test_a_topic_never_subscribed_is_read_once_then_served_from_the_cache(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    client_on(management_api, tables, "other=", key={"PK": "EVENT#999"})  # another partition
+    b = make(management_api, tables)
+    failures, first = run(b, changes(1, 2))
+    assert failures == [] and first.unheard == 2
+    assert (first.topicsQueried, first.topicsCached) == (2 + BUCKETS, 0)
+    with Calls(tables) as calls:
+        failures, second = run(b, changes(3))
+    assert failures == [] and second.unheard == 1
+    assert (second.topicsQueried, second.topicsCached) == (0, 2 + BUCKETS)
+    assert "Query" not in calls.counts
+    assert management_api.state.requests == 0
+
+
+def test_subscriptions_stored_before_version_items_existed_are_found(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    """A stack updated under live connections: their subscriptions have no version item."""
+    client_on(management_api, tables, "old=")
+    topic = topic_for("old=", None)
+    tables.delete_item(
+        TableName=SUBSCRIPTIONS, Key={"topic": {"S": topic}, "sk": {"S": store.VERSION_SK}}
+    )
+    b = make(management_api, tables)
+    for n in (1, 2):
+        assert run(b, changes(n))[0] == []
+    assert [m["data"]["n"] for m in management_api.messages("old=")] == [1, 2]
+
+
+def test_a_subscribe_between_batches_is_seen_by_the_next(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    b = make(management_api, tables)
+    run(b, changes(1))
+    # on A='s topic (cached) and on a topic nobody had subscribed to (version 0 so far)
+    same = next(f"N{n}=" for n in range(200) if topic_for(f"N{n}=", None) == topic_for("A=", None))
+    client_on(management_api, tables, same)
+    client_on(management_api, tables, "item=", key=ITEM)
+    failures, stats = run(b, changes(2))
+    assert failures == []
+    assert [m["data"]["n"] for m in management_api.messages(same)] == [2]
+    assert [m["data"]["n"] for m in management_api.messages("item=")] == [2]
+    assert [m["data"]["n"] for m in management_api.messages("A=")] == [1, 2]
+    assert stats.topicsQueried == 2  # A='s bucket (its version moved) and the item
+
+
+def test_an_unsubscribe_between_batches_is_honoured(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    b = make(management_api, tables)
+    run(b, changes(1))
+    assert store.delete_subscription(
+        tables,
+        connections_table="connections-test",
+        subscriptions_table=SUBSCRIPTIONS,
+        connection_id="B=",
+        sub_id="s1",
+    )
+    failures, stats = run(b, changes(2))
+    assert failures == [] and stats.delivered == 1
+    assert [m["data"]["n"] for m in management_api.messages("B=")] == [1]
+    assert [m["data"]["n"] for m in management_api.messages("A=")] == [1, 2]
+
+
+def test_a_disconnect_between_batches_is_honoured(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    b = make(management_api, tables)
+    run(b, changes(1))
+    store.remove_connection(
+        tables, connections_table="connections-test", subscriptions_table=SUBSCRIPTIONS,
+        connection_id="B=",
+    )  # fmt: skip
+    failures, stats = run(b, changes(2))
+    assert failures == [] and stats.recipients == 1 and stats.staleRemoved == 0
+    assert len(management_api.messages("B=")) == 1  # not even tried: it is no recipient
+
+
+def test_new_fields_and_expiry_from_auth_are_seen_by_the_next_batch(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    client_on(management_api, tables, "A=")
+    b = make(management_api, tables)
+    run(b, changes(1))
+    assert sorted(management_api.messages("A=")[0]["data"]) == ["PK", "SK", "n"]
+    connection = store.read_connection(tables, "connections-test", "A=")
+    store.extend_connection(
+        tables, connections_table="connections-test", subscriptions_table=SUBSCRIPTIONS,
+        connection=connection, expires_at=int(time.time()) + 600, claims="{}",
+        kept={"s1": (topic_for("A=", None), ["title"])},
+    )  # fmt: skip
+    failures, stats = run(b, changes(2))
+    assert failures == [] and stats.topicsQueried == 1
+    assert sorted(management_api.messages("A=")[1]["data"]) == ["PK", "SK"]  # n not granted
+    store.extend_connection(
+        tables, connections_table="connections-test", subscriptions_table=SUBSCRIPTIONS,
+        connection=connection, expires_at=int(time.time()) - 1, claims="{}",
+        kept={"s1": (topic_for("A=", None), None)},
+    )  # fmt: skip
+    failures, stats = run(b, changes(3))
+    assert failures == [] and stats.expiredClosed == 1 and len(management_api.messages("A=")) == 2
+
+
+def test_a_subscribe_landing_between_the_version_read_and_the_query_is_read_next_batch(
+    management_api: FakeManagementApi, tables: Any
+) -> None:
+    client_on(management_api, tables, "A=")
+    topic = topic_for("A=", None)
+    late = next(f"L{n}=" for n in range(200) if topic_for(f"L{n}=", None) == topic)
+    add_connection(tables, late)
+    management_api.connect(late)
+    landed: list[str] = []
+
+    def subscribe_once(model: Any, **_: Any) -> None:
+        # the subscribe lands right after the first of the topic's two reads, whichever it is
+        if not landed and model.name in ("BatchGetItem", "Query"):
+            landed.append(model.name)
+            subscribe(tables, late, "s1")
+
+    b = make(management_api, tables)
+    tables.meta.events.register("after-call.dynamodb", subscribe_once)
+    try:
+        failures, _ = run(b, changes(1))
+    finally:
+        tables.meta.events.unregister("after-call.dynamodb", subscribe_once)
+    assert failures == [] and landed == ["BatchGetItem"]  # the version is read first
+    # the Query saw the new subscriber, but the list is cached under the version read before
+    assert b.cache.get(topic, 1) is not None and b.cache.get(topic, 2) is None
+    failures, second = run(b, changes(2))
+    touched = 2 + BUCKETS
+    assert failures == [] and (second.topicsQueried, second.topicsCached) == (1, touched - 1)
+    assert [m["data"]["n"] for m in management_api.messages(late)][-1] == 2
+    failures, third = run(b, changes(3))
+    assert (third.topicsQueried, third.topicsCached) == (0, touched)
+    assert [m["data"]["n"] for m in management_api.messages(late)][-1] == 3
+
+
+def test_topics_whose_version_could_not_be_read_are_queried_and_not_cached(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    def unknown(client: Any, table: str, topics: Any, **_: Any) -> dict[str, int | None]:
+        return dict.fromkeys(topics, None)  # every key left unprocessed
+
+    monkeypatch.setattr(store, "topic_versions", unknown)
+    b = make(management_api, tables)
+    for n in (1, 2):
+        failures, stats = run(b, changes(n))
+        assert failures == [] and stats.delivered == 2
+        assert (stats.topicsQueried, stats.topicsCached) == (2 + BUCKETS, 0)
+    assert len(b.cache) == 0
+
+
+def test_a_failing_version_read_reports_the_record_and_sends_nothing_after_it(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    def refuse(**_: Any) -> None:
+        raise RuntimeError("BatchGetItem unavailable")
+
+    tables.meta.events.register("provide-client-params.dynamodb.BatchGetItem", refuse)
+    try:
+        with caplog.at_level(logging.WARNING):
+            failures, stats = run(make(management_api, tables), changes(1, 2))
+    finally:
+        tables.meta.events.unregister("provide-client-params.dynamodb.BatchGetItem", refuse)
+    assert failures == [{"itemIdentifier": f"{1:024d}"}] and stats.delivered == 0
+    assert any("could not deliver" in r.getMessage() for r in caplog.records)
+
+
+def test_a_410_makes_the_next_batch_read_the_topic_again_without_the_gone_connection(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    add_connection(tables, "stale=", "user-1")  # subscribed, but no socket: 410
+    subscribe(tables, "stale=", "s1")
+    b = make(management_api, tables)
+    failures, first = run(b, changes(1))
+    assert failures == [] and first.staleRemoved == 1
+    with Calls(tables) as calls:
+        failures, second = run(b, changes(2))
+    assert failures == [] and second.recipients == 2 and second.staleRemoved == 0
+    assert second.topicsQueried == 1  # the stale connection's bucket, bumped and forgotten
+    assert calls.counts.get("Query") == 1
+
+
+def test_the_cache_keeps_at_most_its_bound_and_forgets_the_least_recently_used() -> None:
+    def subs(n: int) -> list[Any]:
+        return [subscription_of({"sk": {"S": f"c{i} s"}}) for i in range(n)]
+
+    cache = broadcaster_module.SubscriptionCache(limit=5)
+    cache.put("a", 1, subs(2))
+    cache.put("b", 1, subs(2))
+    assert cache.get("a", 1) is not None  # a is now the most recently used
+    cache.put("c", 1, subs(2))  # 6 > 5: b, the least recently used, goes
+    assert ("a" in cache, "b" in cache, "c" in cache) == (True, False, True)
+    assert cache.size == 4 and cache.get("a", 2) is None  # another version: not served
+    cache.put("a", 2, subs(3))  # replaces a: 5
+    assert cache.size == 5 and cache.get("a", 2) is not None and cache.get("a", 1) is None
+    cache.put("huge", 1, subs(6))  # more than the bound alone: never kept
+    assert "huge" not in cache and cache.size == 5
+    cache.forget(["a", "nothing"])
+    assert cache.size == 2 and len(cache) == 1
+    assert broadcaster_module.MAX_CACHED_SUBSCRIPTIONS == 200_000
+
+
+def test_a_broadcaster_past_its_cache_bound_reads_the_evicted_topics_again(
+    management_api: FakeManagementApi, tables: Any, two_clients: list[str]
+) -> None:
+    b = make(management_api, tables)
+    b.cache = broadcaster_module.SubscriptionCache(limit=1)  # one subscription in all
+    run(b, changes(1))
+    failures, second = run(b, changes(2))
+    buckets = {topic_for(cid, None) for cid in two_clients}
+    assert failures == [] and second.delivered == 2 and b.cache.size <= 1
+    assert second.topicsQueried + second.topicsCached == 2 + BUCKETS
+    if len(buckets) == 2:  # A= and B= on two buckets: at most one of them stays cached
+        assert second.topicsQueried >= 1
+    else:  # one bucket holding both: more than the bound, never cached
+        assert second.topicsQueried >= 1 and b.cache.get(buckets.pop(), 1) is None
+
+
 # --- 410 Gone: the record and the subscriptions go ------------------------------------------
 
 
@@ -790,6 +1080,7 @@ def test_a_failing_topic_query_reports_the_record_and_sends_nothing_after_it(
     records = load_event("stream_batch")["Records"]
     records[1]["dynamodb"]["Keys"]["PK"] = records[1]["dynamodb"]["NewImage"]["PK"] = {"S": "X"}
     partition = topic_for("-", {"PK": "X"})
+    client_on(management_api, tables, "X=", key={"PK": "X"})  # subscribed: it is queried
 
     def refuse(params: dict[str, Any], **_: Any) -> None:
         if params["ExpressionAttributeValues"][":topic"]["S"] == partition:
@@ -1015,7 +1306,7 @@ def test_handler_returns_partial_batch_response_and_logs_counts(
         "staleRemoved": 0,
         "failed": 0,
         "recipients": 6,
-        "topicsQueried": 2 + BUCKETS,
+        "topicsQueried": 2 + BUCKETS,  # the item, its partition, the buckets: once each
         "subscriptionsRead": 2,
     }
     assert summary.fanoutMs > 0  # type: ignore[attr-defined]
@@ -1030,12 +1321,14 @@ def test_handler_returns_partial_batch_response_and_logs_counts(
         "Failed",
         "FanoutTime",
         "TopicsQueried",
+        "TopicsCached",
         "SubscriptionsRead",
         "SubscriptionsRemoved",
         "Unheard",
     } <= names
     assert (emf["Delivered"], emf["Retried"], emf["Failed"]) == (6, 1, 0)
-    assert (emf["TopicsQueried"], emf["SubscriptionsRead"]) == (2 + BUCKETS, 2)  # fmt: skip
+    queried = 2 + BUCKETS  # the item, its partition, the buckets: once each
+    assert (emf["TopicsQueried"], emf["TopicsCached"], emf["SubscriptionsRead"]) == (queried, 0, 2)
 
 
 def test_handler_reports_failures_from_the_batch(
@@ -1092,6 +1385,15 @@ def test_recipient_benchmark_reads_the_same_few_items_at_any_size() -> None:
         cwd=root, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "OK: 150x fewer items read than the v1 scan at 1,500 connections (10 vs 1,500)" in (
+    assert "OK: 125x fewer items read than the v1 scan at 1,500 connections (12 vs 1,500)" in (
         done.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("memory", "limit"),
+    [("1769", broadcaster_module.MAX_CACHED_SUBSCRIPTIONS), ("128", 52_428), ("", 200_000),
+     ("junk", 200_000), ("1", 1000)],
+)  # fmt: skip
+def test_the_cache_takes_at_most_a_quarter_of_the_functions_memory(memory: str, limit: int) -> None:
+    assert broadcaster_module.cache_limit({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory}) == limit

@@ -36,7 +36,7 @@ from handlers.management import ManagementApi, Response, endpoint_from_request, 
 from handlers.recipients import subscription_of
 from handlers.subscriptions import Connection, read_connection
 from handlers.topics import bucket_of, key_topic, table_topic, typed_part
-from tests.helpers import FakeContext, create_subscriptions_table, load_event
+from tests.helpers import FakeContext, create_subscriptions_table, load_event, subscription_items
 
 CONNECTION_ID = "L0SM9cOFvHcCIhw="
 REQUEST_ENDPOINT = "https://abc123def4.execute-api.us-east-1.amazonaws.com/dev"
@@ -690,7 +690,7 @@ def subscribe(client: Any, sub_id: str = "s1", **fields: Any) -> dict[str, Any]:
 
 def stored(client: Any) -> dict[str, dict[str, Any]]:
     """sort key -> item, every subscription stored."""
-    return {i["sk"]["S"]: i for i in client.scan(TableName=SUBSCRIPTIONS)["Items"]}
+    return {i["sk"]["S"]: i for i in subscription_items(client, SUBSCRIPTIONS)}
 
 
 def subs_of(client: Any, connection_id: str = CONNECTION_ID) -> dict[str, str]:

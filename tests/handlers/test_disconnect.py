@@ -15,6 +15,8 @@ from tests.helpers import (
     create_subscriptions_table,
     load_event,
     put_connection,
+    subscription_items,
+    topic_version,
 )
 
 CONNECTION_ID = "L0SM9cOFvHcCIhw="
@@ -55,7 +57,7 @@ def connect(client: Any, table: str, connection_id: str, user_id: str = "user-1"
 
 
 def stored_subscriptions(client: Any) -> list[str]:
-    items = client.scan(TableName=SUBSCRIPTIONS)["Items"]
+    items = subscription_items(client, SUBSCRIPTIONS)
     return sorted(item["sk"]["S"] for item in items)
 
 
@@ -178,6 +180,9 @@ def test_disconnect_leaves_other_connections_subscriptions_on_the_same_topics(
     handler(load_event("disconnect"), lambda_context)
 
     assert stored_subscriptions(dynamodb) == ["other s1", "other s2"]
+    # two subscribes and the disconnect: a broadcaster's cached list is no longer current
+    assert topic_version(dynamodb, SUBSCRIPTIONS, "P|6:events|S3:abc") == 3
+    assert topic_version(dynamodb, SUBSCRIPTIONS, "T|6:events|0") == 3
     assert store.read_connection(dynamodb, connections_table, "other").subs == {
         "s1": "P|6:events|S3:abc",
         "s2": "T|6:events|0",

@@ -36,6 +36,7 @@ from tests.helpers import (
     create_replay_table,
     create_source_table,
     create_subscriptions_table,
+    subscription_items,
 )
 
 REPLAY = "replay-test"
@@ -825,4 +826,4 @@ def test_an_unreadable_cursor_secret_still_subscribes_without_cursors(
 
     assert answer[0] == {"type": "subscribed", "id": "s1"}  # stored, no cursor to give
     assert answer[1]["type"] == "reset" and answer[1]["reason"] == "replay_failed"
-    assert [i["subId"]["S"] for i in world.scan(TableName=SUBSCRIPTIONS)["Items"]] == ["s1"]
+    assert [i["subId"]["S"] for i in subscription_items(world, SUBSCRIPTIONS)] == ["s1"]

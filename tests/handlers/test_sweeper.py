@@ -15,7 +15,7 @@ from handlers.management import ManagementApi, frozen_credentials
 from handlers.subscriptions import read_connection
 from handlers.sweeper import expired_connections, sweep
 from tests.handlers.test_broadcaster import subscribe
-from tests.helpers import create_subscriptions_table
+from tests.helpers import create_subscriptions_table, subscription_items, topic_version
 
 CONNECTIONS = "connections-test"
 
@@ -85,7 +85,7 @@ def test_a_connection_api_gateway_no_longer_knows_loses_its_record_and_subscript
 ) -> None:
     now = time.time()
     add(tables, "GHOST=", int(now) - 5)
-    subscribe(tables, "GHOST=", "s1")
+    topic = subscribe(tables, "GHOST=", "s1")
     add(tables, "YOUNG=", int(now) - 5, age=1)  # still in $connect: its record stays
 
     stats = sweep(tables, api_of(management_api), settings(management_api.endpoint), now)
@@ -93,7 +93,8 @@ def test_a_connection_api_gateway_no_longer_knows_loses_its_record_and_subscript
     assert (stats.found, stats.gone) == (2, 2)
     with pytest.raises(LookupError):
         read_connection(tables, CONNECTIONS, "GHOST=")
-    assert tables.scan(TableName="subscriptions-test")["Items"] == []
+    assert subscription_items(tables, "subscriptions-test") == []
+    assert topic_version(tables, "subscriptions-test", topic) == 2  # subscribed, then removed
     assert read_connection(tables, CONNECTIONS, "YOUNG=").expires_at == int(now) - 5
 
 

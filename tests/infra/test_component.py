@@ -752,7 +752,7 @@ def test_each_role_policy_names_its_own_resources(declared: RecordingMocks) -> N
     table_arn = outputs_of(declared, "chat-connections")["arn"]
     subscriptions_arn = outputs_of(declared, "chat-subscriptions")["arn"]
     by_sid = {s["Sid"]: s for s in docs["chat-broadcaster-policy"]["Statement"]}
-    assert by_sid["FindSubscribers"]["Action"] == ["dynamodb:Query"]
+    assert by_sid["FindSubscribers"]["Action"] == ["dynamodb:BatchGetItem", "dynamodb:Query"]
     assert by_sid["FindSubscribers"]["Resource"] == [subscriptions_arn]
     assert by_sid["RemoveStaleConnections"]["Resource"] == [table_arn]
     assert by_sid["RemoveStaleSubscriptions"]["Resource"] == [subscriptions_arn]

@@ -61,6 +61,7 @@ POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
             ("dynamodb:DeleteItem", TABLE),
             ("dynamodb:DeleteItem", SUBSCRIPTIONS),
             ("dynamodb:BatchWriteItem", SUBSCRIPTIONS),
+            ("dynamodb:UpdateItem", SUBSCRIPTIONS),  # the topics' version items
         },
     ),
     "default": (
@@ -82,7 +83,7 @@ POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
             ("dynamodb:PutItem", SUBSCRIPTIONS),
             ("dynamodb:DeleteItem", SUBSCRIPTIONS),
             ("dynamodb:BatchGetItem", SUBSCRIPTIONS),  # auth: the connection's subscriptions
-            ("dynamodb:UpdateItem", SUBSCRIPTIONS),  # auth: their expiry and fields
+            ("dynamodb:UpdateItem", SUBSCRIPTIONS),  # auth: their expiry and fields; versions
             ("dynamodb:Query", REPLAY_INDEX),  # resume
             ("ssm:GetParameter", CURSOR),
             ("ssm:GetParameter", PARAMETER),  # auth verifies fresh tokens
@@ -101,14 +102,28 @@ POLICIES: dict[str, tuple[Callable[[], str], set[tuple[str, str]]]] = {
         LOGS
         | {
             ("dynamodb:Query", SUBSCRIPTIONS),
+            ("dynamodb:BatchGetItem", SUBSCRIPTIONS),  # the topics' version items
             ("dynamodb:DeleteItem", TABLE),
             ("dynamodb:DeleteItem", SUBSCRIPTIONS),
             ("dynamodb:BatchWriteItem", SUBSCRIPTIONS),
+            ("dynamodb:UpdateItem", SUBSCRIPTIONS),  # versions bumped after a 410's removal
             MANAGE,
             CLOSE,  # recipients whose token has expired
             ("sqs:SendMessage", QUEUE),
             ("dynamodb:BatchWriteItem", REPLAY),
             ("ssm:GetParameter", CURSOR),
+        },
+    ),
+    "sweeper": (
+        lambda: policies.sweeper_policy(LOG_GROUP, TABLE, SUBSCRIPTIONS, STAGE),
+        LOGS
+        | {
+            ("dynamodb:Query", f"{TABLE}/index/byExpiry"),
+            CLOSE,
+            ("dynamodb:DeleteItem", TABLE),
+            ("dynamodb:DeleteItem", SUBSCRIPTIONS),
+            ("dynamodb:BatchWriteItem", SUBSCRIPTIONS),
+            ("dynamodb:UpdateItem", SUBSCRIPTIONS),  # versions bumped after a 410's removal
         },
     ),
     "snapshot_read": (
@@ -221,14 +236,19 @@ def test_policy_never_creates_log_groups(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", FUNCTION_POLICIES)
-def test_no_function_scans_a_table_or_reads_an_index_but_the_replays(name: str) -> None:
+def test_no_function_scans_a_table_or_reads_an_index_but_its_own(name: str) -> None:
     # recipients are found with a Query per topic on the subscriptions table, never a Scan
     # of every connection; the connections table's byUser index is no one's business; the
-    # one index read is the replay store's byTime, by $default (resume)
+    # index reads are the replay store's byTime, by $default (resume), and the connections
+    # table's byExpiry, by the sweeper
     grants = _grants(_statements(name))
     assert not [action for action, _ in grants if action == "dynamodb:Scan"]
     indexes = {(a, r) for a, r in grants if "/index/" in r}
-    assert indexes == ({("dynamodb:Query", REPLAY_INDEX)} if name == "default" else set())
+    expected = {
+        "default": {("dynamodb:Query", REPLAY_INDEX)},
+        "sweeper": {("dynamodb:Query", f"{TABLE}/index/byExpiry")},
+    }
+    assert indexes == expected.get(name, set())
 
 
 @pytest.mark.parametrize(
@@ -239,6 +259,7 @@ def test_no_function_scans_a_table_or_reads_an_index_but_the_replays(name: str) 
         ("disconnect", {"dynamodb:DeleteItem"}),
         ("default", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
         ("broadcaster", {"dynamodb:DeleteItem"}),
+        ("sweeper", {"dynamodb:DeleteItem"}),
     ],
 )
 def test_connections_table_actions_per_function(name: str, allowed: set[str]) -> None:
@@ -251,7 +272,10 @@ def test_connections_table_actions_per_function(name: str, allowed: set[str]) ->
     [
         ("authorizer", set()),
         ("connect", set()),
-        ("disconnect", {"dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}),
+        (
+            "disconnect",
+            {"dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"},
+        ),
         (
             "default",
             {
@@ -261,7 +285,20 @@ def test_connections_table_actions_per_function(name: str, allowed: set[str]) ->
                 "dynamodb:UpdateItem",
             },
         ),
-        ("broadcaster", {"dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}),
+        (
+            "broadcaster",
+            {
+                "dynamodb:Query",
+                "dynamodb:BatchGetItem",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:UpdateItem",
+            },
+        ),
+        (
+            "sweeper",
+            {"dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"},
+        ),
     ],
 )
 def test_subscriptions_table_actions_per_function(name: str, allowed: set[str]) -> None:
