@@ -535,8 +535,17 @@ class RunningEmulator:
 
 
 def count_records(dynamodb: Any, table: str) -> int:
+    """Items in a table, without the subscriptions table's per-topic version items (they
+    outlive every connection by design: ``handlers.subscriptions``)."""
+    from handlers.subscriptions import VERSION_SK
+
     total = 0
-    kwargs: dict[str, Any] = {"TableName": table, "Select": "COUNT"}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "Select": "COUNT",
+        "FilterExpression": "attribute_not_exists(sk) OR sk <> :version",
+        "ExpressionAttributeValues": {":version": {"S": VERSION_SK}},
+    }
     while True:
         page = dynamodb.scan(**kwargs)
         total += int(page.get("Count", 0))

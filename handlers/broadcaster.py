@@ -577,8 +577,9 @@ class Broadcaster:
     def _read_versions(self, topics: Iterable[str], batch: _Batch) -> None:
         """The versions of the topics this batch has not read yet (``store.topic_versions``,
         100 a call, the calls concurrently). Read before any Query of those topics: a
-        subscribe landing in between leaves a cached list older than the version the next
-        batch reads, so it is read again then (never a list newer than its version)."""
+        subscribe landing in between moves the version past the one the list is cached
+        under, so the next batch reads it again (a list is never cached under a version
+        that counts a change it lacks)."""
         unread = [topic for topic in dict.fromkeys(topics) if topic not in batch.versions]
         chunks = [
             unread[start : start + store.BATCH_GET_SIZE]
