@@ -56,6 +56,7 @@ pulumi.export("replayTableName", channel.replay_table_name)
 pulumi.export("apiId", channel.api_id)
 pulumi.export("stageName", channel.stage_name)
 pulumi.export("deadLetterQueueUrl", channel.dead_letter_queue_url)
+pulumi.export("fanoutQueueUrl", channel.fanout_queue_url)
 pulumi.export("functionNames", channel.function_names)
 pulumi.export("sourceTableName", source_name)
 if channel.token_secret_parameter is not None:

@@ -379,10 +379,20 @@ def test_exports_the_documented_names(exports: dict[str, Any]) -> None:
         "apiId",
         "stageName",
         "deadLetterQueueUrl",
+        "fanoutQueueUrl",
         "functionNames",
         "sourceTableName",
         "tokenSecretParameter",
     ]
+
+
+def test_exported_fanout_queue_is_the_one_the_broadcaster_sends_jobs_to(
+    exports: dict[str, Any],
+) -> None:
+    mocks = _stack_run("dev", False)
+    broadcaster = mocks.one(FUNCTION, "realtime-broadcaster").inputs["environment"]["variables"]
+    assert exports["fanoutQueueUrl"] == broadcaster["FANOUT_QUEUE_URL"]
+    assert exports["fanoutQueueUrl"].endswith("/realtime-fanout.fifo")
 
 
 def test_exported_token_secret_parameter_is_the_authorizers_parameter(
