@@ -339,3 +339,46 @@ def test_the_sender_handler_answers_lambdas_partial_batch_response(
     monkeypatch.setattr(sender_module, "_sender", a_sender(management_api, tables))
     answer = sender_module.handler({"Records": [*jobs, bad]}, None)
     assert answer == {"batchItemFailures": [{"itemIdentifier": "broken"}]}
+
+
+def test_a_job_that_keeps_failing_reaches_the_dead_letter_queue_whole_and_redelivers_from_it(
+    management_api: FakeManagementApi, tables: Any, mocked_aws: None
+) -> None:
+    sqs = aws.client("sqs")
+    dlq = sqs.create_queue(QueueName="jobs-dlq.fifo", Attributes={"FifoQueue": "true"})
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq["QueueUrl"], AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    url = sqs.create_queue(
+        QueueName="jobs.fifo",
+        Attributes={
+            "FifoQueue": "true",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}),
+        },
+    )["QueueUrl"]
+    ids = clients(management_api, tables, 3)
+    queued_broadcaster(management_api, tables, url, threshold=0).run([insert(5)], 1e12)
+    # a sender that runs out of time every time: the job goes back, twice, then to the DLQ
+    for _ in range(2):
+        got = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, AttributeNames=["All"]
+        )["Messages"]
+        records = [{"messageId": m["MessageId"], "body": m["Body"],
+                    "attributes": m["Attributes"]} for m in got]  # fmt: skip
+        failed, _ = a_sender(management_api, tables).run(records, deadline=0)
+        assert len(failed) == len(records) > 0
+    assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=0).get("Messages") is None
+    assert all(management_api.messages(cid) == [] for cid in ids)
+    dead = receive_all(dlq["QueueUrl"])
+    assert sorted(c for job in dead for c, _ in read_job(job["body"])) == sorted(ids)
+    # enough to redeliver: the body, under its group
+    for job in dead:
+        sqs.send_message(
+            QueueUrl=url,
+            MessageBody=job["body"],
+            MessageGroupId=job["attributes"]["MessageGroupId"],
+            MessageDeduplicationId="redrive-" + job["messageId"],
+        )
+    failed, stats = a_sender(management_api, tables).run(receive_all(url), deadline=1e12)
+    assert failed == [] and stats.delivered == 3
+    assert all([m["data"]["n"] for m in management_api.messages(cid)] == [5] for cid in ids)
