@@ -10,6 +10,7 @@ import boto3
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from handlers.subscriptions import bump_versions
 from handlers.topics import table_topic
 from tests.emulator.conftest import RunningEmulator, receive_json, subscribe, wait_for
 
@@ -202,6 +203,7 @@ def test_stale_connection_and_its_subscription_are_removed_and_the_others_still_
             "source": {"S": "events"},
         },
     )
+    bump_versions(local.dynamodb(), local.subscriptions_table(), [topic])  # as subscribe does
     with local.connect("alice") as client:
         subscribe(client)
         put(local, event_item("EVENT#stale"))

@@ -200,8 +200,10 @@ def test_once_queued_every_later_record_is_queued_in_every_container(
         TableName="connections-test", Key={"connectionId": {"S": ids[0]}}
     )  # (the record only: its subscription still finds it)
     # one recipient, far below the threshold: still queued, here and in a new container
-    for broadcaster in (first, queued_broadcaster(management_api, tables, queue, threshold=50)):
-        _, stats = broadcaster.run([insert(2)], deadline=1e12)
+    for n, broadcaster in enumerate(
+        (first, queued_broadcaster(management_api, tables, queue, threshold=50)), start=2
+    ):
+        _, stats = broadcaster.run([insert(n)], deadline=1e12)
         assert (stats.queuedRecords, stats.delivered) == (1, 0)
         assert len(receive_all(queue)) >= 1
 
