@@ -830,7 +830,7 @@ class Broadcaster:
                 stats.unheard += 1
                 return True
             if self._queued_mode(len(messages), batch):
-                return self._enqueue(read, messages, cursors, sequence, stats)
+                return self._enqueue(read, messages, cursors, found, sequence, stats)
             deliveries, truncated = payloads(messages, cursors)
             stats.truncated += truncated
             report = fan_out(
@@ -906,10 +906,19 @@ class Broadcaster:
         read: Read,
         messages: Mapping[str, Mapping[str, Any]],
         cursors: Mapping[str, str] | None,
+        found: Iterable[Subscription],
         sequence: str,
         stats: BatchStats,
     ) -> bool:
-        """Hand one record's delivery to the senders; True once every job is accepted."""
+        """Hand one record's delivery to the senders; True once every job is accepted. Each
+        recipient's token expiry goes with it, so a job that waits past it is not posted."""
+        expires: dict[str, int] = {}
+        for subscription in found:
+            if subscription.expires_at is not None and subscription.connection_id in messages:
+                known = expires.get(subscription.connection_id)
+                expires[subscription.connection_id] = min(
+                    subscription.expires_at, known if known is not None else subscription.expires_at
+                )
         fanout = self.settings.fanout
         assert fanout is not None
         started = self.clock()
@@ -920,6 +929,7 @@ class Broadcaster:
             fanout.groups,
             channel=fanout.channel,
             cursors=cursors,
+            expires=expires,
             max_recipients=fanout.slice,
         )
         try:

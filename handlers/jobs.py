@@ -35,7 +35,10 @@ The change travels once: each distinct message (identical bytes: the same
 its index into ``payloads`` and, when messages carry cursors, its own cursor, which
 the sender appends as the message's last member (``recipients.with_cursor``):
 exactly the bytes inline delivery posts. A recipient without a cursor is
-``[CONNECTION,INDEX]``. A message that is a JSON object or
+``[CONNECTION,INDEX]``. A recipient whose token expires carries that time (epoch
+seconds) fourth, ``[CONNECTION,INDEX,CURSOR,EXPIRES]`` (``CURSOR`` may be ``null``):
+a job that waited in the queue past it is not posted to that connection, which is
+closed instead, as the broadcaster does. A message that is a JSON object or
 array (every message ``recipients.encode`` makes) is spliced in as it is, so
 the reader recovers its exact bytes from the body and it costs no escaping; any
 other (or one holding U+FFFE/U+FFFF, characters SQS refuses) is stored as a
@@ -187,6 +190,13 @@ def _check_cursor(cursor: Any, error: type[ValueError], where: str = "") -> None
         )
 
 
+def _check_expiry(expiry: Any, error: type[ValueError], where: str = "") -> None:
+    if isinstance(expiry, bool) or not isinstance(expiry, int) or expiry < 0:
+        raise error(
+            f"{where}an expiry is a non-negative integer (epoch seconds), not {expiry!r:.40}"
+        )
+
+
 def check_channel(channel: str, groups: int) -> None:
     if not isinstance(channel, str) or not _ID_CHARACTERS.fullmatch(channel):
         raise ValueError(
@@ -204,11 +214,13 @@ def plan_jobs(
     *,
     channel: str,
     cursors: Mapping[str, str] | None = None,
+    expires: Mapping[str, int] | None = None,
     max_job_bytes: int = DEFAULT_MAX_JOB_BYTES,
     max_recipients: int = DEFAULT_MAX_RECIPIENTS,
 ) -> list[Job]:
     """The jobs that deliver one change: each connection's message (encoded, without its
-    cursor) and its cursor (``cursors``, when messages carry them), sliced by ``group_of``,
+    cursor), its cursor (``cursors``, when messages carry them) and its token's expiry
+    (``expires``, for connections that have one), sliced by ``group_of``,
     in group order then part order; within a group, recipients keep the mapping's order.
     A slice over ``max_recipients`` recipients or ``max_job_bytes`` (UTF-8 body) is split
     into parts. Raises ``MessageTooLarge`` when one recipient alone does not fit,
@@ -231,6 +243,8 @@ def plan_jobs(
             raise ValueError(f"connection ids must be non-empty strings: {connection_id!r:.40}")
         if cursors is not None:
             _check_cursor(cursors.get(connection_id), ValueError)
+        if expires is not None and connection_id in expires:
+            _check_expiry(expires[connection_id], ValueError)
         slices.setdefault(group_of(connection_id, groups), []).append(connection_id)
     texts: dict[bytes, tuple[str, int]] = {}
     """Each distinct message's text in ``payloads`` and its UTF-8 size, made once."""
@@ -243,6 +257,7 @@ def plan_jobs(
                 slices[group],
                 envelope_bytes_by_connection,
                 cursors,
+                expires or {},
                 texts,
                 max_job_bytes,
                 max_recipients,
@@ -252,7 +267,7 @@ def plan_jobs(
                 Job(
                     group_id=group_id(channel, group),
                     deduplication_id=deduplication_id(
-                        channel, change_id, group, part, [c for c, _, _ in recipients]
+                        channel, change_id, group, part, [entry[0] for entry in recipients]
                     ),
                     body=_body(change_id, group, part, recipients, texts),
                 )
@@ -271,11 +286,13 @@ _PAYLOADS = '],"payloads":['
 _END = "]}"
 
 
-_Entry = tuple[str, bytes, str | None]
-"""A recipient in a job: connection id, message (without cursor), cursor."""
+_Entry = tuple[str, bytes, str | None, int | None]
+"""A recipient in a job: connection id, message (without cursor), cursor, expiry."""
 
 
-def _entry(connection_id: str, index: int, cursor: str | None) -> str:
+def _entry(connection_id: str, index: int, cursor: str | None, expiry: int | None) -> str:
+    if expiry is not None:
+        return _ascii_json([connection_id, index, cursor, expiry])
     return _ascii_json([connection_id, index] if cursor is None else [connection_id, index, cursor])
 
 
@@ -285,6 +302,7 @@ def _parts(
     recipients: list[str],
     messages: Mapping[str, bytes],
     cursors: Mapping[str, str] | None,
+    expires: Mapping[str, int],
     texts: dict[bytes, tuple[str, int]],
     max_job_bytes: int,
     max_recipients: int,
@@ -299,6 +317,7 @@ def _parts(
     for connection_id in recipients:
         message = messages[connection_id]
         cursor = cursors[connection_id] if cursors is not None else None
+        expiry = expires.get(connection_id)
         if len(current) >= max_recipients:
             parts.append(current)
             current = []
@@ -310,7 +329,7 @@ def _parts(
                 indexes = {}
                 size = len(_header(change_id, group, len(parts)) + _PAYLOADS + _END)
             index = indexes.get(message, len(indexes))
-            added = len(_entry(connection_id, index, cursor)) + (1 if current else 0)
+            added = len(_entry(connection_id, index, cursor, expiry)) + (1 if current else 0)
             if message not in indexes:
                 added += texts[message][1] + (1 if indexes else 0)
             if size + added <= max_job_bytes:
@@ -322,7 +341,7 @@ def _parts(
                 )
             parts.append(current)
             current = []
-        current.append((connection_id, message, cursor))
+        current.append((connection_id, message, cursor, expiry))
         indexes.setdefault(message, len(indexes))
         size += added
     if current:
@@ -339,9 +358,9 @@ def _body(
 ) -> str:
     indexes: dict[bytes, int] = {}
     entries = []
-    for connection_id, message, cursor in recipients:
+    for connection_id, message, cursor, expiry in recipients:
         index = indexes.setdefault(message, len(indexes))
-        entries.append(_entry(connection_id, index, cursor))
+        entries.append(_entry(connection_id, index, cursor, expiry))
     return (
         _header(change_id, group, part)
         + ",".join(entries)
@@ -364,10 +383,24 @@ def _value(body: str, at: int, what: str) -> tuple[Any, int]:
         raise MalformedJob(f"job body: {what} is not JSON ({bad})") from None
 
 
+@dataclass(frozen=True)
+class Recipient:
+    connection_id: str
+    message: bytes
+    """What to post: the message with the recipient's cursor appended."""
+    expires_at: int | None = None
+    """When the recipient's token expires (epoch seconds); None: it does not."""
+
+
 def read_job(body: str) -> list[tuple[str, bytes]]:
     """(connection id, message bytes) of each recipient of a job body, in order: the message
     ``plan_jobs`` was given with the recipient's cursor appended (``with_cursor``), the
     bytes inline delivery posts. Raises ``MalformedJob`` for anything it did not write."""
+    return [(r.connection_id, r.message) for r in read_recipients(body)]
+
+
+def read_recipients(body: str) -> list[Recipient]:
+    """Each recipient of a job body, in order, with its token's expiry (``read_job``)."""
     if not isinstance(body, str):
         raise MalformedJob(f"a job body is text, not {type(body).__name__}")
     at = _expect(body, 0, f'{{"v":{FORMAT_VERSION},"change":')
@@ -396,11 +429,11 @@ def read_job(body: str) -> list[tuple[str, bytes]]:
         raise MalformedJob(f"job body: unexpected text after the payloads at character {at + 1}")
     if not isinstance(entries, list) or not entries:
         raise MalformedJob("job body: to is not a non-empty list")
-    recipients: list[tuple[str, bytes]] = []
+    recipients: list[Recipient] = []
     for number, entry in enumerate(entries):
         if not (
             isinstance(entry, list)
-            and len(entry) in (2, 3)
+            and len(entry) in (2, 3, 4)
             and isinstance(entry[0], str)
             and entry[0]
             and isinstance(entry[1], int)
@@ -409,14 +442,19 @@ def read_job(body: str) -> list[tuple[str, bytes]]:
         ):
             raise MalformedJob(
                 f"job body: recipient {number} is not [connection id, payload index"
-                f" below {len(payloads)}, cursor]: {entry!r:.80}"
+                f" below {len(payloads)}, cursor, expiry]: {entry!r:.80}"
             )
-        cursor = entry[2] if len(entry) == 3 else None
+        cursor = entry[2] if len(entry) >= 3 else None
+        expiry = entry[3] if len(entry) == 4 else None
+        if len(entry) == 3 and cursor is None:
+            raise MalformedJob(f"job body: recipient {number}: a null cursor and no expiry")
+        if len(entry) == 4:
+            _check_expiry(expiry, MalformedJob, f"job body: recipient {number}: ")
         if cursor is not None:
             _check_cursor(cursor, MalformedJob, f"job body: recipient {number}: ")
             if not payloads[entry[1]].endswith(b"}"):
                 raise MalformedJob(f"job body: recipient {number}: a cursor on a non-object")
-        recipients.append((entry[0], with_cursor(payloads[entry[1]], cursor)))
+        recipients.append(Recipient(entry[0], with_cursor(payloads[entry[1]], cursor), expiry))
     return recipients
 
 

@@ -9,6 +9,8 @@ Lambda gives a sender a batch of FIFO messages, in order within each message gro
   so this cannot reorder one connection's messages), retrying throttling and server
   errors with backoff (``delivery.fan_out``);
 * a connection that answers 410 is gone: ``on_stale`` cleans it up;
+* a recipient whose token expired while its job waited in the queue is sent nothing
+  and closed (as the broadcaster does with expired recipients);
 * a connection that still fails after its retries is **closed** (``@connections``
   DELETE): it resumes with its cursor, and it cannot hold its group back. Recipients
   that got the message do not get it again, and the job succeeds;
@@ -43,7 +45,7 @@ from handlers import aws, config, fastpost, logs
 from handlers import subscriptions as store
 from handlers.connections import iso_utc
 from handlers.delivery import FanoutReport, Poster, close_connection, fan_out
-from handlers.jobs import MalformedJob, TokenBucket, read_job
+from handlers.jobs import MalformedJob, TokenBucket, read_recipients
 from handlers.management import frozen_credentials
 
 DEADLINE_MARGIN_SECONDS = 2.0
@@ -62,6 +64,8 @@ class SenderStats:
     stale: int = 0
     closed: int = 0
     """Connections that kept failing and were closed (they resume with their cursor)."""
+    expiredClosed: int = 0
+    """Recipients whose token expired while their job waited: sent nothing, and closed."""
     retried: int = 0
     jobsFailed: int = 0
     """Jobs reported as batch item failures (including later jobs of a failed group)."""
@@ -88,6 +92,7 @@ def deliver_batch(
     clock: Callable[[], float] = time.monotonic,
     budget: TokenBucket | None = None,
     post: Callable[..., FanoutReport] = fan_out,
+    wall: Callable[[], float] = time.time,
 ) -> tuple[list[dict[str, str]], SenderStats]:
     """Deliver an SQS FIFO batch of jobs; (``batchItemFailures``, stats). With ``budget``,
     each job's posts are reserved from it (and waited for) before they go out. ``post`` is
@@ -95,6 +100,7 @@ def deliver_batch(
     stats = SenderStats()
     failures: list[dict[str, str]] = []
     stopped: set[str] = set()
+    expired: set[str] = set()
     for record in records:
         stats.jobs += 1
         message_id = str(record.get("messageId") or "")
@@ -104,7 +110,7 @@ def deliver_batch(
             stats.jobsFailed += 1
             continue
         if not _deliver_one(record, api, stats, concurrency, max_attempts, deadline, on_stale,
-                            sleep, clock, budget, post):  # fmt: skip
+                            sleep, clock, budget, post, wall, expired):  # fmt: skip
             stopped.add(group)
             failures.append({"itemIdentifier": message_id})
             stats.jobsFailed += 1
@@ -123,12 +129,15 @@ def _deliver_one(
     clock: Callable[[], float],
     budget: TokenBucket | None,
     post: Callable[..., FanoutReport],
+    wall: Callable[[], float],
+    expired: set[str],
 ) -> bool:
-    """One job; False when it must be redelivered."""
+    """One job; False when it must be redelivered. ``expired``: connections closed for an
+    expired token in this batch (each is closed once)."""
     if clock() >= deadline:
         return False
     try:
-        deliveries = read_job(str(record.get("body") or ""))
+        recipients = read_recipients(str(record.get("body") or ""))
     except MalformedJob as bad:
         stats.malformed += 1
         log.error(
@@ -136,6 +145,15 @@ def _deliver_one(
             extra={"messageId": record.get("messageId"), "reason": str(bad)[:300]},
         )
         return False  # redelivered until maxReceiveCount, then kept whole in the DLQ
+    now = wall()
+    deliveries = []
+    for recipient in recipients:
+        if recipient.expires_at is None or now < recipient.expires_at:
+            deliveries.append((recipient.connection_id, recipient.message))
+        elif recipient.connection_id not in expired:
+            expired.add(recipient.connection_id)
+            why = "its token expired while the message waited"
+            stats.expiredClosed += close_connection(api, recipient.connection_id, why)
     if budget is not None:
         wait = 0.0
         left = len(deliveries)
@@ -241,6 +259,7 @@ def record_batch(stats: SenderStats, function_name: str) -> None:
                 "Delivered": stats.delivered,
                 "StaleRemoved": stats.stale,
                 "Closed": stats.closed,
+                "ExpiredClosed": stats.expiredClosed,
                 "Retried": stats.retried,
                 "JobsFailed": stats.jobsFailed,
                 "Malformed": stats.malformed,

@@ -16,11 +16,13 @@ from handlers.jobs import (
     Job,
     MalformedJob,
     MessageTooLarge,
+    Recipient,
     TokenBucket,
     group_of,
     mapping_concurrency,
     plan_jobs,
     read_job,
+    read_recipients,
 )
 from handlers.recipients import CURSOR_ROOM, MAX_MESSAGE_BYTES, encode, with_cursor
 
@@ -504,7 +506,17 @@ def test_a_bad_or_missing_cursor_is_refused_when_planning(bad: Any) -> None:
 
 @pytest.mark.parametrize(
     "entry",
-    ['["C1=",0,5]', '["C1=",0,"bad cursor"]', '["C1=",0,""]', '["C1=",0,"ok",1]'],
+    [
+        '["C1=",0,5]',
+        '["C1=",0,"bad cursor"]',
+        '["C1=",0,""]',
+        '["C1=",0,"ok",1,2]',
+        '["C1=",0,null]',
+        '["C1=",0,"c1.a",-1]',
+        '["C1=",0,"c1.a","soon"]',
+        '["C1=",0,"c1.a",true]',
+        '["C1=",0,"c1.a",1.5]',
+    ],
 )
 def test_a_bad_cursor_in_a_body_is_malformed(entry: str) -> None:
     body = f'{{"v":1,"change":"x","group":0,"part":0,"to":[{entry}],"payloads":[{{"a":1}}]}}'
@@ -538,3 +550,29 @@ def test_slices_hold_at_most_max_recipients_in_order() -> None:
 def test_max_recipients_must_be_a_positive_integer(bad: Any) -> None:
     with pytest.raises(ValueError, match="max_recipients"):
         plan_jobs(CHANGE, audience(2), 2, channel=CHANNEL, max_recipients=bad)
+
+
+def test_each_recipients_token_expiry_travels_with_it() -> None:
+    recipients = audience(6, distinct=False)
+    cursors = {c: cursor_of(n) for n, c in enumerate(recipients)}
+    expires = {c: 1_800_000_000 + n for n, c in enumerate(recipients) if n % 2 == 0}
+    with_expiry = plan_jobs(
+        CHANGE, recipients, 2, channel=CHANNEL, cursors=cursors, expires=expires
+    )
+    got = [r for job in with_expiry for r in read_recipients(job.body)]
+    assert sorted(got, key=lambda r: r.connection_id) == sorted(
+        (Recipient(c, with_cursor(m, cursors[c]), expires.get(c)) for c, m in recipients.items()),
+        key=lambda r: r.connection_id,
+    )
+    without = plan_jobs(CHANGE, recipients, 2, channel=CHANNEL, cursors=cursors)
+    assert ids(with_expiry) == ids(without)  # the expiry is no part of the dedupe id
+    # no cursor, an expiry: the cursor is null
+    (job,) = plan_jobs(CHANGE, {"C1=": message(1)}, 1, channel=CHANNEL, expires={"C1=": 7})
+    assert decoded(job)["to"] == [["C1=", 0, None, 7]]
+    assert read_recipients(job.body) == [Recipient("C1=", message(1), 7)]
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "1800000000"])
+def test_a_bad_expiry_is_refused_when_planning(bad: Any) -> None:
+    with pytest.raises(ValueError, match="expiry"):
+        plan_jobs(CHANGE, {"C1=": message(1)}, 1, channel=CHANNEL, expires={"C1=": bad})

@@ -16,14 +16,16 @@ from handlers.broadcaster import FANOUT_STATE_KEY, Broadcaster
 from handlers.config import FanoutConfig, sender_config
 from handlers.cursors import cursor_key
 from handlers.fastpost import FastManagementApi
-from handlers.jobs import group_of, read_job
+from handlers.jobs import group_of, read_job, read_recipients
 from handlers.management import ManagementApi, frozen_credentials
 from handlers.sender import Sender
 from tests.handlers.test_broadcaster import (
     SUBSCRIPTIONS,
+    add_connection,
     client_on,
     settings,
     stream,
+    subscribe,
 )
 from tests.helpers import SECRET, create_subscriptions_table
 
@@ -384,3 +386,45 @@ def test_a_job_that_keeps_failing_reaches_the_dead_letter_queue_whole_and_redeli
     failed, stats = a_sender(management_api, tables).run(receive_all(url), deadline=1e12)
     assert failed == [] and stats.delivered == 3
     assert all([m["data"]["n"] for m in management_api.messages(cid)] == [5] for cid in ids)
+
+
+def test_a_recipient_whose_token_expires_while_its_job_waits_gets_nothing_and_is_closed(
+    management_api: FakeManagementApi, tables: Any, queue: str
+) -> None:
+    now = 1_795_000_000
+    ids = [f"E{n}x=" for n in range(3)]
+    for n, cid in enumerate(ids):
+        add_connection(tables, cid, f"user-{n}")
+        if n == 0:  # its token expires 5 s from now
+            tables.update_item(
+                TableName="connections-test",
+                Key={"connectionId": {"S": cid}},
+                UpdateExpression="SET expiresAt = :e",
+                ExpressionAttributeValues={":e": {"N": str(now + 5)}},
+            )
+        subscribe(tables, cid, "s1")
+        management_api.connect(cid)
+    b = queued_broadcaster(management_api, tables, queue, threshold=0)
+    b.wall = lambda: float(now)
+    assert b.run([insert(1)], 1e12)[1].queuedRecipients == 3  # not expired yet: planned
+    jobs = receive_all(queue)
+    assert [r.expires_at for job in jobs for r in read_recipients(job["body"])
+            if r.connection_id == ids[0]] == [now + 5]  # fmt: skip
+    failed, stats = sender_module.deliver_batch(
+        jobs,
+        FastManagementApi(
+            management_api.endpoint,
+            region="us-east-1",
+            credentials=frozen_credentials(aws.session()),
+        ),
+        concurrency=8,
+        max_attempts=2,
+        deadline=1e12,
+        on_stale=lambda _: True,
+        post=sender_module.fastpost.fan_out,
+        wall=lambda: float(now + 60),  # the job waited a minute in the queue
+    )
+    assert failed == [] and (stats.delivered, stats.expiredClosed) == (2, 1)
+    assert management_api.messages(ids[0]) == []
+    assert ids[0] not in management_api.state.known  # closed (DELETE)
+    assert all(len(management_api.messages(cid)) == 1 for cid in ids[1:])
