@@ -519,7 +519,7 @@ class Broadcaster:
         self._last_ms = 0
         """The last position recorded: positions of one container strictly increase."""
         self.sqs = sqs
-        """Sends delivery jobs (``settings.fanout``)."""
+        """Sends delivery jobs (``settings.fanout``); made on first use when None."""
         self.queued = False
         """The channel's delivery is queued (seen or switched by this container): for good."""
         self.cache = SubscriptionCache(cache_limit())
@@ -983,6 +983,8 @@ class Broadcaster:
         """One SendMessageBatch, its failed entries retried (bounded, with backoff); raises
         when an entry cannot be sent."""
         pending = {f"j{n}": job for n, job in enumerate(jobs)}
+        if self.sqs is None:  # made on first use: a channel that never queues never pays for it
+            self.sqs = aws.client("sqs")
         for attempt in range(1, ENQUEUE_MAX_ATTEMPTS + 1):
             answer = self.sqs.send_message_batch(
                 QueueUrl=queue_url,
@@ -1074,7 +1076,6 @@ def broadcaster() -> Broadcaster:
                 dynamodb=aws.client("dynamodb"),
                 api=api,
                 cursor_key=cursor_key(aws.secure_parameter(parameter)) if parameter else None,
-                sqs=aws.client("sqs") if CONFIG.fanout is not None else None,
             )
         return _broadcaster
 
