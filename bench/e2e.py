@@ -34,7 +34,7 @@ its worker processes.
    subscription is left.
 
 Printed: clients and their subscriptions, items, deliveries expected/received,
-lost (expected, never received), duplicates, unexpected (an item outside the
+lost (expected, never received), duplicates, reordered, unexpected (an item outside the
 client's subscription, or a ``matches`` other than ``added`` under its own
 subscription id), write-to-receive latency p50/p95/p99/max over every
 delivery, the same per item for the first and the last client reached (the
@@ -68,9 +68,27 @@ this benchmark, in-process 202 / 542 ms against subprocess 183-219 / 439-537
 ms. Subprocess is the default; ``--client-mode inprocess`` stays for
 comparison.
 
+Options for the queued fan-out (``bench.fanout_e2e`` drives them):
+``--subscriptions table`` (every client table-wide without a filter: every client gets
+every item); ``--config KEY=VALUE`` (repeatable: stack config overrides, e.g.
+``queuedFanout=false`` for the broadcaster posting everything); ``--sender-workers N``;
+``--curve 1,2,4`` with ``--curve-duration``: after the main phase, one short phase per rate
+on the same connected clients (each its own items), ascending, stopping at the first whose
+p99 exceeds ``--curve-p99-ms`` or that loses, duplicates, misdelivers or reorders anything;
+the capacity is the most deliveries/s of a phase that passed (the curve is reported, not
+judged); ``--json PATH`` writes every figure. A delivery is **reordered** when its item is
+numbered lower than one the client already received (write order is item number); it fails
+the verdict like a lost one. The sender's ``jobs`` log lines (jobs, delivered, pacedMs) and
+the SQS poller's counters are printed next to the broadcaster's (queuedRecords,
+jobsQueued); the CPU per part includes the sender's workers. The drain, the emulator's stop
+and the process's exit are bounded (``EXIT_GRACE``).
+
     python -m bench.e2e [--clients 500] [--rate 2] [--duration 30] [--partitions 20]
                         [--p50-ms 200] [--p99-ms 750] [--drain-timeout 30] [--warmup 1]
                         [--connect-concurrency 25] [--client-mode subprocess|inprocess]
+                        [--subscriptions mixed|table] [--config KEY=VALUE ...]
+                        [--sender-workers N] [--curve R,R,...] [--curve-duration 12]
+                        [--curve-p99-ms 2000] [--json PATH]
 """
 
 from __future__ import annotations
