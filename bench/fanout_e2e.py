@@ -30,7 +30,7 @@ connect times and the total runtime; then ``OK:`` or ``FAIL:`` lines, exit statu
 minute (what the slow test runs).
 
     python -m bench.fanout_e2e [--clients 1500] [--rate 2] [--duration 30]
-                               [--curve 1,2,3,4] [--curve-duration 12] [--p99-ms 2000]
+                               [--curve 0.5,1,2,3,4] [--curve-duration 12] [--p99-ms 2000]
                                [--config KEY=VALUE ...] [--sender-workers N] [--quick]
 """
 
@@ -274,7 +274,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=1500)
     parser.add_argument("--rate", type=float, default=2.0, help="writes per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of writing")
-    parser.add_argument("--curve", type=_rates, default=[1.0, 2.0, 3.0, 4.0], metavar="R,R,...")
+    parser.add_argument(
+        "--curve", type=_rates, default=[0.5, 1.0, 2.0, 3.0, 4.0], metavar="R,R,..."
+    )
     parser.add_argument("--curve-duration", type=float, default=12.0)
     parser.add_argument("--p99-ms", type=float, default=2000.0)
     parser.add_argument("--drain-timeout", type=float, default=60.0)
