@@ -442,6 +442,7 @@ class SubprocessClients:
         self.secret = secret
         self.prefix = prefix
         self.proc: asyncio.subprocess.Process | None = None
+        self.connect_timeout = CONNECT_TIMEOUT
 
     @property
     def pid(self) -> int | None:
@@ -480,7 +481,7 @@ class SubprocessClients:
         await self._send(
             {"connect": count, "concurrency": concurrency, "subscriptions": subscriptions}
         )
-        return await self._reply(CONNECT_TIMEOUT)
+        return await self._reply(self.connect_timeout)
 
     async def drain(
         self, groups: dict[str, list[str]], members: list[str], timeout: float
@@ -1200,6 +1201,7 @@ async def run(args: argparse.Namespace) -> int:
             clients = InProcessClients(emulator.url, emulator.token, prefix)
         else:
             clients = SubprocessClients(emulator.url, running.secret, prefix)
+            clients.connect_timeout = args.connect_timeout
         connect_started = time.monotonic()
         connected = await clients.connect(
             args.clients,
@@ -1212,7 +1214,7 @@ async def run(args: argparse.Namespace) -> int:
         expected_clients = int(connected["connected"])
         subscribed = int(connected["subscribed"])
         records = stored = 0
-        while time.monotonic() - connect_started < CONNECT_TIMEOUT:
+        while time.monotonic() - connect_started < args.connect_timeout:
             records = await asyncio.to_thread(count_records, dynamodb, connections)
             stored = await asyncio.to_thread(count_records, dynamodb, subscriptions)
             if records >= expected_clients and stored >= subscribed:
@@ -1329,7 +1331,7 @@ async def run(args: argparse.Namespace) -> int:
         # -- disconnect ------------------------------------------------------------------------
         await clients.close()
         clients = None
-        left = await wait_until_empty(dynamodb, [connections, subscriptions], CONNECT_TIMEOUT)
+        left = await wait_until_empty(dynamodb, [connections, subscriptions], args.connect_timeout)
         document["leftAfterDisconnect"] = left
         print(f"CPUs                    {os.cpu_count()}")
         print(f"after disconnect        {left[0]} connection records, {left[1]} subscriptions left")
@@ -1395,6 +1397,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--p99-ms", type=float, default=750.0)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--connect-concurrency", type=int, default=25)
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT,
+        help="seconds for all clients to connect and subscribe (and, at the end, to be gone)",
+    )
     parser.add_argument(
         "--warmup", type=int, default=1, help="items written (and not counted) before measuring"
     )

@@ -59,6 +59,12 @@ RUN_TIMEOUT_MARGIN = 240.0
 """Seconds beyond a run's own writing and draining for its start, connects and shutdown."""
 
 
+def connect_timeout(clients: int) -> float:
+    """Seconds allowed for ``clients`` to connect and subscribe (or to be gone at the end):
+    1,500 took more than 180 s on 2 busy cores."""
+    return max(180.0, 0.4 * clients)
+
+
 def e2e_command(args: argparse.Namespace, extra: list[str], json_path: Path) -> list[str]:
     """The ``bench.e2e`` command line of one design's run."""
     command = [
@@ -72,6 +78,7 @@ def e2e_command(args: argparse.Namespace, extra: list[str], json_path: Path) -> 
         "--drain-timeout", f"{args.drain_timeout:g}",
         "--warmup", str(args.warmup),
         "--connect-concurrency", str(args.connect_concurrency),
+        "--connect-timeout", f"{connect_timeout(args.clients):g}",
         "--curve-duration", f"{args.curve_duration:g}",
         "--curve-p99-ms", f"{args.p99_ms:g}",
         "--json", str(json_path),
@@ -307,7 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     statuses: dict[str, int | None] = {}
     seconds: dict[str, float] = {}
     writing = args.duration + len(args.curve) * args.curve_duration
-    timeout = RUN_TIMEOUT_MARGIN + writing + (1 + len(args.curve)) * args.drain_timeout
+    timeout = (
+        RUN_TIMEOUT_MARGIN
+        + 2 * connect_timeout(args.clients)
+        + writing
+        + (1 + len(args.curve)) * args.drain_timeout
+    )
     with tempfile.TemporaryDirectory(prefix="bench-fanout-e2e-") as scratch:
         for name, label, extra in DESIGNS:
             if args.quick and name == "queued":
