@@ -704,8 +704,13 @@ class Tally:
         deliveries: dict[str, list[list[Any]]],
         clients: Iterable[int],
     ) -> None:
+        written = sorted(written)
         groups, members = plan.expected(written)
         expected = {name: set(items) for name, items in groups.items()}
+        first_written = written[0] if written else 0
+        self.stragglers = 0
+        """Deliveries of an earlier phase's items (``--curve``) that arrived in this one:
+        not this phase's, so neither unexpected nor counted (the earlier phase lost them)."""
         self.expected = 0
         self.received = 0
         self.lost = 0
@@ -735,6 +740,10 @@ class Tally:
                     self.duplicates += 1
                     continue
                 seen.add((sub_id, change))
+                number = plan.item_number(item)
+                if number is not None and number < first_written:
+                    self.stragglers += 1
+                    continue
                 if item not in wanted or sub_id != own or kind != "added" or math.isnan(latency):
                     self.unexpected += 1
                     if len(self.unexpected_examples) < 5:
@@ -743,7 +752,6 @@ class Tally:
                         )
                     continue
                 got.add(item)
-                number = plan.item_number(item)
                 if number is not None:
                     if number < newest:
                         self.reordered += 1
@@ -1017,6 +1025,7 @@ async def phase(
         "duplicates": tally.duplicates,
         "unexpected": tally.unexpected,
         "reordered": tally.reordered,
+        "stragglers": tally.stragglers,
         "clientsMissing": tally.clients_missing,
         "closedEarly": result["closed_early"],
         "otherMessages": result["other_messages"],
@@ -1146,7 +1155,8 @@ def curve_line(figures: dict[str, Any], failures: list[str]) -> str:
         f"  {figures['rate']:5g}/s x {figures['duration']:g} s: {figures['items']} items,"
         f" {figures['deliveriesPerSecond']:7.0f} deliveries/s; p50 {latency['p50']:7.1f} ms"
         f" p99 {latency['p99']:7.1f} ms; lost {figures['lost']} dup {figures['duplicates']}"
-        f" unexpected {figures['unexpected']} reordered {figures['reordered']};"
+        f" unexpected {figures['unexpected']} reordered {figures['reordered']}"
+        f" late from the phase before {figures['stragglers']};"
         f" CPU {sum(figures['cpu'].values()):.1f} s in {figures['cpuWall']:.1f} s;"
         f" jobs {figures['sender']['jobs']}"
         + (f"  -- {'; '.join(failures)}" if failures else "  -- ok")

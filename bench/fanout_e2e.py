@@ -236,7 +236,7 @@ def report(
                 f"    {point['rate']:5g}/s {point['deliveriesPerSecond']:7.0f} deliveries/s:"
                 f" p50 {ms(latency.get('p50')):>8} p99 {ms(latency.get('p99')):>8}; lost"
                 f" {point['lost']} dup {point['duplicates']} reordered {point['reordered']}"
-                f" unexpected {point['unexpected']}; CPU"
+                f" unexpected {point['unexpected']} late {point.get('stragglers', 0)}; CPU"
                 f" {sum(point.get('cpu', {}).values()):.1f} s in {point.get('cpuWall', 0):.1f} s"
                 + ("" if point.get("ok") else "  (missed: " + "; ".join(point["failures"]) + ")")
             )

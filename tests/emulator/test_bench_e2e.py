@@ -128,3 +128,10 @@ def test_the_tally_counts_an_item_received_after_a_later_one_as_reordered() -> N
     assert (tally.lost, tally.duplicates, tally.unexpected, tally.reordered) == (0, 1, 0, 1)
     assert plan.item_number("P#000012") == 12
     assert plan.item_number("Q#000012") is None
+
+
+def test_an_earlier_phases_late_deliveries_are_stragglers_not_unexpected() -> None:
+    plan = Plan("P#", clients=1, partitions=1, subscriptions="table")
+    deliveries = {"0": [delivery("P#000001", TABLE_ID, "c1"), delivery("P#000005", TABLE_ID, "c5")]}
+    tally = Tally(plan, range(5, 6), deliveries, range(1))
+    assert (tally.stragglers, tally.unexpected, tally.lost, tally.reordered) == (1, 0, 0, 0)
