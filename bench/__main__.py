@@ -8,7 +8,8 @@ What ``make bench`` runs.
 
     python -m bench [--timeout 900] [MODULE ...]
 
-(default: bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume bench.sender)
+(default: bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume bench.sender
+bench.fanout_e2e)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ BENCHMARKS = (
     "bench.e2e",
     "bench.resume",
     "bench.sender",
+    "bench.fanout_e2e",
 )
 VERDICTS = ("OK:", "FAIL:")
 

@@ -34,7 +34,7 @@ its worker processes.
    subscription is left.
 
 Printed: clients and their subscriptions, items, deliveries expected/received,
-lost (expected, never received), duplicates, unexpected (an item outside the
+lost (expected, never received), duplicates, reordered, unexpected (an item outside the
 client's subscription, or a ``matches`` other than ``added`` under its own
 subscription id), write-to-receive latency p50/p95/p99/max over every
 delivery, the same per item for the first and the last client reached (the
@@ -68,9 +68,27 @@ this benchmark, in-process 202 / 542 ms against subprocess 183-219 / 439-537
 ms. Subprocess is the default; ``--client-mode inprocess`` stays for
 comparison.
 
+Options for the queued fan-out (``bench.fanout_e2e`` drives them):
+``--subscriptions table`` (every client table-wide without a filter: every client gets
+every item); ``--config KEY=VALUE`` (repeatable: stack config overrides, e.g.
+``queuedFanout=false`` for the broadcaster posting everything); ``--sender-workers N``;
+``--curve 1,2,4`` with ``--curve-duration``: after the main phase, one short phase per rate
+on the same connected clients (each its own items), ascending, stopping at the first whose
+p99 exceeds ``--curve-p99-ms`` or that loses, duplicates, misdelivers or reorders anything;
+the capacity is the most deliveries/s of a phase that passed (the curve is reported, not
+judged); ``--json PATH`` writes every figure. A delivery is **reordered** when its item is
+numbered lower than one the client already received (write order is item number); it fails
+the verdict like a lost one. The sender's ``jobs`` log lines (jobs, delivered, pacedMs) and
+the SQS poller's counters are printed next to the broadcaster's (queuedRecords,
+jobsQueued); the CPU per part includes the sender's workers. The drain, the emulator's stop
+and the process's exit are bounded (``EXIT_GRACE``).
+
     python -m bench.e2e [--clients 500] [--rate 2] [--duration 30] [--partitions 20]
                         [--p50-ms 200] [--p99-ms 750] [--drain-timeout 30] [--warmup 1]
                         [--connect-concurrency 25] [--client-mode subprocess|inprocess]
+                        [--subscriptions mixed|table] [--config KEY=VALUE ...]
+                        [--sender-workers N] [--curve R,R,...] [--curve-duration 12]
+                        [--curve-p99-ms 2000] [--json PATH]
 """
 
 from __future__ import annotations
@@ -85,11 +103,14 @@ import secrets
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from emulator.__main__ import _config_pair, _workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_VARIABLE = "BENCH_E2E_SECRET"  # noqa: S105 (the name of a variable)
@@ -115,22 +136,39 @@ STATUSES = ("new", "paid", "shipped")
 """Item ``i``'s status is ``STATUSES[i % 3]``: every third item is outside ``FILTER``."""
 KEYED_ID = "room"
 TABLE_ID = "feed"
+SUBSCRIPTIONS = ("mixed", "table")
+"""``--subscriptions``: what the clients watch (``Plan``)."""
 
 
 class Plan:
-    """Who subscribes to what, which item goes where, and so who should receive what."""
+    """Who subscribes to what, which item goes where, and so who should receive what.
 
-    def __init__(self, prefix: str, clients: int, partitions: int) -> None:
+    ``subscriptions`` ``mixed`` (the default): even-numbered clients watch a partition,
+    odd-numbered ones the whole table with ``FILTER``; ``table``: every client watches the
+    whole table with no filter, so every client should receive every item.
+    """
+
+    def __init__(
+        self, prefix: str, clients: int, partitions: int, subscriptions: str = "mixed"
+    ) -> None:
         if clients < 1 or partitions < 1:
             raise ValueError("clients and partitions must be >= 1")
+        if subscriptions not in SUBSCRIPTIONS:
+            raise ValueError(f"subscriptions must be one of {', '.join(SUBSCRIPTIONS)}")
         self.prefix = prefix
         self.clients = clients
         self.partitions = partitions
+        self.subscriptions = subscriptions
 
-    @staticmethod
-    def keyed(client: int) -> bool:
-        """Even-numbered clients watch a partition, odd-numbered ones the whole table."""
-        return client % 2 == 0
+    def keyed(self, client: int) -> bool:
+        """In ``mixed``, even-numbered clients watch a partition, odd-numbered ones the whole
+        table; in ``table``, none watches a partition."""
+        return self.subscriptions == "mixed" and client % 2 == 0
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the table-wide subscribers have ``FILTER``."""
+        return self.subscriptions == "mixed"
 
     def room_of_client(self, client: int) -> int:
         return (client // 2) % self.partitions
@@ -147,6 +185,8 @@ class Plan:
                 "table": SOURCE,
                 "key": {"PK": self.room_key(self.room_of_client(client))},
             }
+        if not self.filtered:
+            return {"action": "subscribe", "id": TABLE_ID, "table": SOURCE}
         return {"action": "subscribe", "id": TABLE_ID, "table": SOURCE, "filter": FILTER}
 
     def item(self, number: int, sent_at: float) -> dict[str, Any]:
@@ -162,15 +202,24 @@ class Plan:
     def item_id(self, number: int) -> str:
         return f"{self.prefix}{number:06d}"
 
+    def item_number(self, item_id: str) -> int | None:
+        """The number of this run's item ``item_id`` (its write order), None if not one."""
+        if not item_id.startswith(self.prefix):
+            return None
+        try:
+            return int(item_id[len(self.prefix) :])
+        except ValueError:
+            return None
+
     def expected(self, numbers: Iterable[int]) -> tuple[dict[str, list[str]], list[str]]:
         """For the items written, (group -> item ids it should receive, each client's group):
         a room's subscribers get every item of the room, the table-wide ones those the
-        filter admits."""
+        filter admits (every item without a filter)."""
         groups: dict[str, list[str]] = {TABLE_ID: []}
         for number in sorted(numbers):
             room = f"{KEYED_ID}{number % self.partitions}"
             groups.setdefault(room, []).append(self.item_id(number))
-            if STATUSES[number % len(STATUSES)] in FILTER[0]["status"]["in"]:
+            if not self.filtered or STATUSES[number % len(STATUSES)] in FILTER[0]["status"]["in"]:
                 groups[TABLE_ID].append(self.item_id(number))
         members = [
             f"{KEYED_ID}{self.room_of_client(c)}" if self.keyed(c) else TABLE_ID
@@ -180,6 +229,15 @@ class Plan:
 
     def subscription_id(self, client: int) -> str:
         return KEYED_ID if self.keyed(client) else TABLE_ID
+
+    def describe(self, keyed: int) -> str:
+        """Who watches what, for the report."""
+        if not self.filtered:
+            return f"all {self.clients} table-wide without a filter"
+        return (
+            f"{keyed} on one of {self.partitions} partitions,"
+            f" {self.clients - keyed} table-wide with a filter"
+        )
 
 
 # -- the clients (in this process or in the client process) --------------------------------------
@@ -320,13 +378,22 @@ class Fleet:
         return time.monotonic() - started
 
     def results(self) -> dict[str, Any]:
-        return {
+        """What the clients received since the last ``results``, which starts the next phase
+        afresh (each phase of a run writes its own items: ``--curve``)."""
+        found = {
             "deliveries": {str(c.index): c.deliveries for c in self.clients},
             "other_messages": sum(c.other_messages for c in self.clients),
             "closed_early": [
                 f"client {c.index}: {c.closed_early}" for c in self.clients if c.closed_early
             ],
         }
+        for client in self.clients:
+            client.deliveries = []
+            client.expected = None
+            client.got = set()
+            client.other_messages = 0
+        self.remaining = 0
+        return found
 
     async def close(self) -> None:
         self.closing = True
@@ -375,6 +442,7 @@ class SubprocessClients:
         self.secret = secret
         self.prefix = prefix
         self.proc: asyncio.subprocess.Process | None = None
+        self.connect_timeout = CONNECT_TIMEOUT
 
     @property
     def pid(self) -> int | None:
@@ -413,7 +481,7 @@ class SubprocessClients:
         await self._send(
             {"connect": count, "concurrency": concurrency, "subscriptions": subscriptions}
         )
-        return await self._reply(CONNECT_TIMEOUT)
+        return await self._reply(self.connect_timeout)
 
     async def drain(
         self, groups: dict[str, list[str]], members: list[str], timeout: float
@@ -479,8 +547,10 @@ async def client_process(url: str, prefix: str) -> None:
 class RunningEmulator:
     """The emulator on an asyncio loop in a background thread; its log lines kept, not printed."""
 
-    def __init__(self) -> None:
-        from emulator.local import Emulator, EmulatorOptions
+    def __init__(
+        self, overrides: dict[str, str] | None = None, sender_workers: int | None = None
+    ) -> None:
+        from emulator.local import Emulator, EmulatorOptions, default_sender_workers
 
         self.lines: list[str] = []
         self.loop = asyncio.new_event_loop()
@@ -489,7 +559,13 @@ class RunningEmulator:
         )
         self.secret = secrets.token_hex(32)
         self.emulator = Emulator(
-            EmulatorOptions(secret=self.secret, log=self.lines.append, write_state=False)
+            EmulatorOptions(
+                secret=self.secret,
+                log=self.lines.append,
+                write_state=False,
+                overrides=dict(overrides or {}),
+                sender_workers=sender_workers or default_sender_workers(),
+            )
         )
         self.started = False
 
@@ -522,6 +598,27 @@ class RunningEmulator:
     def broadcaster_invocations(self) -> int:
         return sum(poller.invocations for poller in self.emulator.pollers)
 
+    def sender_invocations(self) -> int:
+        return sum(poller.invocations for poller in self.emulator.queue_pollers)
+
+    def senders_busy(self) -> int:
+        """Sender invocations running now, across the queue mappings."""
+        return sum(poller.running for poller in self.emulator.queue_pollers)
+
+    def queue_figures(self) -> dict[str, int]:
+        """The SQS pollers' counters (received, deleted, failed items), summed."""
+        pollers = self.emulator.queue_pollers
+        return {
+            "received": sum(p.received for p in pollers),
+            "deleted": sum(p.deleted for p in pollers),
+            "failedItems": sum(p.failed_items for p in pollers),
+        }
+
+    def short_name(self, function: str) -> str:
+        """The function's short name (``broadcaster``...): its handler's module."""
+        handler = self.emulator.pools[function].spec.handler
+        return handler.split(".")[-2] if "." in handler else function
+
     def worker_pids(self) -> dict[str, list[int]]:
         """Short function name (``broadcaster``...) -> its worker processes."""
         found = {}
@@ -535,16 +632,22 @@ class RunningEmulator:
 
 
 def count_records(dynamodb: Any, table: str) -> int:
-    """Items in a table, without the subscriptions table's per-topic version items (they
-    outlive every connection by design: ``handlers.subscriptions``)."""
+    """Items in a table, without the subscriptions table's per-topic version items and the
+    connections table's fan-out switch (``#fanout``, stored once the broadcaster goes queued):
+    both outlive every connection by design (``handlers.subscriptions``, ``handlers.jobs``)."""
+    from handlers.jobs import FANOUT_STATE_KEY
     from handlers.subscriptions import VERSION_SK
 
     total = 0
     kwargs: dict[str, Any] = {
         "TableName": table,
         "Select": "COUNT",
-        "FilterExpression": "attribute_not_exists(sk) OR sk <> :version",
-        "ExpressionAttributeValues": {":version": {"S": VERSION_SK}},
+        "FilterExpression": "(attribute_not_exists(sk) OR sk <> :version)"
+        " AND (attribute_not_exists(connectionId) OR connectionId <> :fanout)",
+        "ExpressionAttributeValues": {
+            ":version": {"S": VERSION_SK},
+            ":fanout": {"S": FANOUT_STATE_KEY},
+        },
     }
     while True:
         page = dynamodb.scan(**kwargs)
@@ -601,13 +704,21 @@ class Tally:
         deliveries: dict[str, list[list[Any]]],
         clients: Iterable[int],
     ) -> None:
+        written = sorted(written)
         groups, members = plan.expected(written)
         expected = {name: set(items) for name, items in groups.items()}
+        first_written = written[0] if written else 0
+        self.stragglers = 0
+        """Deliveries of an earlier phase's items (``--curve``) that arrived in this one:
+        not this phase's, so neither unexpected nor counted (the earlier phase lost them)."""
         self.expected = 0
         self.received = 0
         self.lost = 0
         self.duplicates = 0
         self.unexpected = 0
+        self.reordered = 0
+        """Deliveries of an item numbered lower than one the client had already received
+        (write order is item number)."""
         self.unexpected_examples: list[str] = []
         self.latencies: list[float] = []
         self.first: dict[str, float] = {}
@@ -622,12 +733,17 @@ class Tally:
             self.nothing_to_receive += not wanted
             seen: set[tuple[str, str]] = set()
             got: set[str] = set()
+            newest = -1
             for item, sub_id, kind, change, latency in deliveries.get(str(client), []):
                 self.received += 1
                 if (sub_id, change) in seen:
                     self.duplicates += 1
                     continue
                 seen.add((sub_id, change))
+                number = plan.item_number(item)
+                if number is not None and number < first_written:
+                    self.stragglers += 1
+                    continue
                 if item not in wanted or sub_id != own or kind != "added" or math.isnan(latency):
                     self.unexpected += 1
                     if len(self.unexpected_examples) < 5:
@@ -636,6 +752,10 @@ class Tally:
                         )
                     continue
                 got.add(item)
+                if number is not None:
+                    if number < newest:
+                        self.reordered += 1
+                    newest = max(newest, number)
                 self.latencies.append(latency)
                 self.first[item] = min(self.first.get(item, latency), latency)
                 self.last[item] = max(self.last.get(item, latency), latency)
@@ -715,6 +835,8 @@ class CpuMeter:
             return "this process: emulator loop (gateway, poller, worker pipes)"
         if name.startswith("asyncio_"):
             return "this process: to_thread pools (boto3: poller reads, writer puts, scans)"
+        if name.startswith("sqs-"):
+            return "this process: SQS poller threads (receive, delete)"
         return "this process: moto server threads"
 
     def _sample(self) -> dict[Any, tuple[str, float]]:
@@ -754,11 +876,12 @@ class CpuMeter:
         self.used = used
 
 
-def batch_lines(lines: list[str]) -> list[dict[str, Any]]:
-    """The broadcaster's per-batch JSON log lines."""
+def batch_lines(lines: list[str], message: str = "batch") -> list[dict[str, Any]]:
+    """The broadcaster's per-batch JSON log lines (``message`` ``jobs``: the sender's)."""
     found = []
+    needle = f'"message": "{message}"'
     for line in list(lines):
-        if '"message": "batch"' not in line:
+        if needle not in line:
             continue
         _, _, text = line.partition("] ")
         with contextlib.suppress(ValueError):
@@ -793,13 +916,277 @@ async def wait_until_empty(dynamodb: Any, tables: list[str], timeout: float) -> 
         await asyncio.sleep(0.25)
 
 
+async def settle(running: RunningEmulator, timeout: float) -> float:
+    """Wait until no sender invocation runs (the queued design's jobs are all handled), or
+    ``timeout``; the seconds waited."""
+    started = time.monotonic()
+    idle_since: float | None = None
+    while time.monotonic() - started < timeout:
+        if running.senders_busy():
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= 0.5:
+            break
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+def sender_figures(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sender's per-batch ``jobs`` log lines, summed."""
+    paced = sorted(float(j.get("pacedMs", 0.0)) for j in jobs)
+    return {
+        "batches": len(jobs),
+        "jobs": sum(int(j.get("jobs", 0)) for j in jobs),
+        "delivered": sum(int(j.get("delivered", 0)) for j in jobs),
+        "retried": sum(int(j.get("retried", 0)) for j in jobs),
+        "stale": sum(int(j.get("stale", 0)) for j in jobs),
+        "closed": sum(int(j.get("closed", 0)) for j in jobs),
+        "jobsFailed": sum(int(j.get("jobsFailed", 0)) for j in jobs),
+        "pacedMs": round(sum(paced), 1),
+        "pacedMsMaxBatch": paced[-1] if paced else 0.0,
+    }
+
+
+def broadcaster_figures(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The broadcaster's per-batch ``batch`` log lines, summed."""
+    sizes = sorted(int(b.get("records", 0)) for b in batches)
+    return {
+        "batches": len(batches),
+        "recordsMedian": sizes[len(sizes) // 2] if sizes else 0,
+        "recordsMax": sizes[-1] if sizes else 0,
+        **{
+            key: sum(int(b.get(key, 0)) for b in batches)
+            for key in (
+                "recipients",
+                "delivered",
+                "retried",
+                "failed",
+                "topicsQueried",
+                "subscriptionsRead",
+                "queuedRecords",
+                "jobsQueued",
+            )
+        },
+        "fanoutMs": summary(float(b.get("fanoutMs", 0)) / 1000 for b in batches),
+    }
+
+
+async def phase(
+    running: RunningEmulator,
+    clients: InProcessClients | SubprocessClients,
+    plan: Plan,
+    rate: float,
+    duration: float,
+    first: int,
+    drain_timeout: float,
+) -> dict[str, Any]:
+    """Write ``rate`` x ``duration`` items numbered from ``first``, wait until every client
+    has its own or ``drain_timeout``, and tally: one phase's figures (``tally``: the
+    ``Tally``, not serialisable; the rest is)."""
+    emulator = running.emulator
+    dynamodb = emulator.aws.client("dynamodb")
+    source = emulator.table_names()[SOURCE]
+    invocations_before = running.broadcaster_invocations()
+    senders_before = running.sender_invocations()
+    queue_before = running.queue_figures()
+    batches_before = len(batch_lines(running.lines))
+    jobs_before = len(batch_lines(running.lines, "jobs"))
+    meter = CpuMeter(running, clients.pid)
+    written: dict[int, float] = {}
+    rss_before = rss_mb()
+    meter.start()
+    writer = await asyncio.to_thread(
+        write_items,
+        dynamodb,
+        source,
+        lambda n, at: plan.item(first + n, at),
+        rate,
+        duration,
+        written,
+    )
+    sent = {first + n: at for n, at in written.items()}
+    groups, members = plan.expected(sent)
+    result = await clients.drain(groups, members, drain_timeout)
+    meter.stop()
+    queue_after = running.queue_figures()
+    tally = Tally(plan, sent, result["deliveries"], range(plan.clients))
+    expected_per_s = tally.expected / duration
+    return {
+        "rate": rate,
+        "duration": duration,
+        "items": len(sent),
+        "itemsInFilter": len(groups[TABLE_ID]),
+        "writer": writer,
+        "expected": tally.expected,
+        "deliveriesPerSecond": round(expected_per_s, 1),
+        "received": tally.received,
+        "lost": tally.lost,
+        "duplicates": tally.duplicates,
+        "unexpected": tally.unexpected,
+        "reordered": tally.reordered,
+        "stragglers": tally.stragglers,
+        "clientsMissing": tally.clients_missing,
+        "closedEarly": result["closed_early"],
+        "otherMessages": result["other_messages"],
+        "drainSeconds": result["drain_seconds"],
+        "latencyMs": summary(tally.latencies),
+        "firstClientMs": summary(tally.first.values()),
+        "lastClientMs": summary(tally.last.values()),
+        "spreadMs": summary(tally.last[item] - tally.first[item] for item in tally.first),
+        "broadcasterInvocations": running.broadcaster_invocations() - invocations_before,
+        "broadcaster": broadcaster_figures(batch_lines(running.lines)[batches_before:]),
+        "senderInvocations": running.sender_invocations() - senders_before,
+        "sender": sender_figures(batch_lines(running.lines, "jobs")[jobs_before:]),
+        "queue": {key: queue_after[key] - queue_before[key] for key in queue_after},
+        "cpuWall": meter.wall,
+        "cpu": dict(sorted(meter.used.items(), key=lambda kv: -kv[1])),
+        "rssMb": [rss_before, rss_mb()],
+        "tally": tally,
+    }
+
+
+def phase_failures(figures: dict[str, Any], p50_ms: float, p99_ms: float) -> list[str]:
+    """What a phase missed: a latency target, or a delivery lost, duplicated, unexpected or
+    reordered."""
+    latency = figures["latencyMs"]
+    failures = []
+    if not figures["tally"].latencies:
+        failures.append("no delivery at all")
+    if latency["p50"] > p50_ms:
+        failures.append(f"p50 {latency['p50']:.1f} ms > {p50_ms:g} ms")
+    if latency["p99"] > p99_ms:
+        failures.append(f"p99 {latency['p99']:.1f} ms > {p99_ms:g} ms")
+    for key, label in (
+        ("lost", "deliveries lost"),
+        ("duplicates", "duplicate deliveries"),
+        ("unexpected", "unexpected deliveries"),
+        ("reordered", "deliveries reordered"),
+    ):
+        if figures[key] > 0:
+            failures.append(f"{figures[key]} {label}")
+    return failures
+
+
+def report_phase(figures: dict[str, Any], plan: Plan) -> None:
+    """The full report of the main phase."""
+    tally: Tally = figures["tally"]
+    writer = figures["writer"]
+    items = figures["items"]
+    keyed = sum(1 for index in range(plan.clients) if plan.keyed(index))
+    print()
+    print(f"clients                 {plan.clients} ({plan.describe(keyed)})")
+    inside = f", {figures['itemsInFilter']} inside the filter" if plan.filtered else ""
+    print(
+        f"items written           {items} in {writer['seconds']:.1f} s over"
+        f" {min(items, plan.partitions)} partitions{inside} (slowest put"
+        f" {writer['slowest_put_ms']:.0f} ms, most behind schedule {writer['most_late_ms']:.0f} ms)"
+    )
+    print(f"deliveries expected     {tally.expected}")
+    print(f"  per second of writing {figures['deliveriesPerSecond']:g}")
+    print(
+        f"deliveries received     {tally.received}"
+        f" ({tally.received - tally.duplicates} unique by (subscription id, change id))"
+    )
+    print(f"lost                    {tally.lost}")
+    print(f"duplicates              {tally.duplicates}")
+    print(f"unexpected              {tally.unexpected}")
+    for line in tally.unexpected_examples:
+        print(f"  {line}")
+    print(f"reordered               {tally.reordered}")
+    if tally.nothing_to_receive:
+        print(f"clients with nothing to receive {tally.nothing_to_receive}")
+    if tally.clients_missing:
+        print(f"clients missing items   {tally.clients_missing} (fewest received: {tally.fewest})")
+    if figures["closedEarly"]:
+        print(f"clients closed early    {len(figures['closedEarly'])}")
+        for line in figures["closedEarly"][:5]:
+            print(f"  {line}")
+    if figures["otherMessages"]:
+        print(f"other messages          {figures['otherMessages']} (warm-up items, pongs...)")
+    print(f"drain after last write  {figures['drainSeconds']:.2f} s")
+    print(f"latency ms, every delivery   {fmt(figures['latencyMs'])}")
+    print(f"  per item, first client     {fmt(figures['firstClientMs'])}")
+    print(f"  per item, last client      {fmt(figures['lastClientMs'])}")
+    print(f"  per item, last - first     {fmt(figures['spreadMs'])}")
+    print(f"broadcaster invocations {figures['broadcasterInvocations']} (for {items} items)")
+    b = figures["broadcaster"]
+    if b["batches"]:
+        print(
+            f"  its batches: {b['batches']}, records per batch median {b['recordsMedian']}"
+            f" max {b['recordsMax']}; recipients {b['recipients']}, delivered {b['delivered']},"
+            f" retried {b['retried']}, failed {b['failed']}; topics queried"
+            f" {b['topicsQueried']}, subscriptions read {b['subscriptionsRead']};"
+            f" queued records {b['queuedRecords']}, jobs queued {b['jobsQueued']}"
+        )
+        print(f"  its fanoutMs per batch     {fmt(b['fanoutMs'])}")
+    sender = figures["sender"]
+    queue = figures["queue"]
+    print(f"sender invocations      {figures['senderInvocations']}")
+    if sender["batches"] or queue["received"]:
+        print(
+            f"  its batches: {sender['batches']}, jobs {sender['jobs']}, delivered"
+            f" {sender['delivered']}, retried {sender['retried']}, stale {sender['stale']},"
+            f" closed {sender['closed']}, jobs failed {sender['jobsFailed']}; pacedMs"
+            f" {sender['pacedMs']:g} in all (most in one batch {sender['pacedMsMaxBatch']:g})"
+        )
+        print(
+            f"  the SQS poller: received {queue['received']}, deleted {queue['deleted']},"
+            f" left (failed) {queue['failedItems']}"
+        )
+    wall = figures["cpuWall"]
+    print(f"CPU seconds used while writing and draining ({wall:.1f} s wall):")
+    for key, value in figures["cpu"].items():
+        if value >= 0.005:
+            print(f"  {value:7.2f}  {100 * value / wall:5.1f}%  {key}")
+    cpu_total = sum(figures["cpu"].values())
+    if tally.latencies:
+        print(
+            f"  {cpu_total:7.2f}  in all: {1e6 * cpu_total / len(tally.latencies):.0f} µs per"
+            " delivery, everything included"
+        )
+    before, after = figures["rssMb"]
+    print(f"this process's memory   {before:.0f} MB -> {after:.0f} MB RSS while writing")
+
+
+def curve_line(figures: dict[str, Any], failures: list[str]) -> str:
+    latency = figures["latencyMs"]
+    return (
+        f"  {figures['rate']:5g}/s x {figures['duration']:g} s: {figures['items']} items,"
+        f" {figures['deliveriesPerSecond']:7.0f} deliveries/s; p50 {latency['p50']:7.1f} ms"
+        f" p99 {latency['p99']:7.1f} ms; lost {figures['lost']} dup {figures['duplicates']}"
+        f" unexpected {figures['unexpected']} reordered {figures['reordered']}"
+        f" late from the phase before {figures['stragglers']};"
+        f" CPU {sum(figures['cpu'].values()):.1f} s in {figures['cpuWall']:.1f} s;"
+        f" jobs {figures['sender']['jobs']}"
+        + (f"  -- {'; '.join(failures)}" if failures else "  -- ok")
+    )
+
+
+def serialisable(figures: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in figures.items() if key != "tally"}
+
+
 async def run(args: argparse.Namespace) -> int:
-    running = RunningEmulator()
+    running = RunningEmulator(dict(args.config), args.sender_workers)
     clients: InProcessClients | SubprocessClients | None = None
     failures: list[str] = []
+    document: dict[str, Any] = {
+        "clients": args.clients,
+        "subscriptions": args.subscriptions,
+        "config": dict(args.config),
+        "senderWorkers": args.sender_workers,
+        "cpus": os.cpu_count(),
+    }
+    main: dict[str, Any] | None = None
     started = time.monotonic()
     try:
         print(f"starting the emulator (dev stack, {os.cpu_count()} CPUs)...", flush=True)
+        if args.config:
+            print(
+                "  stack config: " + ", ".join(f"{key}={value}" for key, value in args.config),
+                flush=True,
+            )
         await asyncio.to_thread(running.start)
         emulator = running.emulator
         dynamodb = emulator.aws.client("dynamodb")
@@ -807,10 +1194,15 @@ async def run(args: argparse.Namespace) -> int:
         connections = emulator.connections_table()
         subscriptions = running.subscriptions_table()
         prefix = f"BENCH#{secrets.token_hex(4)}#"
-        plan = Plan(prefix, args.clients, args.partitions)
+        plan = Plan(prefix, args.clients, args.partitions, args.subscriptions)
+        document["startSeconds"] = time.monotonic() - started
+        sizes = emulator.pool_sizes()
         print(
-            f"emulator up in {time.monotonic() - started:.1f} s: {emulator.url};"
-            f" clients: {args.client_mode}",
+            f"emulator up in {document['startSeconds']:.1f} s: {emulator.url};"
+            f" clients: {args.client_mode}; worker processes at most: "
+            + ", ".join(
+                f"{running.short_name(name)} {size}" for name, size in sorted(sizes.items())
+            ),
             flush=True,
         )
 
@@ -819,6 +1211,7 @@ async def run(args: argparse.Namespace) -> int:
             clients = InProcessClients(emulator.url, emulator.token, prefix)
         else:
             clients = SubprocessClients(emulator.url, running.secret, prefix)
+            clients.connect_timeout = args.connect_timeout
         connect_started = time.monotonic()
         connected = await clients.connect(
             args.clients,
@@ -831,20 +1224,22 @@ async def run(args: argparse.Namespace) -> int:
         expected_clients = int(connected["connected"])
         subscribed = int(connected["subscribed"])
         records = stored = 0
-        while time.monotonic() - connect_started < CONNECT_TIMEOUT:
+        while time.monotonic() - connect_started < args.connect_timeout:
             records = await asyncio.to_thread(count_records, dynamodb, connections)
             stored = await asyncio.to_thread(count_records, dynamodb, subscriptions)
             if records >= expected_clients and stored >= subscribed:
                 break
             await asyncio.sleep(0.25)
         connect_seconds = time.monotonic() - connect_started
+        document["connectSeconds"] = connect_seconds
+        document["handshakeSeconds"] = handshakes
         keyed = sum(1 for index in range(args.clients) if plan.keyed(index))
         print(
             f"connected {expected_clients}/{args.clients} clients, {subscribed} subscribed"
-            f" ({args.connect_concurrency} at a time; {keyed} to one of {args.partitions}"
-            f" partitions, {args.clients - keyed} table-wide with a filter):"
+            f" ({args.connect_concurrency} at a time; {plan.describe(keyed)}):"
             f" handshakes and subscribes {handshakes:.1f} s, {records} connection records and"
-            f" {stored} subscriptions in the tables after {connect_seconds:.1f} s",
+            f" {stored} subscriptions in the tables after {connect_seconds:.1f} s"
+            f" ({args.clients / max(connect_seconds, 1e-9):.0f} clients/s)",
             flush=True,
         )
         if connected["failed"]:
@@ -857,11 +1252,13 @@ async def run(args: argparse.Namespace) -> int:
         # -- write -----------------------------------------------------------------------------
         if args.warmup:
             # The broadcaster's first fan-out opens its 64 keep-alive connections to the
-            # gateway and starts its threads (~0.3 s more); bench.coldstart measures cold
-            # starts, so the warm-up items are not part of the figures (shown on their own).
-            # They go to the table-wide subscribers (status "new", outside every room).
+            # gateway and starts its threads (~0.3 s more), and the queued design's first jobs
+            # start the sender's workers; bench.coldstart measures cold starts, so the warm-up
+            # items are not part of the figures (shown on their own). They go to the
+            # table-wide subscribers (status "new", outside every room).
             warm_plan = Plan(f"WARMUP#{prefix}", args.clients, args.partitions)
             before = len(batch_lines(running.lines))
+            jobs_before = len(batch_lines(running.lines, "jobs"))
             warm_sent: dict[int, float] = {}
             await asyncio.to_thread(
                 write_items,
@@ -878,126 +1275,92 @@ async def run(args: argparse.Namespace) -> int:
                 if sum(int(b.get("records", 0)) for b in warm) >= len(warm_sent):
                     break
                 await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            await settle(running, args.drain_timeout)
             warm = batch_lines(running.lines)[before:]
+            warm_jobs = sender_figures(batch_lines(running.lines, "jobs")[jobs_before:])
             print(
                 f"warm-up: {len(warm_sent)} item(s) not counted below, broadcaster fanoutMs"
-                f" {', '.join(str(b.get('fanoutMs')) for b in warm) or 'none'}",
+                f" {', '.join(str(b.get('fanoutMs')) for b in warm) or 'none'}; sender jobs"
+                f" {warm_jobs['jobs']}, delivered {warm_jobs['delivered']}",
                 flush=True,
             )
             await asyncio.sleep(1.0)
-        invocations_before = running.broadcaster_invocations()
-        batches_before = len(batch_lines(running.lines))
-        meter = CpuMeter(running, clients.pid)
-        sent: dict[int, float] = {}
         total = max(1, round(args.rate * args.duration))
         print(f"writing {total} items ({args.rate:g}/s for {args.duration:g} s)...", flush=True)
-        rss_before = rss_mb()
-        meter.start()
-        writer = await asyncio.to_thread(
-            write_items, dynamodb, source, plan.item, args.rate, args.duration, sent
-        )
-        items = len(sent)
-        groups, members = plan.expected(sent)
-        result = await clients.drain(groups, members, args.drain_timeout)
-        meter.stop()
-        rss_after = rss_mb()
-        invocations = running.broadcaster_invocations() - invocations_before
-        batches = batch_lines(running.lines)[batches_before:]
+        main = await phase(running, clients, plan, args.rate, args.duration, 0, args.drain_timeout)
+        next_item = main["items"]
+        report_phase(main, plan)
+        failures.extend(phase_failures(main, args.p50_ms, args.p99_ms))
+        document["main"] = serialisable(main)
+
+        # -- the capacity curve: the same clients, one short phase per rate ---------------------
+        curve: list[dict[str, Any]] = []
+        if args.curve:
+            limit = args.curve_p99_ms
+            print()
+            print(
+                f"capacity curve: {args.curve_duration:g} s per rate, stopping at the first"
+                f" with p99 > {limit:g} ms or anything lost, duplicated, unexpected or"
+                " reordered",
+                flush=True,
+            )
+            for rate in args.curve:
+                await settle(running, args.drain_timeout)
+                await asyncio.sleep(args.curve_pause)
+                figures = await phase(
+                    running,
+                    clients,
+                    plan,
+                    rate,
+                    args.curve_duration,
+                    next_item,
+                    args.drain_timeout,
+                )
+                next_item += figures["items"]
+                missed = phase_failures(figures, math.inf, limit)
+                print(curve_line(figures, missed), flush=True)
+                curve.append({**serialisable(figures), "ok": not missed, "failures": missed})
+                if missed:
+                    break
+            passed = [point for point in curve if point["ok"]]
+            best = max(passed, key=lambda p: p["deliveriesPerSecond"], default=None)
+            document["capacity"] = best["deliveriesPerSecond"] if best else 0.0
+            print(
+                "capacity: "
+                + (
+                    f"{best['deliveriesPerSecond']:.0f} deliveries/s with p99 <= {limit:g} ms"
+                    f" (at {best['rate']:g} writes/s)"
+                    if best
+                    else f"no rate of the curve kept p99 <= {limit:g} ms"
+                ),
+                flush=True,
+            )
+        document["curve"] = curve
 
         # -- disconnect ------------------------------------------------------------------------
         await clients.close()
         clients = None
-        left = await wait_until_empty(dynamodb, [connections, subscriptions], CONNECT_TIMEOUT)
-
-        # -- report ----------------------------------------------------------------------------
-        tally = Tally(plan, sent, result["deliveries"], range(args.clients))
-        latency = summary(tally.latencies)
-        print()
-        print(
-            f"clients                 {expected_clients} ({keyed} on a partition,"
-            f" {args.clients - keyed} table-wide with a filter)"
-        )
-        print(
-            f"items written           {items} in {writer['seconds']:.1f} s over"
-            f" {min(items, args.partitions)} partitions, {len(groups[TABLE_ID])} inside the"
-            f" filter (slowest put {writer['slowest_put_ms']:.0f} ms,"
-            f" most behind schedule {writer['most_late_ms']:.0f} ms)"
-        )
-        print(f"deliveries expected     {tally.expected}")
-        print(
-            f"deliveries received     {tally.received}"
-            f" ({tally.received - tally.duplicates} unique by (subscription id, change id))"
-        )
-        print(f"lost                    {tally.lost}")
-        print(f"duplicates              {tally.duplicates}")
-        print(f"unexpected              {tally.unexpected}")
-        for line in tally.unexpected_examples:
-            print(f"  {line}")
-        if tally.nothing_to_receive:
-            print(f"clients with nothing to receive {tally.nothing_to_receive}")
-        if tally.clients_missing:
-            print(
-                f"clients missing items   {tally.clients_missing} (fewest received: {tally.fewest})"
-            )
-        if result["closed_early"]:
-            print(f"clients closed early    {len(result['closed_early'])}")
-            for line in result["closed_early"][:5]:
-                print(f"  {line}")
-        if result["other_messages"]:
-            print(f"other messages          {result['other_messages']} (warm-up items, pongs...)")
-        print(f"drain after last write  {result['drain_seconds']:.2f} s")
-        print(f"latency ms, every delivery   {fmt(latency)}")
-        print(f"  per item, first client     {fmt(summary(tally.first.values()))}")
-        print(f"  per item, last client      {fmt(summary(tally.last.values()))}")
-        spreads = [tally.last[item] - tally.first[item] for item in tally.first]
-        print(f"  per item, last - first     {fmt(summary(spreads))}")
-        print(f"broadcaster invocations {invocations} (for {items} items)")
-        if batches:
-            fanout = [float(b.get("fanoutMs", 0)) / 1000 for b in batches]
-            sizes = sorted(int(b.get("records", 0)) for b in batches)
-            print(
-                f"  its batches: {len(batches)}, records per batch median"
-                f" {sizes[len(sizes) // 2]} max {sizes[-1]};"
-                f" recipients {sum(int(b.get('recipients', 0)) for b in batches)},"
-                f" delivered {sum(int(b.get('delivered', 0)) for b in batches)},"
-                f" retried {sum(int(b.get('retried', 0)) for b in batches)},"
-                f" failed {sum(int(b.get('failed', 0)) for b in batches)};"
-                f" topics queried {sum(int(b.get('topicsQueried', 0)) for b in batches)},"
-                f" subscriptions read {sum(int(b.get('subscriptionsRead', 0)) for b in batches)}"
-            )
-            print(f"  its fanoutMs per batch     {fmt(summary(fanout))}")
-        print(f"CPU seconds used while writing and draining ({meter.wall:.1f} s wall):")
-        for key, value in sorted(meter.used.items(), key=lambda kv: -kv[1]):
-            if value >= 0.005:
-                print(f"  {value:7.2f}  {100 * value / meter.wall:5.1f}%  {key}")
-        print(
-            f"this process's memory   {rss_before:.0f} MB -> {rss_after:.0f} MB RSS while writing"
-        )
+        left = await wait_until_empty(dynamodb, [connections, subscriptions], args.connect_timeout)
+        document["leftAfterDisconnect"] = left
         print(f"CPUs                    {os.cpu_count()}")
         print(f"after disconnect        {left[0]} connection records, {left[1]} subscriptions left")
-
-        if not tally.latencies:
-            failures.append("no delivery at all")
-        if latency["p50"] > args.p50_ms:
-            failures.append(f"p50 {latency['p50']:.1f} ms > {args.p50_ms:g} ms")
-        if latency["p99"] > args.p99_ms:
-            failures.append(f"p99 {latency['p99']:.1f} ms > {args.p99_ms:g} ms")
-        if tally.lost > 0:
-            failures.append(f"{tally.lost} deliveries lost")
-        if tally.duplicates > 0:
-            failures.append(f"{tally.duplicates} duplicate deliveries")
-        if tally.unexpected > 0:
-            failures.append(f"{tally.unexpected} unexpected deliveries")
         if any(left):
             failures.append(
                 f"{left[0]} connection records and {left[1]} subscriptions outlived"
                 " their connections"
             )
+        latency = main["latencyMs"]
         print()
         print(
-            f"targets: p50 <= {args.p50_ms:g} ms, p99 <= {args.p99_ms:g} ms, lost = 0:"
-            f" p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, lost {tally.lost}"
+            f"targets: p50 <= {args.p50_ms:g} ms, p99 <= {args.p99_ms:g} ms, none lost,"
+            f" duplicated, unexpected or reordered: p50 {latency['p50']:.1f} ms, p99"
+            f" {latency['p99']:.1f} ms, lost {main['lost']}, duplicates {main['duplicates']},"
+            f" unexpected {main['unexpected']}, reordered {main['reordered']}"
         )
+    except Exception as exc:  # reported with the verdict: FAIL, never a silent exit
+        traceback.print_exc()
+        failures.append(f"the run failed: {exc!r}")
     finally:
         if clients is not None:
             try:
@@ -1013,12 +1376,17 @@ async def run(args: argparse.Namespace) -> int:
         print(f"emulator log: {len(lines)} lines, {len(errors)} ERROR lines")
         for line in errors[:20]:
             print(f"  {line[:400]}")
-    if failures:
-        print("FAIL: " + "; ".join(failures))
+        document["errorLines"] = len(errors)
+        document["failures"] = failures
+        document["totalSeconds"] = time.monotonic() - started
+        if args.json:
+            Path(args.json).write_text(json.dumps(document, indent=1, default=str))
+    if failures or main is None:
+        print("FAIL: " + "; ".join(failures or ["no measurement"]))
         return 1
     print(
-        f"OK: {tally.expected} deliveries, none lost, duplicated or unexpected; p50"
-        f" {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms"
+        f"OK: {main['expected']} deliveries, none lost, duplicated, unexpected or reordered;"
+        f" p50 {main['latencyMs']['p50']:.0f} ms, p99 {main['latencyMs']['p99']:.0f} ms"
         f" ({time.monotonic() - started:.0f} s in all)"
     )
     return 0
@@ -1040,6 +1408,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--connect-concurrency", type=int, default=25)
     parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT,
+        help="seconds for all clients to connect and subscribe (and, at the end, to be gone)",
+    )
+    parser.add_argument(
         "--warmup", type=int, default=1, help="items written (and not counted) before measuring"
     )
     parser.add_argument(
@@ -1048,6 +1422,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="subprocess",
         help="run the clients in a second interpreter (default) or on this process's loop",
     )
+    parser.add_argument(
+        "--subscriptions",
+        choices=SUBSCRIPTIONS,
+        default="mixed",
+        help="mixed (default): half on a partition, half table-wide with a filter;"
+        " table: every client table-wide without a filter (every client gets every item)",
+    )
+    parser.add_argument(
+        "--config", type=_config_pair, action="append", default=[], metavar="KEY=VALUE",
+        help="a stack config override for the emulator, e.g. queuedFanout=false (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sender-workers", type=_workers, default=None, metavar="N",
+        help="the emulator's --sender-workers (default: its own, 2 per CPU, at least 4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--curve", type=_rates, default=[], metavar="RATE,RATE,...",
+        help="after the main phase, a capacity curve on the same clients: one phase per rate"
+        " (writes/s), stopping at the first that misses --curve-p99-ms or loses, duplicates"
+        " or reorders anything",
+    )  # fmt: skip
+    parser.add_argument("--curve-duration", type=float, default=12.0, help="seconds per rate")
+    parser.add_argument("--curve-p99-ms", type=float, default=2000.0)
+    parser.add_argument(
+        "--curve-pause", type=float, default=1.0, help="quiet seconds before each rate"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
     parser.add_argument("--client-process", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -1061,7 +1462,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--warmup must be >= 0 and --connect-concurrency >= 1")
         if not 0 < args.drain_timeout <= 600:
             parser.error("--drain-timeout must be in (0, 600]")
+        if not 0 < args.curve_duration <= 600 or not 0 <= args.curve_pause <= 60:
+            parser.error("--curve-duration must be in (0, 600] and --curve-pause in [0, 60]")
+        if any(rate * args.curve_duration > 100_000 for rate in args.curve):
+            parser.error("at most 100000 items per rate of the curve")
     return args
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes rates like 1,2,4, got {text!r}") from None
+    if not rates or len(rates) > 20 or any(not 0 < rate <= 1000 for rate in rates):
+        raise argparse.ArgumentTypeError("1 to 20 rates, each in (0, 1000] writes/s")
+    return rates
+
+
+EXIT_GRACE = 15.0
+"""Seconds the threads left after the run get to end before the process exits anyway."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1069,7 +1488,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.client_process:
         asyncio.run(client_process(args.url, args.prefix))
         return 0
-    return asyncio.run(run(args))
+    status = asyncio.run(run(args))
+    # Bounded shutdown: a thread still blocked in a call to the stopped moto server (an
+    # executor's) would hold the interpreter's exit; give them EXIT_GRACE, then leave.
+    deadline = time.monotonic() + EXIT_GRACE
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    if len(stuck) > 1:
+        print(f"threads still running after {EXIT_GRACE:g} s, exiting anyway: {stuck[:8]}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":

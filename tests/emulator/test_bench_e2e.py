@@ -98,3 +98,40 @@ def test_a_small_run_delivers_everything_through_the_emulator() -> None:
     for name in ("lost", "duplicates", "unexpected"):
         assert re.search(rf"^{name}\s+0$", out, re.M), out
     assert "0 connection records, 0 subscriptions left" in out, out
+
+
+def test_table_subscriptions_watch_everything_without_a_filter() -> None:
+    plan = Plan("P#", clients=3, partitions=2, subscriptions="table")
+    assert [plan.subscribe(i) for i in range(3)] == [
+        {"action": "subscribe", "id": TABLE_ID, "table": "events"}
+    ] * 3
+    groups, members = plan.expected(range(6))
+    assert members == [TABLE_ID] * 3
+    assert groups[TABLE_ID] == [plan.item_id(n) for n in range(6)]  # "shipped" too
+    with pytest.raises(ValueError):
+        Plan("P#", clients=1, partitions=1, subscriptions="some")
+
+
+def test_the_tally_counts_an_item_received_after_a_later_one_as_reordered() -> None:
+    plan = Plan("P#", clients=2, partitions=1, subscriptions="table")
+    deliveries = {
+        "0": [delivery(f"P#00000{n}", TABLE_ID, f"c{n}") for n in (0, 2, 1, 3)],  # 1 late
+        "1": [
+            delivery("P#000000", TABLE_ID, "c0"),
+            delivery("P#000001", TABLE_ID, "c1"),
+            delivery("P#000000", TABLE_ID, "c0"),  # a duplicate, not a reordering
+            delivery("P#000002", TABLE_ID, "c2"),
+            delivery("P#000003", TABLE_ID, "c3"),
+        ],
+    }
+    tally = Tally(plan, range(4), deliveries, range(2))
+    assert (tally.lost, tally.duplicates, tally.unexpected, tally.reordered) == (0, 1, 0, 1)
+    assert plan.item_number("P#000012") == 12
+    assert plan.item_number("Q#000012") is None
+
+
+def test_an_earlier_phases_late_deliveries_are_stragglers_not_unexpected() -> None:
+    plan = Plan("P#", clients=1, partitions=1, subscriptions="table")
+    deliveries = {"0": [delivery("P#000001", TABLE_ID, "c1"), delivery("P#000005", TABLE_ID, "c5")]}
+    tally = Tally(plan, range(5, 6), deliveries, range(1))
+    assert (tally.stragglers, tally.unexpected, tally.lost, tally.reordered) == (1, 0, 0, 0)
