@@ -108,6 +108,50 @@ def in_flight(aws: LocalAws, url: str) -> int:
 # --- moto's FIFO queues, as the emulator patches them -----------------------------------------
 
 
+def test_a_send_batch_builds_the_queues_attributes_once_whatever_the_backlog(
+    aws: LocalAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto rebuilt them (three counts over every message) four times per message sent."""
+    from moto.sqs import models
+
+    url, _ = fifo_queue(aws)
+    send(aws, url, "backlog", 40)
+    builds: list[int] = []
+    counted = models.Queue.approximate_number_of_messages_delayed.fget  # type: ignore[attr-defined]
+
+    def counting(queue: Any) -> int:
+        builds.append(1)
+        return int(counted(queue))
+
+    monkeypatch.setattr(models.Queue, "approximate_number_of_messages_delayed", property(counting))
+    time.sleep(0.06)  # past ATTRIBUTES_FRESH_SECONDS since the sends above
+    aws.client("sqs").send_message_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": f"e{n}", "MessageBody": "x", "MessageGroupId": f"g{n}",
+             "MessageDeduplicationId": f"batch-{n}"}
+            for n in range(10)
+        ],
+    )  # fmt: skip
+    assert len(builds) == 1  # moto: 40, four per message
+    time.sleep(0.06)  # past ATTRIBUTES_FRESH_SECONDS: the counts are read again, and right
+    attributes = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "50"
+    assert len(builds) == 2
+
+
+def test_changed_settings_are_seen_at_once(aws: LocalAws) -> None:
+    url, _ = fifo_queue(aws)
+    sqs = aws.client("sqs")
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])[
+        "Attributes"
+    ] == {"VisibilityTimeout": "1"}
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "7"})
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])[
+        "Attributes"
+    ] == {"VisibilityTimeout": "7"}
+
+
 def test_fifo_hands_out_a_group_in_send_order_also_when_it_comes_back(aws: LocalAws) -> None:
     url, _ = fifo_queue(aws)
     send(aws, url, "A", 5)
