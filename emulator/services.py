@@ -260,6 +260,80 @@ def serialize_writes() -> None:
         handler_class.call_action = serialized  # type: ignore[method-assign]
 
 
+def transactions_back_up_items_only() -> None:
+    """Make a moto transaction cost what it writes, not the size of its tables (idempotent).
+
+    moto backs up every table a TransactWriteItems touches with ``copy.deepcopy`` before it
+    starts, to put them back if it is cancelled: each ``subscribe`` (a transaction on the
+    connections and subscriptions tables) copied both whole, so connecting 1,500 clients
+    took 211 s, most of it copying, and grew with the square of the clients. Here a table
+    without a stream is not copied; the items the transaction names are (before it runs),
+    and a cancelled transaction puts exactly those back. A table with a stream keeps moto's
+    whole copy, which also takes back the stream records of the cancelled writes.
+    """
+    import copy as copying
+
+    from moto.dynamodb import models
+    from moto.dynamodb.exceptions import (
+        MockValidationException,
+        MultipleTransactionsException,
+        TransactionCanceledException,
+    )
+    from moto.dynamodb.models.table import Table
+
+    if getattr(getattr(models, "copy"), "_items_only", False):  # noqa: B009
+        return
+
+    class _Copy:
+        """``copy`` as moto's backend sees it: a stream-less Table is not copied."""
+
+        _items_only = True
+
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            if isinstance(value, Table) and value.stream_shard is None:
+                return value
+            return copying.deepcopy(value, memo)
+
+        copy = staticmethod(copying.copy)
+
+    transact = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+        backups: list[tuple[str, dict[str, Any], Any]] = []
+        for entry in transact_items:
+            for op_type, op in entry.items():
+                table = backend.tables.get(op.get("TableName"))
+                if table is None or table.stream_shard is not None:
+                    continue
+                try:
+                    if op_type == "Put":
+                        names = [table.hash_key_attr, table.range_key_attr]
+                        key = {n: op["Item"][n] for n in names if n is not None}
+                    else:
+                        key = dict(op["Key"])
+                    current = backend.get_item(op["TableName"], key)
+                except Exception:  # noqa: S112 (moto's own validation answers for it below)
+                    continue
+                backups.append((op["TableName"], key, copying.deepcopy(current)))
+        try:
+            transact(backend, transact_items)
+        except (TransactionCanceledException, MultipleTransactionsException,
+                MockValidationException):  # fmt: skip
+            for name, key, item in reversed(backups):
+                table = backend.tables[name]
+                if item is None:
+                    if backend.get_item(name, key) is not None:
+                        backend.delete_item(name, key)
+                else:
+                    table.put_item(item.to_json()["Attributes"])
+            raise
+
+    functools.update_wrapper(transact_write_items, transact)
+    setattr(models, "copy", _Copy)  # noqa: B010
+    setattr(models.DynamoDBBackend, "transact_write_items", transact_write_items)  # noqa: B010
+
+
 class UnusualValue(ValueError):
     """An attribute value ``attribute_value_json`` leaves to moto's own serializer."""
 
@@ -357,6 +431,7 @@ class LocalAws:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         refuse_what_dynamodb_refuses()
         serialize_writes()
+        transactions_back_up_items_only()
         serialize_attribute_values_fast()
         serialize_sqs()
         fifo_queues_like_sqs()

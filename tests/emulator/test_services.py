@@ -549,3 +549,92 @@ def test_unusual_values_go_through_moto_and_come_out_as_moto_writes_them(value: 
         assert fast == body()
     finally:
         JSONSerializer._serialize_type_structure = patched  # type: ignore[method-assign]
+
+
+# --- transactions back up the items they name, not whole tables ------------------------------
+
+
+@pytest.fixture
+def two_tables() -> Iterator[Any]:
+    from emulator.services import transactions_back_up_items_only
+
+    transactions_back_up_items_only()
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        for name, stream in (("plain", False), ("streamed", True)):
+            extra: dict[str, Any] = {}
+            if stream:
+                extra["StreamSpecification"] = {
+                    "StreamEnabled": True,
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                }
+            client.create_table(
+                TableName=name,
+                BillingMode="PAY_PER_REQUEST",
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                **extra,
+            )
+        for n in range(50):
+            client.put_item(TableName="plain", Item={"pk": {"S": f"k{n}"}, "v": {"N": "1"}})
+        yield client
+
+
+def _backend() -> Any:
+    from moto.dynamodb.models import dynamodb_backends
+
+    return dynamodb_backends["123456789012"]["us-east-1"]
+
+
+def _cancelled(client: Any, items: list[dict[str, Any]]) -> None:
+    with pytest.raises(ClientError, match="TransactionCanceled"):
+        client.transact_write_items(TransactItems=items)
+
+
+def test_a_cancelled_transaction_puts_back_exactly_what_it_changed(two_tables: Any) -> None:
+    client = two_tables
+    table = _backend().tables["plain"]
+    _cancelled(
+        client,
+        [
+            {"Put": {"TableName": "plain", "Item": {"pk": {"S": "new"}, "v": {"N": "9"}}}},
+            {"Update": {"TableName": "plain", "Key": {"pk": {"S": "k1"}},
+                        "UpdateExpression": "SET v = :v",
+                        "ExpressionAttributeValues": {":v": {"N": "5"}}}},
+            {"Delete": {"TableName": "plain", "Key": {"pk": {"S": "k2"}}}},
+            {"ConditionCheck": {"TableName": "plain", "Key": {"pk": {"S": "k3"}},
+                                "ConditionExpression": "attribute_not_exists(pk)"}},
+        ],
+    )  # fmt: skip
+    assert _backend().tables["plain"] is table  # not swapped for a whole copy
+    get = lambda key: client.get_item(TableName="plain", Key={"pk": {"S": key}}).get("Item")  # noqa: E731
+    assert get("new") is None
+    assert get("k1") == {"pk": {"S": "k1"}, "v": {"N": "1"}}
+    assert get("k2") == {"pk": {"S": "k2"}, "v": {"N": "1"}}
+    assert client.scan(TableName="plain", Select="COUNT")["Count"] == 50
+
+
+def test_a_transaction_that_succeeds_writes_everything(two_tables: Any) -> None:
+    client = two_tables
+    client.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": "plain", "Item": {"pk": {"S": "new"}, "v": {"N": "9"}}}},
+            {"Delete": {"TableName": "plain", "Key": {"pk": {"S": "k2"}}}},
+        ]
+    )
+    assert client.get_item(TableName="plain", Key={"pk": {"S": "new"}})["Item"]["v"] == {"N": "9"}
+    assert "Item" not in client.get_item(TableName="plain", Key={"pk": {"S": "k2"}})
+
+
+def test_a_table_with_a_stream_keeps_no_record_of_a_cancelled_write(two_tables: Any) -> None:
+    client = two_tables
+    _cancelled(
+        client,
+        [
+            {"Put": {"TableName": "streamed", "Item": {"pk": {"S": "a"}}}},
+            {"ConditionCheck": {"TableName": "plain", "Key": {"pk": {"S": "k3"}},
+                                "ConditionExpression": "attribute_not_exists(pk)"}},
+        ],
+    )  # fmt: skip
+    shard = _backend().tables["streamed"].stream_shard
+    assert shard is not None and len(shard.items) == 0
