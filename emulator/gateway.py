@@ -545,10 +545,11 @@ class Gateway:
         data = await request.read()
         if len(data) > limit:
             return _error(413, "PayloadTooLargeException", "Payload Too Large")
-        try:  # a connection still in $connect: wait for its socket (bounded)
-            await asyncio.wait_for(connection.ready.wait(), timeout=30)
-        except TimeoutError:
-            return _error(410, "GoneException", "Gone")
+        if not connection.ready.is_set():  # still in $connect: wait for its socket (bounded)
+            try:
+                await asyncio.wait_for(connection.ready.wait(), timeout=30)
+            except TimeoutError:
+                return _error(410, "GoneException", "Gone")
         payload: str | bytes
         try:
             payload = data.decode("utf-8")
