@@ -47,7 +47,13 @@ from handlers import aws, config, logs, replay
 from handlers import subscriptions as store
 from handlers.connections import iso_utc
 from handlers.cursors import Position, cursor_key, make_cursor
-from handlers.delivery import Poster, backoff_delay, close_connection, fan_out
+from handlers.delivery import (
+    Poster,
+    backoff_delay,
+    close_connection,
+    fan_out,
+    remove_stale,
+)
 from handlers.dynamo_json import MalformedAttribute, image_to_plain
 from handlers.jobs import FANOUT_STATE_KEY, Job, plan_jobs
 from handlers.lambda_filters import matches_any
@@ -67,8 +73,6 @@ from handlers.topics import InvalidKey, record_topics, table_topic
 
 ACTIONS = {"INSERT": "created", "MODIFY": "updated", "REMOVE": "deleted"}
 DEADLINE_MARGIN_SECONDS = 2.0
-STALE_GRACE_SECONDS = 30.0
-"""A 410 for a record younger than this may be a client still in $connect: keep it."""
 QUERY_CONCURRENCY = 8
 """Topics of one record queried at the same time (a record touches 2 + buckets topics)."""
 MAX_CACHED_SUBSCRIPTIONS = 200_000
@@ -531,29 +535,17 @@ class Broadcaster:
         # its topics are read again next batch, whether or not the removal (and the version
         # bumps that tell other containers) succeeds
         self.cache.forget(topic for _, topic in batch.by_connection.get(connection_id, ()))
-        try:
-            removal = store.remove_stale_connection(
-                self.dynamodb,
-                connections_table=self.settings.connections_table,
-                subscriptions_table=self.settings.subscriptions_table,
-                connection_id=connection_id,
-                connected_before=iso_utc(time.time() - STALE_GRACE_SECONDS),
-                known=batch.by_connection.get(connection_id, ()),
-            )
-        except Exception:  # the record's and the subscriptions' ttl remove them later
-            log.warning(
-                "could not remove a stale connection",
-                exc_info=True,
-                extra={"connectionId": connection_id},
-            )
+        removal = remove_stale(
+            self.dynamodb,
+            connections_table=self.settings.connections_table,
+            subscriptions_table=self.settings.subscriptions_table,
+            connection_id=connection_id,
+            known=batch.by_connection.get(connection_id, ()),
+        )
+        if removal is None:
             return False
         with batch.lock:
             batch.subscriptions_removed += removal.subscriptions_removed
-        if removal.subscriptions_left:
-            log.warning(
-                "some subscriptions of a stale connection were not deleted; their ttl will",
-                extra={"connectionId": connection_id, "left": removal.subscriptions_left},
-            )
         return removal.record_removed
 
     def _read_topic(self, topic: str) -> tuple[list[Subscription], int, int]:

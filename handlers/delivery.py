@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from handlers import logs
+from handlers import subscriptions as store
+from handlers.connections import iso_utc
 from handlers.management import Response
 
 log = logs.logger(__name__)
@@ -54,6 +56,45 @@ def backoff_delay(attempt: int, rng: Callable[[float, float], float] = random.un
     """Full-jitter exponential backoff before try number ``attempt + 1`` (attempt >= 1)."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2 ** (attempt - 1)))
     return rng(0.0, ceiling)
+
+
+STALE_GRACE_SECONDS = 30.0
+"""A 410 for a record younger than this may be a client still in $connect: keep it."""
+
+
+def remove_stale(
+    dynamodb: Any,
+    *,
+    connections_table: str,
+    subscriptions_table: str,
+    connection_id: str,
+    known: Iterable[tuple[str, str]] = (),
+) -> store.StaleRemoval | None:
+    """Clean up after a connection that answered 410 (``subscriptions.remove_stale_connection``,
+    keeping a record younger than ``STALE_GRACE_SECONDS``); None when it failed, logged: the
+    record's and the subscriptions' ttl remove them later."""
+    try:
+        removal = store.remove_stale_connection(
+            dynamodb,
+            connections_table=connections_table,
+            subscriptions_table=subscriptions_table,
+            connection_id=connection_id,
+            connected_before=iso_utc(time.time() - STALE_GRACE_SECONDS),
+            known=known,
+        )
+    except Exception:
+        log.warning(
+            "could not remove a stale connection",
+            exc_info=True,
+            extra={"connectionId": connection_id},
+        )
+        return None
+    if removal.subscriptions_left:
+        log.warning(
+            "some subscriptions of a stale connection were not deleted; their ttl will",
+            extra={"connectionId": connection_id, "left": removal.subscriptions_left},
+        )
+    return removal
 
 
 _executor_lock = threading.Lock()

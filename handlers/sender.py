@@ -42,15 +42,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from handlers import aws, config, fastpost, logs
-from handlers import subscriptions as store
-from handlers.connections import iso_utc
-from handlers.delivery import FanoutReport, Poster, close_connection, fan_out
+from handlers.delivery import FanoutReport, Poster, close_connection, fan_out, remove_stale
 from handlers.jobs import MalformedJob, TokenBucket, read_recipients
 from handlers.management import frozen_credentials
 
 DEADLINE_MARGIN_SECONDS = 2.0
-STALE_GRACE_SECONDS = 30.0
-"""As the broadcaster: a 410 for a record younger than this may be a client in $connect."""
 METRICS_NAMESPACE = "RealtimeChannel"
 
 CONFIG = config.sender_config()
@@ -213,22 +209,13 @@ class Sender:
     def remove_stale(self, connection_id: str) -> bool:
         """Delete the record and subscriptions of a connection that answered 410 (as the
         broadcaster does); whether the record was deleted."""
-        try:
-            removal = store.remove_stale_connection(
-                self.dynamodb,
-                connections_table=self.settings.connections_table,
-                subscriptions_table=self.settings.subscriptions_table,
-                connection_id=connection_id,
-                connected_before=iso_utc(time.time() - STALE_GRACE_SECONDS),
-            )
-        except Exception:  # the record's and the subscriptions' ttl remove them later
-            log.warning(
-                "could not remove a stale connection",
-                exc_info=True,
-                extra={"connectionId": connection_id},
-            )
-            return False
-        return removal.record_removed
+        removal = remove_stale(
+            self.dynamodb,
+            connections_table=self.settings.connections_table,
+            subscriptions_table=self.settings.subscriptions_table,
+            connection_id=connection_id,
+        )
+        return removal is not None and removal.record_removed
 
     def run(
         self, records: list[Mapping[str, Any]], deadline: float
