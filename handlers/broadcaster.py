@@ -52,6 +52,7 @@ from handlers.delivery import (
     backoff_delay,
     close_connection,
     fan_out,
+    invocation_deadline,
     remove_stale,
 )
 from handlers.dynamo_json import MalformedAttribute, image_to_plain
@@ -72,7 +73,6 @@ from handlers.recipients import (
 from handlers.topics import InvalidKey, record_topics, table_topic
 
 ACTIONS = {"INSERT": "created", "MODIFY": "updated", "REMOVE": "deleted"}
-DEADLINE_MARGIN_SECONDS = 2.0
 QUERY_CONCURRENCY = 8
 """Topics of one record queried at the same time (a record touches 2 + buckets topics)."""
 MAX_CACHED_SUBSCRIPTIONS = 200_000
@@ -1074,8 +1074,7 @@ def broadcaster() -> Broadcaster:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     worker = broadcaster()
-    remaining_ms = context.get_remaining_time_in_millis() if context is not None else 60_000
-    deadline = worker.clock() + max(remaining_ms / 1000 - DEADLINE_MARGIN_SECONDS, 0.5)
+    deadline = invocation_deadline(context, worker.clock, 60)
     records = event.get("Records") if isinstance(event, dict) else None
     failures, stats = worker.run(list(records or []), deadline)
     record_batch(stats, getattr(context, "function_name", None) or "broadcaster")

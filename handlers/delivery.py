@@ -58,6 +58,19 @@ def backoff_delay(attempt: int, rng: Callable[[float, float], float] = random.un
     return rng(0.0, ceiling)
 
 
+DEADLINE_MARGIN_SECONDS = 2.0
+"""Time an invocation keeps for itself after its last post (log lines, the answer)."""
+
+
+def invocation_deadline(context: Any, clock: Callable[[], float], default_seconds: float) -> float:
+    """The ``clock()`` value a Lambda invocation's delivery must end by: its remaining time
+    (``default_seconds`` without a context) less ``DEADLINE_MARGIN_SECONDS``, at least 0.5 s."""
+    remaining_ms = (
+        context.get_remaining_time_in_millis() if context is not None else default_seconds * 1000
+    )
+    return clock() + max(remaining_ms / 1000 - DEADLINE_MARGIN_SECONDS, 0.5)
+
+
 STALE_GRACE_SECONDS = 30.0
 """A 410 for a record younger than this may be a client still in $connect: keep it."""
 

@@ -42,11 +42,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from handlers import aws, config, fastpost, logs
-from handlers.delivery import FanoutReport, Poster, close_connection, fan_out, remove_stale
+from handlers.delivery import (
+    FanoutReport,
+    Poster,
+    close_connection,
+    fan_out,
+    invocation_deadline,
+    remove_stale,
+)
 from handlers.jobs import MalformedJob, TokenBucket, read_recipients
 from handlers.management import frozen_credentials
 
-DEADLINE_MARGIN_SECONDS = 2.0
 METRICS_NAMESPACE = "RealtimeChannel"
 
 CONFIG = config.sender_config()
@@ -279,8 +285,7 @@ def sender() -> Sender:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     worker = sender()
-    remaining_ms = context.get_remaining_time_in_millis() if context is not None else 30_000
-    deadline = worker.clock() + max(remaining_ms / 1000 - DEADLINE_MARGIN_SECONDS, 0.5)
+    deadline = invocation_deadline(context, worker.clock, 30)
     records = event.get("Records") if isinstance(event, dict) else None
     failures, stats = worker.run(list(records or []), deadline)
     record_batch(stats, getattr(context, "function_name", None) or "sender")

@@ -199,3 +199,21 @@ def test_close_connection_says_whether_the_connection_is_closed_and_logs_failure
     assert close_connection(api, "C=", "a test") is closed
     warned = [r for r in caplog.records if r.getMessage() == "could not close a connection: a test"]
     assert len(warned) == (0 if closed else 1)
+
+
+def test_an_invocations_deadline_keeps_its_margin_and_at_least_half_a_second() -> None:
+    from handlers.delivery import DEADLINE_MARGIN_SECONDS, invocation_deadline
+
+    class Context:
+        def __init__(self, ms: int) -> None:
+            self.ms = ms
+
+        def get_remaining_time_in_millis(self) -> int:
+            return self.ms
+
+    def clock() -> float:
+        return 100.0
+
+    assert invocation_deadline(Context(30_000), clock, 60) == 100.0 + 30 - DEADLINE_MARGIN_SECONDS
+    assert invocation_deadline(None, clock, 60) == 100.0 + 60 - DEADLINE_MARGIN_SECONDS
+    assert invocation_deadline(Context(1_000), clock, 60) == 100.5
