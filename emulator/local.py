@@ -109,6 +109,26 @@ def default_sender_workers() -> int:
     return max(4, 2 * (os.cpu_count() or 1))
 
 
+SENDER_RATE_LIMIT = 10_000
+"""The most ``SENDER_RATE`` the sender accepts."""
+
+
+def budget_share(environment: Mapping[str, str], concurrency: int, workers: int) -> int | None:
+    """``SENDER_RATE`` for each of ``workers`` processes standing in for ``concurrency``
+    senders, or None to keep the stack's.
+
+    On AWS the mapping runs up to ``concurrency`` senders, each at ``SENDER_RATE``: together
+    the delivery budget. The emulator runs fewer processes (a couple of cores cannot use
+    18), so each gets its share of the same budget, ``SENDER_RATE x concurrency / workers``
+    (at most 10,000/s): the emulator neither delivers above the budget nor, by running fewer
+    processes, far below it.
+    """
+    rate = environment.get("SENDER_RATE")
+    if rate is None or not rate.isdigit() or workers >= concurrency:
+        return None
+    return min(SENDER_RATE_LIMIT, int(rate) * concurrency // max(1, workers))
+
+
 @dataclass
 class EmulatorOptions:
     stack: str = "dev"
@@ -249,12 +269,26 @@ class Emulator:
         worker_env = self.aws.environment()
         worker_env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self.management_endpoint
         workers = self.pool_sizes()
+        concurrency = self.queued_concurrency()
         for function in self.model.functions.values():
+            environment = {**function.environment, **worker_env}
+            most = concurrency.get(function.name)
+            share = (
+                None if most is None else budget_share(environment, most, workers[function.name])
+            )
+            if share is not None:
+                options.log(
+                    f"emulator: {workers[function.name]} {function.name} workers stand in for"
+                    f" the mapping's {most} (maximumConcurrency):"
+                    f" SENDER_RATE {environment['SENDER_RATE']} -> {share} each, the same"
+                    " budget together"
+                )
+                environment["SENDER_RATE"] = str(share)
             spec = FunctionSpec(
                 name=function.name,
                 handler=function.handler,
                 code_dir=self._materialise(function),
-                environment={**function.environment, **worker_env},
+                environment=environment,
                 timeout=function.timeout,
                 memory_mb=function.memory_mb,
                 arn=function.arn,
@@ -313,15 +347,25 @@ class Emulator:
         gc.freeze()
         return self
 
+    def queued_concurrency(self) -> dict[str, int]:
+        """The most invocations at once of each function an enabled SQS mapping invokes."""
+        assert self.model is not None
+        concurrency: dict[str, int] = {}
+        for mapping in self.model.queue_mappings:
+            if mapping.enabled:
+                concurrency[mapping.function] = max(
+                    mapping.maximum_concurrency, concurrency.get(mapping.function, 0)
+                )
+        return concurrency
+
     def pool_sizes(self) -> dict[str, int]:
         """Worker processes, at most, per function: ``max_workers``, or for a function an
         enabled SQS mapping invokes, min(its maximumConcurrency, ``sender_workers``)."""
         assert self.model is not None
-        queued: dict[str, int] = {}
-        for mapping in self.model.queue_mappings:
-            if mapping.enabled:
-                size = max(1, min(mapping.maximum_concurrency, self.options.sender_workers))
-                queued[mapping.function] = max(size, queued.get(mapping.function, 0))
+        queued = {
+            name: max(1, min(concurrency, self.options.sender_workers))
+            for name, concurrency in self.queued_concurrency().items()
+        }
         return {name: queued.get(name, self.options.max_workers) for name in self.model.functions}
 
     def _listen(self) -> socket.socket:

@@ -18,8 +18,10 @@ THRESHOLD = 3
 
 @pytest.fixture(scope="module")
 def queued() -> Iterator[RunningEmulator]:
-    """The dev stack with a threshold of three recipients."""
-    yield from start(overrides={"fanoutThreshold": str(THRESHOLD), "fanoutGroups": "4"})
+    """The dev stack with a threshold of three recipients, on four sender processes."""
+    yield from start(
+        overrides={"fanoutThreshold": str(THRESHOLD), "fanoutGroups": "4"}, sender_workers=4
+    )
 
 
 def write(local: RunningEmulator, pk: str, n: int) -> None:
@@ -81,3 +83,18 @@ def test_inline_below_the_threshold_then_queued_for_good_and_never_reordered(
     assert sum(s["queuedRecords"] for s in stats) == 3
     jobs = logged(queued, functions["realtime-sender"], "jobs")
     assert sum(j["delivered"] for j in jobs) == 4 + 1 + 4
+
+
+def test_the_sender_workers_share_the_stacks_whole_delivery_budget(
+    queued: RunningEmulator,
+) -> None:
+    """Fewer sender processes than the mapping's maximumConcurrency each get a bigger share,
+    so together they post at the stack's budget, not a fraction of it."""
+    emulator = queued.emulator
+    (sender,) = emulator.queued_concurrency()
+    concurrency = emulator.queued_concurrency()[sender]
+    workers = emulator.pool_sizes()[sender]
+    assert (workers, concurrency) == (4, 18)
+    rate = int(emulator.pools[sender].spec.environment["SENDER_RATE"])
+    assert rate * workers == pytest.approx(500 * concurrency, abs=workers)
+    assert any("stand in for the mapping's" in line for line in queued.lines)

@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from emulator.local import Emulator, EmulatorOptions
+from emulator.local import Emulator, EmulatorOptions, budget_share
 from emulator.model import Model, ModelError, QueueMappingModel, QueueSpec, build
 from emulator.program import ACCOUNT, REGION, Declared
 from emulator.queues import QueuePoller, failed_items, sqs_record
@@ -830,3 +830,23 @@ def test_poller_logs_a_queue_it_cannot_read_once_and_recovers(aws: LocalAws) -> 
     failed = [line for line in lines if "receive failed" in line]
     assert 1 <= len(failed) <= poller.receivers  # one per receiver, not one per attempt
     assert any("recovered" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("rate", "concurrency", "workers", "share"),
+    [
+        ("500", 18, 4, 2250),  # the dev stack's 9,000/s on four processes
+        ("500", 18, 6, 1500),
+        ("500", 18, 18, None),  # as many processes as senders: each keeps its own rate
+        ("500", 8, 32, None),
+        ("3000", 100, 4, 10_000),  # never above what the sender accepts
+        ("7", 3, 2, 10),  # rounded down: never above the budget
+        (None, 18, 4, None),  # not the sender: left alone
+        ("abc", 18, 4, None),
+    ],
+)
+def test_budget_share_gives_fewer_processes_the_same_budget(
+    rate: str | None, concurrency: int, workers: int, share: int | None
+) -> None:
+    environment = {} if rate is None else {"SENDER_RATE": rate}
+    assert budget_share(environment, concurrency, workers) == share
