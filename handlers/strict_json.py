@@ -42,18 +42,32 @@ def _exact_number(text: str) -> Decimal:
     return Decimal(text)
 
 
-def loads(text: str | bytes, *, exact: bool = False) -> Any:
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise InvalidJson(f"duplicate object key {key[:40]!r}")
+        found[key] = value
+    return found
+
+
+def loads(text: str | bytes, *, exact: bool = False, unique_keys: bool = False) -> Any:
     """Parse ``text`` as standard JSON, or raise ``InvalidJson``.
 
     Refused besides what ``json.loads`` refuses: ``NaN``, ``Infinity``,
     ``-Infinity`` anywhere, numbers beyond a float's range, and nesting too
     deep for the parser (which would otherwise raise ``RecursionError``).
     Integers are ``int`` (exact); other numbers are ``float``, or with
-    ``exact`` a ``Decimal`` with every digit of the text.
+    ``exact`` a ``Decimal`` with every digit of the text. With ``unique_keys``,
+    an object naming a key twice is refused too (``json.loads`` keeps the last,
+    so two readers of one text could disagree: what JWTs must not allow).
     """
     parse_float = _exact_number if exact else _finite_float
+    hook = _unique if unique_keys else None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=parse_float)
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=parse_float, object_pairs_hook=hook
+        )
     except InvalidJson:
         raise
     except RecursionError:
