@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from handlers import strict_json
 from handlers.access import InvalidRule, Rule, parse_rules
+from handlers.jwks import DEFAULT_MAX_AGE_SECONDS, DEFAULT_REFRESH_SECONDS, check_url
+from handlers.jwt_verify import DEFAULT_CLOCK_SKEW_SECONDS, SUPPORTED_ALGORITHMS, JwtRules
 from handlers.lambda_filters import FilterError, check_pattern
 from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
 from handlers.topics import KEY_TYPES
@@ -35,6 +38,7 @@ DEFAULT_SENDER_RATE = 500
 MAX_SOURCE_FILTERS = 5  # Lambda's limit on a mapping's filters
 MIN_TOKEN_LIFETIME_SECONDS = 60
 MAX_TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
+MAX_CLOCK_SKEW_SECONDS = 300
 
 
 class ConfigError(RuntimeError):
@@ -199,14 +203,36 @@ def _sources(env: Mapping[str, str], name: str) -> dict[str, Source]:
     return sources
 
 
+AUTH_MODES = ("hmac", "jwt")
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    """JWT mode (``AUTH_MODE=jwt``): tokens from the stack's identity provider."""
+
+    rules: JwtRules
+    """Issuer, audiences, algorithms, required claims and scopes, clock skew, lifetime cap."""
+    jwks_url: str | None
+    """The issuer's JWKS URL; None: found by OpenID Connect discovery."""
+    claims: Mapping[str, str]
+    """Our claim name -> the token's (e.g. ``{"groups": "cognito:groups"}``)."""
+    jwks_max_age: int
+    """Longest the keys are cached, in seconds."""
+    jwks_refresh: int
+    """Shortest time between two fetches of the keys (an unknown ``kid`` refreshes them)."""
+
+
 @dataclass(frozen=True)
 class AuthorizerConfig:
-    secret_parameter: str
-    """SSM SecureString parameter holding the token signing secret."""
+    secret_parameter: str | None
+    """SSM SecureString parameter holding the token signing secret (HMAC mode); None in JWT
+    mode."""
     token_max_lifetime: int
     """Seconds a presented token may still have to live; further ahead is refused."""
     identity_claims: tuple[str, ...]
     """Token claims (besides ``sub``) passed on to the connection: those access rules read."""
+    jwt: JwtConfig | None = None
+    """JWT mode's settings; None: HMAC tokens (``handlers.tokens``)."""
 
 
 @dataclass(frozen=True)
@@ -261,18 +287,24 @@ def _resume(env: Mapping[str, str]) -> ResumeConfig:
 class TokenConfig:
     """What ``$default`` needs to verify a fresh token (``auth``): as the authorizer does."""
 
-    secret_parameter: str
+    secret_parameter: str | None
     token_max_lifetime: int
     identity_claims: tuple[str, ...]
+    jwt: JwtConfig | None = None
 
 
 def _tokens(env: Mapping[str, str]) -> TokenConfig | None:
-    """None without ``TOKEN_SECRET_PARAMETER``: the stack takes no tokens (auth off)."""
-    if not env.get("TOKEN_SECRET_PARAMETER", "").strip():
+    """None without ``TOKEN_SECRET_PARAMETER`` or ``AUTH_MODE=jwt``: the stack takes no
+    tokens (auth off)."""
+    jwt_mode = env.get("AUTH_MODE", "").strip() == "jwt"
+    if not jwt_mode and not env.get("TOKEN_SECRET_PARAMETER", "").strip():
         return None
     authorizer = authorizer_config(env)
     return TokenConfig(
-        authorizer.secret_parameter, authorizer.token_max_lifetime, authorizer.identity_claims
+        authorizer.secret_parameter,
+        authorizer.token_max_lifetime,
+        authorizer.identity_claims,
+        authorizer.jwt,
     )
 
 
@@ -365,18 +397,92 @@ def _table_buckets(env: Mapping[str, str]) -> int:
     return _int(env, "TABLE_TOPIC_BUCKETS", DEFAULT_TABLE_TOPIC_BUCKETS, 1, 64)
 
 
+def _json(env: Mapping[str, str], name: str, kind: type, example: str) -> Any:
+    """A JSON list or object variable (empty: an empty one)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return kind()
+    try:
+        value = strict_json.loads(raw, unique_keys=True)
+    except strict_json.InvalidJson:
+        value = None
+    if not isinstance(value, kind):
+        raise ConfigError(f"environment variable {name} must be a JSON {example}")
+    return value
+
+
+def _strings(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    values = _json(env, name, list, 'list of strings, e.g. ["a", "b"]')
+    if not all(isinstance(value, str) and value for value in values):
+        raise ConfigError(f"environment variable {name} must be a JSON list of non-empty strings")
+    return tuple(values)
+
+
+def jwt_config(env: Mapping[str, str], max_lifetime: int) -> JwtConfig:
+    """JWT mode's variables; ``ConfigError`` naming the first bad one."""
+    issuer = _required(env, "JWT_ISSUER", "the identity provider's issuer (its iss claim)")
+    jwks_url = env.get("JWT_JWKS_URL", "").strip() or None
+    try:
+        check_url(jwks_url or issuer, "JWKS URL" if jwks_url else "issuer")
+    except ValueError as bad:
+        name = "JWT_JWKS_URL" if jwks_url else "JWT_ISSUER"
+        raise ConfigError(f"environment variable {name}: {bad}") from None
+    audiences = _strings(env, "JWT_AUDIENCES")
+    if not audiences:
+        raise ConfigError(
+            "environment variable JWT_AUDIENCES is not set: it must list the accepted audiences"
+            " (aud, or client_id) as JSON"
+        )
+    algorithms = _names(env, "JWT_ALGORITHMS") or SUPPORTED_ALGORITHMS
+    claims = _json(env, "JWT_CLAIMS", dict, 'object, e.g. {"groups": "cognito:groups"}')
+    if not all(isinstance(value, str) and value for value in claims.values()):
+        raise ConfigError("environment variable JWT_CLAIMS must map names to claim names")
+    try:
+        rules = JwtRules(
+            issuer=issuer,
+            audiences=audiences,
+            algorithms=algorithms,
+            required_claims=_json(env, "JWT_REQUIRED_CLAIMS", dict, 'object, e.g. {"a": "b"}'),
+            required_scopes=_strings(env, "JWT_REQUIRED_SCOPES"),
+            clock_skew=_int(
+                env, "JWT_CLOCK_SKEW_SECONDS", DEFAULT_CLOCK_SKEW_SECONDS, 0, MAX_CLOCK_SKEW_SECONDS
+            ),
+            max_lifetime=max_lifetime,
+        )
+    except ValueError as bad:
+        raise ConfigError(f"environment variable JWT_ALGORITHMS: {bad}") from None
+    return JwtConfig(
+        rules=rules,
+        jwks_url=jwks_url,
+        claims=claims,
+        jwks_max_age=_int(env, "JWKS_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS, 60, 86_400),
+        jwks_refresh=_int(env, "JWKS_REFRESH_SECONDS", DEFAULT_REFRESH_SECONDS, 1, 3600),
+    )
+
+
 def authorizer_config(env: Mapping[str, str] = os.environ) -> AuthorizerConfig:
+    mode = env.get("AUTH_MODE", "").strip() or "hmac"
+    if mode not in AUTH_MODES:
+        raise ConfigError(f"environment variable AUTH_MODE={mode!r} is not one of hmac, jwt")
+    max_lifetime = _int(
+        env,
+        "TOKEN_MAX_LIFETIME_SECONDS",
+        DEFAULT_MAX_LIFETIME_SECONDS,
+        MIN_TOKEN_LIFETIME_SECONDS,
+        MAX_TOKEN_LIFETIME_SECONDS,
+    )
+    if mode == "jwt":
+        return AuthorizerConfig(
+            secret_parameter=None,
+            token_max_lifetime=max_lifetime,
+            identity_claims=_names(env, "IDENTITY_CLAIMS"),
+            jwt=jwt_config(env, max_lifetime),
+        )
     return AuthorizerConfig(
         secret_parameter=_required(
             env, "TOKEN_SECRET_PARAMETER", "the SSM SecureString holding the token secret"
         ),
-        token_max_lifetime=_int(
-            env,
-            "TOKEN_MAX_LIFETIME_SECONDS",
-            DEFAULT_MAX_LIFETIME_SECONDS,
-            MIN_TOKEN_LIFETIME_SECONDS,
-            MAX_TOKEN_LIFETIME_SECONDS,
-        ),
+        token_max_lifetime=max_lifetime,
         identity_claims=_names(env, "IDENTITY_CLAIMS"),
     )
 

@@ -1,5 +1,11 @@
 """``$connect``: store the connection's record. 200 accepts the connection; 500 refuses it.
 
+A client that offered the ``realtime-channel`` WebSocket subprotocol (with its
+token beside it, ``handlers.signin``) gets ``Sec-WebSocket-Protocol:
+realtime-channel`` in the 200 answer, which API Gateway passes into the
+handshake response: browsers fail a connection whose server picks none of the
+protocols offered. Only the fixed name is ever echoed, never the token.
+
 The record carries the identity ``$default`` checks access rules against: the
 authorizer's ``userId``, its ``claims`` (JSON text of the allow-listed token
 claims) and ``expiresAt`` (the token's expiry), plus an empty ``subs`` map.
@@ -12,7 +18,7 @@ import re
 import time
 from typing import Any
 
-from handlers import aws, config, logs, strict_json
+from handlers import aws, config, logs, signin, strict_json
 from handlers.connections import connection_item, put_connection
 
 CONFIG = config.connect_config()
@@ -109,4 +115,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
         return {"statusCode": 500, "body": "could not register the connection"}
     log.info("connected", extra={"connectionId": connection_id, "userId": user_id})
-    return {"statusCode": 200, "body": "connected"}
+    return accepted(event)
+
+
+def accepted(event: dict[str, Any]) -> dict[str, Any]:
+    """The 200 answer, naming the subprotocol when the client offered ours (pure)."""
+    answer: dict[str, Any] = {"statusCode": 200, "body": "connected"}
+    protocol = signin.selected_protocol(event)
+    if protocol is not None:
+        answer["headers"] = {"Sec-WebSocket-Protocol": protocol}
+    return answer

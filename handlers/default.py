@@ -62,7 +62,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from handlers import aws, config, logs, strict_json
+from handlers import aws, config, logs, signin, strict_json
 from handlers.access import Grant, grant
 from handlers.config import DefaultConfig, Source
 from handlers.connections import connection_expiry, iso_utc
@@ -420,6 +420,8 @@ class DynamoStore:
             tokens = self.settings.tokens
             if tokens is None:
                 raise LookupError("this stack takes no tokens")
+            if tokens.secret_parameter is None:
+                raise LookupError("JWT mode: there is no token secret")
             self._token_secret = aws.secure_parameter(tokens.secret_parameter)
         return self._token_secret
 
@@ -726,14 +728,20 @@ def _auth(
     if tokens is None:
         raise Refusal("invalid_token", "this stack takes no tokens (auth is off)")
     try:
-        secret = store.token_secret()
-    except Exception:
-        yield _storage_failed("could not read the token secret", connection_id, None)
-        return
-    try:
-        payload = verify_token(
-            message.get("token"), secret, now=time.time(), max_lifetime=tokens.token_max_lifetime
-        )
+        if tokens.jwt is not None:  # JWT mode: the issuer's keys, cached per container
+            payload = signin.jwt_verifier(tokens.jwt).verify(message.get("token"), time.time())
+        else:
+            try:
+                secret = store.token_secret()
+            except Exception:
+                yield _storage_failed("could not read the token secret", connection_id, None)
+                return
+            payload = verify_token(
+                message.get("token"),
+                secret,
+                now=time.time(),
+                max_lifetime=tokens.token_max_lifetime,
+            )
     except InvalidToken as refused:
         log.info("auth refused", extra={"connectionId": connection_id, "reason": refused.reason})
         raise Refusal("invalid_token", "the token was refused; nothing changed") from None
