@@ -65,13 +65,12 @@ def manage_connections_resource(stage_execution_arn: str, method: str = "POST") 
     return f"{stage_execution_arn}/{method}/@connections/*"
 
 
-def authorizer_policy(log_group_arn: str, parameter_arn: str) -> str:
-    return document(
-        [
-            logs_statement(log_group_arn),
-            _allow("ReadTokenSecret", ["ssm:GetParameter"], [parameter_arn]),
-        ]
-    )
+def authorizer_policy(log_group_arn: str, parameter_arn: str | None = None) -> str:
+    """Logs, and in HMAC mode the token secret (JWT mode reads nothing in AWS)."""
+    statements = [logs_statement(log_group_arn)]
+    if parameter_arn is not None:
+        statements.append(_allow("ReadTokenSecret", ["ssm:GetParameter"], [parameter_arn]))
+    return document(statements)
 
 
 def connect_policy(log_group_arn: str, table_arn: str) -> str:

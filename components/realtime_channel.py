@@ -41,6 +41,7 @@ from components.sources import (
 )
 from handlers.access import claims_named, parse_rules
 from handlers.jobs import check_channel, mapping_concurrency
+from handlers.jwks import check_url
 
 TYPE_TOKEN = "realtime:index:RealtimeChannel"  # noqa: S105 (a type token, not a password)
 RUNTIME = "python3.14"  # the newest Python runtime pulumi-aws offers
@@ -87,6 +88,10 @@ _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _ATTRIBUTE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+_CLAIM_NAME = re.compile(r"^[A-Za-z0-9_:.\-]{1,128}$")
+"""A claim name the access rules can write as ``claims.NAME`` (``handlers.access``)."""
+AUTH_MODES = ("hmac", "jwt")
+JWT_ALGORITHMS = ("RS256", "ES256")
 
 A = TypeVar("A")
 SORT_KEY_UNKNOWN = object()
@@ -133,7 +138,42 @@ class RealtimeChannelArgs:
     (``random.RandomPassword``, encrypted in the stack's state) and kept across updates."""
     token_max_lifetime_seconds: int = 86_400
     """Longest a token may still have to live when presented, 60 to 2,592,000 s; the
-    authorizer refuses tokens that expire further ahead. Default 86,400 (one day)."""
+    authorizer refuses tokens that expire further ahead (in both modes: a JWT's ``exp``
+    too). Default 86,400 (one day)."""
+    auth_mode: str = "hmac"
+    """How ``$connect`` verifies tokens: ``hmac``, the stack's own tokens signed with
+    ``token_secret``; or ``jwt``, tokens of your identity provider (Cognito, Auth0, any
+    OpenID Connect issuer), verified against its published keys (then no token secret is
+    created). Default ``hmac``."""
+    jwt_issuer: str | None = None
+    """JWT mode: the issuer, exactly as its tokens' ``iss`` (``https://``; ``http://`` only
+    to 127.0.0.1/localhost/::1). Its keys are found by OpenID Connect discovery unless
+    ``jwt_jwks_url`` is set. Required in JWT mode."""
+    jwt_jwks_url: str | None = None
+    """JWT mode: the issuer's JWKS URL, instead of discovery. Default none (discovery)."""
+    jwt_audiences: Sequence[str] = ()
+    """JWT mode: accepted audiences: a token's ``aud`` (a string or a list) must name one,
+    or, when it has no ``aud``, its ``client_id`` (Cognito access tokens). Required (at least
+    one) in JWT mode."""
+    jwt_algorithms: Sequence[str] = ("RS256", "ES256")
+    """JWT mode: accepted signature algorithms, some of RS256 and ES256. Default both."""
+    jwt_required_claims: Mapping[str, Any] = field(default_factory=dict)
+    """JWT mode: claims a token must carry with these values (a list claim must contain a
+    scalar value), e.g. ``{"token_use": "access"}``. Default none."""
+    jwt_required_scopes: Sequence[str] = ()
+    """JWT mode: scopes a token must carry (in ``scope`` or ``scp``). Default none."""
+    jwt_claims: Mapping[str, str] = field(default_factory=dict)
+    """JWT mode: our claim name -> the token's, for the access rules' ``{claims.X}`` and
+    ``when``, e.g. ``{"groups": "cognito:groups"}``. Default none (names as in the token)."""
+    jwt_clock_skew_seconds: int = 60
+    """JWT mode: allowance for clocks apart on ``exp``, ``nbf`` and ``iat``, 0 to 300 s.
+    Default 60."""
+    jwt_jwks_max_age_seconds: int = 3600
+    """JWT mode: longest the issuer's keys are cached per container, 60 to 86,400 s (a
+    shorter ``Cache-Control: max-age`` wins). Default 3,600."""
+    jwt_jwks_refresh_seconds: int = 60
+    """JWT mode: shortest time between two fetches of the keys per container (a token with
+    an unknown ``kid`` triggers one), 1 to 3,600 s. Default 60."""
     connection_ttl_seconds: int = 7200
     """Lifetime of a connection record (the table's TTL). Default 7,200 (API Gateway's maximum)."""
     max_subscriptions: int = 20
@@ -268,6 +308,7 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
             " its cursor, so a shorter retention could never resume",
         )
     bounded("token_max_lifetime_seconds", args.token_max_lifetime_seconds, 60, 30 * 24 * 3600)
+    _check_jwt(args, fail, bounded)
     if args.log_retention_days not in LOG_RETENTION_DAYS or not _is_int(args.log_retention_days):
         fail("log_retention_days", f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
     bounded("throttling_burst_limit", args.throttling_burst_limit, 0, 5000)
@@ -307,6 +348,104 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
             "or alarm_email is required when alarms is true: alarms with no action notify nobody",
         )
     return args
+
+
+def _check_jwt(
+    args: RealtimeChannelArgs,
+    fail: Callable[[str, str], None],
+    bounded: Callable[[str, Any, float, float], None],
+) -> None:
+    """The auth mode and, in JWT mode, every jwt_* argument."""
+    if args.auth_mode not in AUTH_MODES:
+        fail("auth_mode", f"must be one of {', '.join(AUTH_MODES)}, not {args.auth_mode!r}")
+    if args.auth_mode != "jwt":
+        return
+    if not args.auth_enabled:
+        fail("auth_mode", "is 'jwt' but auth_enabled is false: turn auth on to verify JWTs")
+    if not args.jwt_issuer:
+        fail("jwt_issuer", "is required when auth_mode is 'jwt' (your provider's iss claim)")
+    try:
+        check_url(args.jwt_issuer, "issuer")
+    except ValueError as bad:
+        fail("jwt_issuer", f"is not usable: {bad}")
+    if args.jwt_jwks_url is not None:
+        try:
+            check_url(args.jwt_jwks_url, "JWKS URL")
+        except ValueError as bad:
+            fail("jwt_jwks_url", f"is not usable: {bad}")
+    audiences = list(args.jwt_audiences)
+    if not audiences or not all(isinstance(a, str) and a.strip() for a in audiences):
+        fail(
+            "jwt_audiences",
+            "must list at least one audience (an aud or client_id value) when auth_mode is"
+            " 'jwt': without one, any token of the issuer for any application would pass",
+        )
+    algorithms = list(args.jwt_algorithms)
+    if (
+        isinstance(args.jwt_algorithms, str)
+        or not algorithms
+        or any(a not in JWT_ALGORITHMS for a in algorithms)
+        or len(set(algorithms)) != len(algorithms)
+    ):
+        fail(
+            "jwt_algorithms",
+            f"must be a non-empty list of distinct values among {', '.join(JWT_ALGORITHMS)}"
+            f" (never none or HS*), not {args.jwt_algorithms!r}",
+        )
+    if not isinstance(args.jwt_required_claims, Mapping) or not all(
+        isinstance(k, str) and k for k in args.jwt_required_claims
+    ):
+        fail("jwt_required_claims", "must map claim names to the values tokens must carry")
+    try:
+        json.dumps(dict(args.jwt_required_claims), allow_nan=False)
+    except (TypeError, ValueError):
+        fail("jwt_required_claims", "must hold JSON values only")
+    scopes = args.jwt_required_scopes
+    if isinstance(scopes, str) or not all(
+        isinstance(x, str) and x and not any(c.isspace() for c in x) for x in scopes
+    ):
+        fail("jwt_required_scopes", "must be a list of scope names (no spaces)")
+    mapping = args.jwt_claims
+    if not isinstance(mapping, Mapping) or not all(
+        isinstance(ours, str)
+        and _CLAIM_NAME.match(ours)
+        and ours not in ("sub", "exp")
+        and isinstance(theirs, str)
+        and theirs
+        for ours, theirs in mapping.items()
+    ):
+        fail(
+            "jwt_claims",
+            "must map claim names (letters, digits, '_', ':', '.', '-'; not sub or exp) to the"
+            ' token\'s claim names, e.g. {"groups": "cognito:groups"}',
+        )
+    bounded("jwt_clock_skew_seconds", args.jwt_clock_skew_seconds, 0, 300)
+    bounded("jwt_jwks_max_age_seconds", args.jwt_jwks_max_age_seconds, 60, 86_400)
+    bounded("jwt_jwks_refresh_seconds", args.jwt_jwks_refresh_seconds, 1, 3600)
+
+
+def jwt_environment(args: RealtimeChannelArgs) -> dict[str, str]:
+    """The variables JWT mode gives the authorizer and ``$default`` (pure)."""
+    env = {
+        "AUTH_MODE": "jwt",
+        "JWT_ISSUER": str(args.jwt_issuer),
+        "JWT_AUDIENCES": json.dumps(list(args.jwt_audiences), separators=(",", ":")),
+        "JWT_ALGORITHMS": ",".join(args.jwt_algorithms),
+        "JWT_CLOCK_SKEW_SECONDS": str(args.jwt_clock_skew_seconds),
+        "JWKS_MAX_AGE_SECONDS": str(args.jwt_jwks_max_age_seconds),
+        "JWKS_REFRESH_SECONDS": str(args.jwt_jwks_refresh_seconds),
+    }
+    if args.jwt_jwks_url:
+        env["JWT_JWKS_URL"] = args.jwt_jwks_url
+    if args.jwt_required_claims:
+        env["JWT_REQUIRED_CLAIMS"] = json.dumps(
+            dict(args.jwt_required_claims), separators=(",", ":"), sort_keys=True
+        )
+    if args.jwt_required_scopes:
+        env["JWT_REQUIRED_SCOPES"] = json.dumps(list(args.jwt_required_scopes))
+    if args.jwt_claims:
+        env["JWT_CLAIMS"] = json.dumps(dict(args.jwt_claims), separators=(",", ":"), sort_keys=True)
+    return env
 
 
 class RealtimeChannel(pulumi.ComponentResource):
@@ -740,8 +879,8 @@ class RealtimeChannel(pulumi.ComponentResource):
     def _create_token_secret(self) -> None:
         self.token_secret_parameter = None
         self.token_secret_password = None
-        if not self._args.auth_enabled:
-            return
+        if not self._args.auth_enabled or self._args.auth_mode == "jwt":
+            return  # JWT mode: the identity provider signs; there is no secret of ours
         secret = self._args.token_secret
         if secret is None or secret == "":
             # Generated once, then kept: RandomPassword's result lives (encrypted) in state
@@ -819,16 +958,11 @@ class RealtimeChannel(pulumi.ComponentResource):
         subscriptions_name = self.subscriptions_table.name
         stage_arn = self.stage.execution_arn
         buckets = str(self._args.table_topic_buckets)
-        if self.token_secret_parameter is not None:
-            parameter = self.token_secret_parameter
+        if self._args.auth_enabled:
             self._create_function(
                 "authorizer",
-                lambda logs: parameter.arn.apply(lambda p: policies.authorizer_policy(logs, p)),
-                {
-                    "TOKEN_SECRET_PARAMETER": parameter.name,
-                    "TOKEN_MAX_LIFETIME_SECONDS": str(self._args.token_max_lifetime_seconds),
-                    "IDENTITY_CLAIMS": self._identity_claims(),
-                },
+                self._authorizer_policy(),
+                {**self._token_environment(), "IDENTITY_CLAIMS": self._identity_claims()},
                 timeout=10,
             )
         self._create_function(
@@ -861,10 +995,10 @@ class RealtimeChannel(pulumi.ComponentResource):
             default_env["INCLUDE_OLD_IMAGE"] = "true"
         default_env.update(self._resume_environment("default"))
         token_arn: pulumi.Input[str] = ""
-        if self.token_secret_parameter is not None:  # auth: $default verifies fresh tokens
-            default_env["TOKEN_SECRET_PARAMETER"] = self.token_secret_parameter.name
-            default_env["TOKEN_MAX_LIFETIME_SECONDS"] = str(self._args.token_max_lifetime_seconds)
+        if self._args.auth_enabled:  # $default verifies fresh tokens (auth) as the authorizer
+            default_env.update(self._token_environment())
             default_env["IDENTITY_CLAIMS"] = self._identity_claims()
+        if self.token_secret_parameter is not None:
             token_arn = self.token_secret_parameter.arn
         default_env["SOURCES"] = self._sources_variable("default", dict(default_env))
         cursor_arn = self.cursor_secret_parameter.arn
@@ -934,11 +1068,30 @@ class RealtimeChannel(pulumi.ComponentResource):
         )
         self._create_sweep(table_arn, table_name)
 
+    def _token_environment(self) -> dict[str, pulumi.Input[str]]:
+        """How the authorizer (and ``$default``'s ``auth``) verify tokens in this mode."""
+        env: dict[str, pulumi.Input[str]] = {
+            "TOKEN_MAX_LIFETIME_SECONDS": str(self._args.token_max_lifetime_seconds)
+        }
+        if self._args.auth_mode == "jwt":
+            env.update(jwt_environment(self._args))
+        elif self.token_secret_parameter is not None:
+            env["TOKEN_SECRET_PARAMETER"] = self.token_secret_parameter.name
+        return env
+
+    def _authorizer_policy(self) -> Callable[[str], pulumi.Input[str]]:
+        """HMAC mode reads the token secret; JWT mode reads nothing in AWS (the issuer's
+        keys come over HTTPS), so it writes its logs only."""
+        parameter = self.token_secret_parameter
+        if parameter is None:
+            return policies.authorizer_policy
+        return lambda logs: parameter.arn.apply(lambda p: policies.authorizer_policy(logs, p))
+
     def _create_sweep(self, table_arn: pulumi.Input[str], table_name: pulumi.Input[str]) -> None:
         """With auth: the sweeper and its schedule (``handlers.sweeper``), which close
         connections whose token has expired and that nothing else touches."""
         self.sweep_rule: aws.cloudwatch.EventRule | None = None
-        if self.token_secret_parameter is None:
+        if not self._args.auth_enabled:
             return
         subscriptions_arn = self.subscriptions_table.arn
         stage_arn = self.stage.execution_arn
@@ -989,12 +1142,16 @@ class RealtimeChannel(pulumi.ComponentResource):
     def _create_routes(self) -> None:
         self.authorizer: aws.apigatewayv2.Authorizer | None = None
         if "authorizer" in self.functions:
+            # No identity source: API Gateway invokes a WebSocket REQUEST authorizer only when
+            # every declared source is present, and the token may come in the query string
+            # or in Sec-WebSocket-Protocol (handlers.signin reads both). No result TTL either:
+            # WebSocket authorizers cache nothing, and API Gateway refuses the setting
+            # ("AuthorizerResultTtlInSeconds cannot be set for WEBSOCKET protocol Apis").
             self.authorizer = aws.apigatewayv2.Authorizer(
                 self._n("token-authorizer"),
                 api_id=self.api.id,
                 authorizer_type="REQUEST",
                 authorizer_uri=self.functions["authorizer"].invoke_arn,
-                identity_sources=["route.request.querystring.token"],
                 opts=self._child(),
             )
             authorizer_id = self.authorizer.id

@@ -26,6 +26,17 @@ KEYS: dict[str, tuple[type, Any, str | None]] = {
     "authEnabled": (bool, True, "auth_enabled"),
     "tokenSecret": (str, "", "token_secret"),
     "tokenMaxLifetimeSeconds": (int, 86400, "token_max_lifetime_seconds"),
+    "authMode": (str, "hmac", "auth_mode"),
+    "jwtIssuer": (str, "", "jwt_issuer"),
+    "jwtJwksUrl": (str, "", "jwt_jwks_url"),
+    "jwtAudiences": (list, [], "jwt_audiences"),
+    "jwtAlgorithms": (list, ["RS256", "ES256"], "jwt_algorithms"),
+    "jwtRequiredClaims": (str, "", "jwt_required_claims"),
+    "jwtRequiredScopes": (list, [], "jwt_required_scopes"),
+    "jwtClaims": (str, "", "jwt_claims"),
+    "jwtClockSkewSeconds": (int, 60, "jwt_clock_skew_seconds"),
+    "jwtJwksMaxAgeSeconds": (int, 3600, "jwt_jwks_max_age_seconds"),
+    "jwtJwksRefreshSeconds": (int, 60, "jwt_jwks_refresh_seconds"),
     "connectionTtlSeconds": (int, 7200, "connection_ttl_seconds"),
     "maxSubscriptions": (int, 20, "max_subscriptions"),
     "tableTopicBuckets": (int, 4, "table_topic_buckets"),
@@ -101,6 +112,15 @@ class StackSettings:
         fields["alarm_email"] = fields["alarm_email"] or None
         fields["alarm_topic_arn"] = fields["alarm_topic_arn"] or None
         fields["throttling_rate_limit"] = float(fields["throttling_rate_limit"])
+        fields["jwt_issuer"] = fields["jwt_issuer"] or None
+        fields["jwt_jwks_url"] = fields["jwt_jwks_url"] or None
+        fields["jwt_audiences"] = tuple(fields["jwt_audiences"])
+        fields["jwt_algorithms"] = tuple(fields["jwt_algorithms"])
+        fields["jwt_required_scopes"] = tuple(fields["jwt_required_scopes"])
+        fields["jwt_required_claims"] = _json_object(
+            "jwtRequiredClaims", REQUIRED_CLAIMS_EXAMPLE, fields["jwt_required_claims"]
+        )
+        fields["jwt_claims"] = _json_object("jwtClaims", CLAIMS_EXAMPLE, fields["jwt_claims"])
         return RealtimeChannelArgs(sources=sources, token_secret=self.token_secret, **fields)
 
     def source(self, table: Any, name: str | None = None, access: Any = ()) -> StreamSource:
@@ -116,9 +136,44 @@ class StackSettings:
         )
 
 
+REQUIRED_CLAIMS_EXAMPLE = '{"token_use": "access"}'
+CLAIMS_EXAMPLE = '{"groups": "cognito:groups"}'
+
+
+def _json_object(key: str, example: str, raw: str) -> dict[str, Any]:
+    """A key holding a JSON object as text (Pulumi.yaml cannot type an object); empty: {}."""
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{PROJECT}:{key}: must be a JSON object, such as {example}")
+    return parsed
+
+
+def _strings(key: str, raw: str) -> list[str]:
+    """A list key: a JSON list of strings, or (as ``--config`` in the emulator gives it)
+    comma-separated text."""
+    try:
+        parsed: Any = json.loads(raw)
+    except ValueError:
+        parsed = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(parsed, list) or not all(isinstance(v, str) and v for v in parsed):
+        raise ConfigError(
+            f"{PROJECT}:{key}: must be a list of non-empty strings, e.g."
+            f' pulumi config set --path "{key}[0]" VALUE'
+        )
+    return parsed
+
+
 def _read(config: pulumi.Config, key: str, kind: type, default: Any) -> Any:
     value: Any
     try:
+        if kind is list:
+            raw = config.get(key)
+            return list(default) if raw is None else _strings(key, raw)
         if kind is bool:
             value = config.get_bool(key)
         elif kind is int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import json
 import runpy
 import secrets
 import string
@@ -195,6 +196,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}
 
 
+def _config_text(value: Any) -> str:
+    """A config value as the CLI hands it to a program: strings as they are, booleans and
+    numbers as YAML writes them, lists and objects as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value).lower()
+
+
 def project_defaults(root: Path = ROOT) -> dict[str, str]:
     """The defaults of ``Pulumi.yaml``'s config block, as the CLI would apply them."""
     document = yaml.safe_load((root / "Pulumi.yaml").read_text())
@@ -203,7 +214,7 @@ def project_defaults(root: Path = ROOT) -> dict[str, str]:
         if isinstance(spec, dict) and "default" in spec:
             default = spec["default"]
             full = key if ":" in key else f"{PROJECT}:{key}"
-            values[full] = default if isinstance(default, str) else str(default).lower()
+            values[full] = _config_text(default)
     return values
 
 
@@ -225,7 +236,7 @@ def stack_config(
         for key, value in (document.get("config") or {}).items():
             if isinstance(value, dict):  # {secure: ...}: encrypted; the caller supplies it
                 continue
-            values[key] = value if isinstance(value, str) else str(value).lower()
+            values[key] = _config_text(value)
     for key, value in (overrides or {}).items():
         values[key if ":" in key else f"{PROJECT}:{key}"] = value
     return values

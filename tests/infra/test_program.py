@@ -530,7 +530,7 @@ def test_token_secret_reaches_the_parameter_marked_secret() -> None:
 
 # -- Pulumi.yaml and stack_config.KEYS agree ------------------------------------------------
 
-YAML_TYPES = {str: "string", int: "integer", bool: "boolean"}
+YAML_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array"}
 
 
 @cache
@@ -549,6 +549,9 @@ def _convert(kind: type, value: Any) -> Any:
     if kind is int:
         assert not isinstance(value, bool), f"{value!r} is not an integer"
         return int(value)
+    if kind is list:
+        assert isinstance(value, list), f"{value!r} is not a list"
+        return value
     return str(value)
 
 
