@@ -3,7 +3,7 @@
     python -m emulator [serve] [--stack dev] [--port 8080] [--config KEY=VALUE ...]
     python -m emulator put [--stack dev] TABLE '{"PK": "EVENT#1", "SK": "METADATA", "title": "hi"}'
     python -m emulator delete [--stack dev] TABLE '{"PK": "EVENT#1", "SK": "METADATA"}'
-    python -m emulator token [--stack dev] USER [--ttl SECONDS]
+    python -m emulator token [--stack dev] USER [--ttl SECONDS]   (a JWT in JWT mode)
     python -m emulator drop [--stack dev] USER
 
 ``put``, ``delete``, ``token`` and ``drop`` talk to the emulator already running for the
@@ -159,7 +159,10 @@ def _duration(seconds: int) -> str:
 def banner(emulator: Emulator) -> str:
     stack = emulator.options.stack
     lifetime = min(BANNER_TOKEN_SECONDS, emulator.token_max_lifetime())
-    token = emulator.token("dev-user", lifetime)
+    try:
+        token = emulator.token("dev-user", lifetime)
+    except LookupError:  # JWT mode with another issuer: its tokens come from it
+        token = f"<a JWT from {emulator.jwt_issuer()}>"
     tables = ", ".join(f"{logical} ({name})" for logical, name in emulator.table_names().items())
     source = next(iter(m.table for m in emulator.model.mappings), None) if emulator.model else None
     source_logical = next(
@@ -171,6 +174,11 @@ def banner(emulator: Emulator) -> str:
             f"  WebSocket     {emulator.url}?token={token}",
             f"                (user 'dev-user', valid {_duration(lifetime)};"
             f" more: {command(stack, 'token')} USER)",
+            *(
+                [f"  JWT issuer    {emulator.issuer.url} (local; keys at /.well-known/jwks.json)"]
+                if emulator.issuer is not None
+                else []
+            ),
             f"  @connections  {emulator.management_endpoint}/@connections/{{connectionId}}",
             f"  DynamoDB      {emulator.aws.endpoint}   tables: {tables}",
             "",
@@ -328,7 +336,17 @@ def token(args: argparse.Namespace) -> int:
             f" (tokenMaxLifetimeSeconds {longest}): its authorizer would refuse the token"
         )
     try:
-        print(mint_token(args.user, state["secret"], args.ttl, max_lifetime=longest))
+        if state.get("issuer"):  # JWT mode, the emulator as the issuer: a JWT it signs
+            from emulator.issuer import LocalIssuer
+
+            print(LocalIssuer.from_state(state["issuer"]).mint(args.user, args.ttl))
+        elif state.get("authMode") == "jwt":
+            raise CliError(
+                f"stack {args.stack!r} verifies JWTs of {state.get('jwtIssuer')}: get a token"
+                " from that issuer (the emulator mints tokens only as its own issuer)"
+            )
+        else:
+            print(mint_token(args.user, state["secret"], args.ttl, max_lifetime=longest))
     except ValueError as bad:
         raise CliError(str(bad)) from None
     return 0

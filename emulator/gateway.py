@@ -2,8 +2,10 @@
 
 Serves ``ws://HOST:PORT/STAGE`` and ``http://HOST:PORT/STAGE/@connections/{id}``
 the way API Gateway does for the declared API: ``$connect`` runs the declared
-authorizer (401 without the identity source, 403 on Deny) and the connect
-function (a non-2xx answer refuses the handshake); messages are routed by the
+authorizer (401 without a declared identity source, 403 on Deny) and the connect
+function (a non-2xx answer refuses the handshake; a ``Sec-WebSocket-Protocol``
+header in its answer becomes the handshake's, as API Gateway passes it on);
+messages are routed by the
 declared route selection expression; ``$disconnect`` runs on every close;
 ``@connections`` POST/GET/DELETE answer like the Management API, with the
 error headers boto3 maps to its exceptions.
@@ -39,6 +41,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from emulator.issuer import DISCOVERY_PATH, JWKS_PATH, LocalIssuer
 from emulator.model import Model, RouteModel
 from emulator.program import ACCOUNT, REGION
 from emulator.workers import InvokeResult
@@ -312,11 +315,7 @@ class Gateway:
             context["authorizer"] = authorizer_context
         connection = Connection(
             id=connection_id,
-            # aiohttp refuses a message of exactly max_msg_size bytes; API Gateway accepts
-            # 128 KB and refuses one byte more: hence the + 1
-            ws=web.WebSocketResponse(
-                max_msg_size=state.settings.max_message_bytes + 1, autoping=True, compress=False
-            ),
+            ws=self._socket(),
             source_ip=context["identity"]["sourceIp"],
             user_agent=context["identity"]["userAgent"],
             authorizer=authorizer_context,
@@ -335,6 +334,9 @@ class Gateway:
                     state.log(f"gateway: $connect refused ({status}) by the connect function")
                     self._abandon(connection)
                     return web.json_response({"message": "Forbidden"}, status=status)
+                protocol = _response_header(result, "Sec-WebSocket-Protocol")
+                if protocol is not None:  # the handshake answers with the function's choice
+                    connection.ws = self._socket(protocol)
             connected = True
             await connection.ws.prepare(request)
         except BaseException as error:
@@ -365,6 +367,18 @@ class Gateway:
             connection.finished.set()
             state.spawn(self._disconnect(connection, request))
         return connection.ws
+
+    def _socket(self, protocol: str | None = None) -> web.WebSocketResponse:
+        """The server side of one WebSocket; ``protocol``: the subprotocol the handshake
+        names (aiohttp names it only when the client offered it, as browsers require)."""
+        # aiohttp refuses a message of exactly max_msg_size bytes; API Gateway accepts
+        # 128 KB and refuses one byte more: hence the + 1
+        return web.WebSocketResponse(
+            max_msg_size=self.state.settings.max_message_bytes + 1,
+            autoping=True,
+            compress=False,
+            protocols=(protocol,) if protocol else (),
+        )
 
     def _abandon(self, connection: Connection) -> None:
         """A handshake that will not complete: forget it, and answer waiting posts with 410."""
@@ -606,6 +620,17 @@ _FAULT_CODES = {
 }
 
 
+def _response_header(result: InvokeResult, name: str) -> str | None:
+    """A header of a function's answer (``{"statusCode": 200, "headers": {...}}``), any case."""
+    headers = result.payload.get("headers") if isinstance(result.payload, dict) else None
+    if not isinstance(headers, dict):
+        return None
+    for key, value in headers.items():
+        if isinstance(key, str) and key.lower() == name.lower() and isinstance(value, str):
+            return value
+    return None
+
+
 def _status_of(result: InvokeResult) -> int:
     if not result.ok:
         return 500
@@ -623,6 +648,7 @@ def create_app(
     invoke: Invoke,
     settings: GatewaySettings,
     log: Callable[[str], None] = print,
+    issuer: LocalIssuer | None = None,
 ) -> web.Application:
     state = GatewayState(model=model, invoke=invoke, settings=settings, log=log)
     gateway = Gateway(state)
@@ -634,5 +660,16 @@ def create_app(
     app.router.add_post(f"/{stage}/@connections/{{connection_id}}", gateway.post)
     app.router.add_get(f"/{stage}/@connections/{{connection_id}}", gateway.get)
     app.router.add_delete(f"/{stage}/@connections/{{connection_id}}", gateway.delete)
+    if issuer is not None:  # JWT mode with the emulator as the identity provider
+        configuration, keys = issuer.openid_configuration(), issuer.jwks()
+
+        async def discovery(request: web.Request) -> web.Response:
+            return web.json_response(configuration)
+
+        async def jwks(request: web.Request) -> web.Response:
+            return web.json_response(keys, headers={"Cache-Control": "max-age=3600"})
+
+        app.router.add_get(DISCOVERY_PATH, discovery)
+        app.router.add_get(JWKS_PATH, jwks)
     app.on_shutdown.append(gateway.close_all)
     return app

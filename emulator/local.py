@@ -28,8 +28,9 @@ from aiohttp import web
 
 from emulator import model as model_module
 from emulator.gateway import STATE, GatewaySettings, GatewayState, create_app
+from emulator.issuer import DEFAULT_AUDIENCE, LocalIssuer
 from emulator.model import FunctionModel, Model
-from emulator.program import ROOT, RecordingMocks, run_main
+from emulator.program import PROJECT, ROOT, RecordingMocks, run_main, stack_config
 from emulator.queues import QueuePoller
 from emulator.services import LocalAws, provision
 from emulator.streams import StreamPoller
@@ -178,6 +179,8 @@ class Emulator:
         self._listener: socket.socket | None = None
         self._run_id = secrets.token_hex(8)
         self._state_written = False
+        self.issuer: LocalIssuer | None = None
+        """JWT mode without a ``jwtIssuer``: the emulator is the identity provider."""
 
     # -- addresses --------------------------------------------------------------------------
 
@@ -222,10 +225,61 @@ class Emulator:
                 return int(value)
         return DEFAULT_MAX_LIFETIME_SECONDS
 
-    def token(self, user_id: str, ttl_seconds: int = 3600) -> str:
+    def auth_mode(self) -> str:
+        """``hmac`` or ``jwt``, as the stack's authorizer is configured (``hmac`` without)."""
+        assert self.model is not None
+        for function in self.model.functions.values():
+            if "AUTH_MODE" in function.environment:
+                return function.environment["AUTH_MODE"]
+        return "hmac"
+
+    def jwt_issuer(self) -> str | None:
+        assert self.model is not None
+        for function in self.model.functions.values():
+            if "JWT_ISSUER" in function.environment:
+                return function.environment["JWT_ISSUER"]
+        return None
+
+    def token(
+        self, user_id: str, ttl_seconds: int = 3600, claims: Mapping[str, Any] | None = None
+    ) -> str:
+        """A token the running stack accepts: an HMAC token, or in JWT mode a JWT from the
+        emulator's own issuer. ``LookupError`` in JWT mode with another issuer (its tokens
+        come from it)."""
         from handlers.tokens import mint_token
 
-        return mint_token(user_id, self.secret, ttl_seconds, max_lifetime=self.token_max_lifetime())
+        if self.issuer is not None:
+            return self.issuer.mint(user_id, ttl_seconds, claims=claims)
+        if self.auth_mode() == "jwt":
+            raise LookupError(
+                f"the stack verifies JWTs of {self.jwt_issuer()}: get tokens from that issuer"
+            )
+        return mint_token(
+            user_id, self.secret, ttl_seconds, claims=claims, max_lifetime=self.token_max_lifetime()
+        )
+
+    def _local_issuer(self, overrides: Mapping[str, str]) -> dict[str, str]:
+        """With ``authMode=jwt`` and no ``jwtIssuer``: make this run's issuer, and the
+        overrides that point the stack at it (issuer = this gateway's address; audience
+        ``realtime-channel-local`` unless ``jwtAudiences`` names one)."""
+        options = self.options
+        values = stack_config(options.stack, overrides, with_defaults=True, root=options.root)
+        if values.get(f"{PROJECT}:authMode") != "jwt" or values.get(f"{PROJECT}:jwtIssuer"):
+            return {}
+        algorithms = values.get(f"{PROJECT}:jwtAlgorithms") or '["ES256"]'
+        if "ES256" not in algorithms:
+            raise StackRefused(
+                f"stack {options.stack!r}: the emulator's own issuer signs ES256, which"
+                f" jwtAlgorithms ({algorithms}) leaves out; add it, or set jwtIssuer"
+            )
+        try:
+            audiences = json.loads(values.get(f"{PROJECT}:jwtAudiences") or "[]")
+        except ValueError:
+            audiences = [a.strip() for a in values[f"{PROJECT}:jwtAudiences"].split(",")]
+        audience = next((a for a in audiences if isinstance(a, str) and a), DEFAULT_AUDIENCE)
+        host = options.host if ":" not in options.host else f"[{options.host}]"
+        self.issuer = LocalIssuer.generate(f"http://{host}:{self.port}", audience)
+        return {"jwtIssuer": self.issuer.url, "jwtAudiences": json.dumps(audiences or [audience])}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -252,11 +306,13 @@ class Emulator:
             gateway=(options.host, self.port), lookup_table=self.aws.describe_table
         )
         try:
+            overrides = {**options.overrides}
+            overrides.update(self._local_issuer(overrides))
             self.declared = await asyncio.to_thread(
                 run_main,
                 options.stack,
                 secret=self.secret,
-                overrides=options.overrides,
+                overrides=overrides,
                 mocks=mocks,
                 with_defaults=True,
                 root=options.root,
@@ -303,7 +359,7 @@ class Emulator:
             idle_timeout=options.idle_timeout,
             max_connection=options.max_connection,
         )
-        self._app = create_app(self.model, self.invoke, settings, options.log)
+        self._app = create_app(self.model, self.invoke, settings, options.log, self.issuer)
         self._runner = web.AppRunner(self._app, handle_signals=False, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, self._listener).start()
@@ -479,6 +535,9 @@ class Emulator:
             "connectionsTable": self.connections_table(),
             "secret": self.secret,
             "tokenMaxLifetimeSeconds": self.token_max_lifetime(),
+            "authMode": self.auth_mode(),
+            "jwtIssuer": self.jwt_issuer(),
+            "issuer": self.issuer.state() if self.issuer is not None else None,
             "pid": os.getpid(),
             "runId": self._run_id,
         }

@@ -234,6 +234,15 @@ def _shamir(u1: int, u2: int, key: EcKey) -> Jacobian:
     return point
 
 
+def multiply_base(k: int) -> Affine:
+    """k*G for 1 <= k < n (what a signer needs: the emulator's local issuer signs with it)."""
+    if not 1 <= k < N:
+        raise ValueError("scalar out of range")
+    found = _to_affine(_shamir(k, 0, EcKey(GX, GY)))
+    assert found is not None
+    return found
+
+
 def verify_es256(key: EcKey, message: bytes, signature: bytes) -> bool:
     """ECDSA P-256 SHA-256 verification of a 64-byte ``r || s`` signature."""
     if len(signature) != 64:

@@ -38,12 +38,18 @@ def management(local: RunningEmulator) -> Any:
 # -- $connect -------------------------------------------------------------------------------
 
 
-def test_client_without_a_token_is_rejected_with_401(local: RunningEmulator) -> None:
+def test_client_without_a_token_is_refused_with_403_by_the_authorizer(
+    local: RunningEmulator,
+) -> None:
+    """The authorizer declares no identity source (the token may come in the query string or
+    the subprotocol header), so API Gateway always runs it, and it denies."""
     from websockets.sync.client import connect
 
+    before = len(local.lines)
     with pytest.raises(InvalidStatus) as refused:
         connect(local.emulator.url, open_timeout=10)
-    assert refused.value.response.status_code == 401
+    assert refused.value.response.status_code == 403
+    assert any("refused (403)" in line for line in local.lines[before:])
 
 
 def test_client_with_a_bad_token_is_rejected_with_403(local: RunningEmulator) -> None:
