@@ -49,7 +49,7 @@ test: lint ## lint, type check and the whole test suite (what CI runs)
 test-fast: $(STAMP) ## the test suite without lint and without the long end-to-end runs (marked slow)
 	$(PY) -m pytest -q -m "not slow"
 
-BENCHMARKS ?= bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume bench.sender bench.fanout_e2e
+BENCHMARKS ?= bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume bench.sender bench.fanout_e2e bench.jwt_auth
 
 bench: $(STAMP) ## every benchmark, each reported; fails at the end if any missed its target
 	$(PY) -m bench $(BENCHMARKS)

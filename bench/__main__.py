@@ -9,7 +9,7 @@ What ``make bench`` runs.
     python -m bench [--timeout 900] [MODULE ...]
 
 (default: bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume bench.sender
-bench.fanout_e2e)
+bench.fanout_e2e bench.jwt_auth)
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ BENCHMARKS = (
     "bench.resume",
     "bench.sender",
     "bench.fanout_e2e",
+    "bench.jwt_auth",
 )
 VERDICTS = ("OK:", "FAIL:")
 
