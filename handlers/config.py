@@ -11,15 +11,16 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers import strict_json
 from handlers.access import InvalidRule, Rule, parse_rules
-from handlers.jwks import DEFAULT_MAX_AGE_SECONDS, DEFAULT_REFRESH_SECONDS, check_url
-from handlers.jwt_verify import DEFAULT_CLOCK_SKEW_SECONDS, SUPPORTED_ALGORITHMS, JwtRules
 from handlers.lambda_filters import FilterError, check_pattern
 from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
 from handlers.topics import KEY_TYPES
+
+if TYPE_CHECKING:  # imported where used: only JWT mode pays for them at cold start
+    from handlers.jwt_verify import JwtRules
 
 DEFAULT_CONNECTION_TTL_SECONDS = 7200  # API Gateway's 2-hour connection maximum
 DEFAULT_SEND_CONCURRENCY = 64
@@ -420,6 +421,9 @@ def _strings(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 def jwt_config(env: Mapping[str, str], max_lifetime: int) -> JwtConfig:
     """JWT mode's variables; ``ConfigError`` naming the first bad one."""
+    from handlers.jwks import DEFAULT_MAX_AGE_SECONDS, DEFAULT_REFRESH_SECONDS, check_url
+    from handlers.jwt_verify import DEFAULT_CLOCK_SKEW_SECONDS, SUPPORTED_ALGORITHMS, JwtRules
+
     issuer = _required(env, "JWT_ISSUER", "the identity provider's issuer (its iss claim)")
     jwks_url = env.get("JWT_JWKS_URL", "").strip() or None
     try:

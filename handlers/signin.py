@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from handlers.config import JwtConfig
-from handlers.jwks import KeySet
-from handlers.jwt_verify import mapped_claims, verify_jwt
 from handlers.tokens import identity_claims
+
+if TYPE_CHECKING:  # JWT mode's modules are imported on first use: HMAC mode never loads them
+    from handlers.config import JwtConfig
+    from handlers.jwks import KeySet
 
 SUBPROTOCOL = "realtime-channel"
 """The WebSocket subprotocol a client offers beside its token, and the only value the
@@ -91,6 +92,8 @@ class JwtVerifier:
     """JWT mode in one container: the stack's rules and the issuer's cached keys."""
 
     def __init__(self, settings: JwtConfig, keys: KeySet | None = None) -> None:
+        from handlers.jwks import KeySet
+
         self.settings = settings
         self.keys = keys or KeySet(
             settings.rules.issuer,
@@ -102,6 +105,8 @@ class JwtVerifier:
     def verify(self, token: Any, now: float) -> dict[str, Any]:
         """The verified payload with the stack's claim names (``JWT_CLAIMS`` applied), or
         ``InvalidToken``."""
+        from handlers.jwt_verify import mapped_claims, verify_jwt
+
         payload = verify_jwt(token, self.settings.rules, self.keys, now)
         return mapped_claims(payload, self.settings.claims)
 
