@@ -52,6 +52,22 @@ def test_client_without_a_token_is_refused_with_403_by_the_authorizer(
     assert any("refused (403)" in line for line in local.lines[before:])
 
 
+def test_an_hmac_token_in_the_subprotocol_signs_in_and_only_the_fixed_name_is_echoed(
+    local: RunningEmulator,
+) -> None:
+    from websockets.sync.client import connect
+
+    token = local.token("alice")
+    with connect(
+        local.emulator.url, subprotocols=["realtime-channel", token], open_timeout=10
+    ) as client:
+        assert client.subprotocol == "realtime-channel"
+        assert client.response is not None
+        assert client.response.headers.get_all("Sec-WebSocket-Protocol") == ["realtime-channel"]
+        client.send('{"action": "ping"}')
+        assert client.recv(timeout=10) == '{"type":"pong"}'
+
+
 def test_client_with_a_bad_token_is_rejected_with_403(local: RunningEmulator) -> None:
     from websockets.sync.client import connect
 
