@@ -608,3 +608,46 @@ def test_a_listener_that_raises_is_reported_and_delivery_goes_on() -> None:
 
 def test_timestamps_parse_as_the_server_writes_them() -> None:
     assert iso(START) == "2027-01-15T08:00:00.000Z"
+
+
+def test_keep_items_false_delivers_changes_but_keeps_no_view() -> None:
+    async def test() -> None:
+        rig = Rig()
+        socket = await opened(rig)
+        seen: list[Change] = []
+        sub = rig.client.subscribe("events", keep_items=False, on_change=seen.append)
+        kept = rig.client.subscribe("events")
+        await settle()
+        socket.push(change({sub.id: "added", kept.id: "added"}, 1))
+        await settle()
+        assert [c.id for c in seen] == ["change-1"]
+        assert len(sub.view) == 0 and len(kept.view) == 1
+        await rig.client.close()
+
+    run(test)
+
+
+def test_giving_up_ends_iterators_with_the_reason() -> None:
+    async def test() -> None:
+        rig = Rig(max_attempts=2)
+        socket = await opened(rig)
+        sub = rig.client.subscribe("events")
+        failure: list[RealtimeError] = []
+
+        async def consume() -> None:
+            try:
+                async for _ in sub:
+                    pass
+            except RealtimeError as error:
+                failure.append(error)
+
+        consumer = asyncio.ensure_future(consume())
+        rig.server.refuse = 100
+        socket.drop()
+        for _ in range(3):
+            await rig.clock.advance(60)
+        await consumer
+        assert [e.code for e in failure] == ["gave_up"]
+        assert rig.client.state == "closed" and sub.state == "failed"
+
+    run(test)

@@ -287,6 +287,7 @@ class Client:
         on_reset: Listener[Reset] | None = None,
         on_error: Listener[RealtimeError] | None = None,
         key_names: Sequence[str] | None = None,
+        keep_items: bool = True,
         id: str | None = None,
     ) -> Subscription:
         """Subscribe to a source (its label, e.g. ``events``): the whole table, or one
@@ -294,7 +295,10 @@ class Client:
         fills the view with the key's current items. Returns at once; the subscription is
         sent now if a socket is open, else when one opens, and again on every new socket.
         ``await sub.ready()`` waits until it is live; ``await sub.unsubscribe()`` (or
-        ``await sub()``) ends it."""
+        ``await sub()``) ends it. ``keep_items=False`` keeps no view (``sub.view`` stays
+        empty): for a table-wide subscription to a large table whose listener needs only
+        the changes. ``key_names`` (the table's key attributes) lets the view index
+        snapshot items before the first change has shown them."""
         if self._closing:
             raise RealtimeError(CLOSED, "the client is closed")
         if snapshot and key is None:
@@ -315,6 +319,7 @@ class Client:
             on_reset=on_reset,
             on_error=on_error,
             key_names=key_names or self._key_names.get(table),
+            keep_items=keep_items,
         )
         self._subs[sub_id] = sub
         link = self._current
@@ -404,7 +409,7 @@ class Client:
             return
         if not self._closing:  # gave up
             self._closing = True
-            await self._finish()
+            await self._finish(RealtimeError(GAVE_UP, "the client gave up reconnecting"))
 
     async def _gave_up(self, failures: int) -> bool:
         limit = self.options.max_attempts
@@ -427,13 +432,14 @@ class Client:
                 await self._wake.wait()
         return None
 
-    async def _finish(self) -> None:
+    async def _finish(self, reason: RealtimeError | None = None) -> None:
         for link in list(self._links):
             self._shutdown(link, 1000, "client closed")
         self._current = None
         self._is_open.clear()
         for sub in list(self._subs.values()):
-            sub._end(RealtimeError(CLOSED, "the client is closed", sub.id))
+            code, text = (reason.code, reason.message) if reason else (CLOSED, "client closed")
+            sub._end(RealtimeError(code, text, sub.id))
         pending = [task for task in self._background if task is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending, timeout=15)
@@ -841,6 +847,7 @@ class Subscription:
         on_reset: Listener[Reset] | None,
         on_error: Listener[RealtimeError] | None,
         key_names: Sequence[str] | None,
+        keep_items: bool = True,
     ) -> None:
         self.id = sub_id
         self.table = table
@@ -848,6 +855,7 @@ class Subscription:
         self.filter = filter
         self.snapshot = snapshot
         self.view = View(key_names, partial_names=sorted(key or ()))
+        self.keep_items = keep_items
         self.cursor: str | None = None
         """The cursor of the last change applied: where a new socket resumes."""
         self.error: RealtimeError | None = None
@@ -1024,9 +1032,10 @@ class Subscription:
         )
         if message.get("more") is True:
             return
-        changes = self.view.replace(self._pages, self._page_truncated)
-        if self.view.key_names is not None:
-            self._client._key_names.setdefault(self.table, self.view.key_names)
+        view = self.view if self.keep_items else View(self.view.key_names)
+        changes = view.replace(self._pages, self._page_truncated)
+        if view.key_names is not None:
+            self._client._key_names.setdefault(self.table, view.key_names)
         self._pages.clear()
         self._page_truncated.clear()
         cursor = message.get("cursor")
@@ -1052,8 +1061,10 @@ class Subscription:
     async def _go_live(self) -> None:
         """Apply what was held back (in order, de-duplicated), then deliver live."""
         self._phase = "live"
-        while self._held and self._phase == "live":
-            message, kind = self._held.pop(0)
+        held, self._held = self._held, []
+        for message, kind in held:
+            if self._phase != "live":
+                break  # ended (or its socket lost) meanwhile: a resume brings the rest
             await self._apply(message, kind)
         self._ready.set()
 
@@ -1069,7 +1080,8 @@ class Subscription:
         raw_data = message.get("data") if kind != "removed" else None
         data: dict[str, Any] | None = raw_data if isinstance(raw_data, dict) else None
         old = message.get("old")
-        self.view.apply(kind, keys, data)
+        if self.keep_items:
+            self.view.apply(kind, keys, data)
         if isinstance(cursor, str):
             self.cursor = cursor
         await self._deliver(
