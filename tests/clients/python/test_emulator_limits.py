@@ -23,8 +23,8 @@ from tests.emulator.conftest import RunningEmulator, start
 
 @pytest.fixture(scope="module")
 def short_lived() -> Iterator[RunningEmulator]:
-    """Connections cut after 3 idle seconds and after 8 seconds in any case."""
-    yield from start(idle_timeout=3.0, max_connection=8.0)
+    """Connections cut after 3 idle seconds and after 10 seconds in any case."""
+    yield from start(idle_timeout=3.0, max_connection=10.0)
 
 
 @pytest.mark.slow
@@ -45,8 +45,8 @@ def test_heartbeat_outlives_the_idle_timeout_and_the_planned_reconnect_leaves_no
             on_error=errors.append,
             runtime=Runtime(connect=recorder.connect),
             heartbeat_interval=1.0,
-            max_connection_age=8.0,
-            planned_reconnect_margin=1.5,  # between 5 and 6.5 s after opening
+            max_connection_age=10.0,
+            planned_reconnect_margin=2.0,  # between 6 and 8 s after opening
         ) as client:
             sub = client.subscribe("events", key={"PK": pk}, on_change=delivered.append)
             await sub.ready(timeout=30)
