@@ -13,7 +13,7 @@ import base64
 import heapq
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -257,6 +257,3 @@ def run(test: Callable[[], Coroutine[Any, Any, None]], timeout: float = 20) -> N
         await asyncio.wait_for(test(), timeout)
 
     asyncio.run(bounded())
-
-
-Awaiting = Callable[[], Awaitable[None]]

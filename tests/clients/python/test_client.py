@@ -651,3 +651,18 @@ def test_giving_up_ends_iterators_with_the_reason() -> None:
         assert rig.client.state == "closed" and sub.state == "failed"
 
     run(test)
+
+
+def test_generated_ids_skip_ids_given_by_hand_and_an_id_in_use_is_refused() -> None:
+    async def test() -> None:
+        rig = Rig()
+        await opened(rig)
+        mine = rig.client.subscribe("events", id="s2")
+        assert [rig.client.subscribe("events").id for _ in range(2)] == ["s1", "s3"]
+        with pytest.raises(ValueError):
+            rig.client.subscribe("events", id=mine.id)
+        with pytest.raises(ValueError):
+            rig.client.subscribe("events", snapshot=True)  # a snapshot needs a key
+        await rig.client.close()
+
+    run(test)

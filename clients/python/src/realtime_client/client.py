@@ -303,7 +303,9 @@ class Client:
             raise RealtimeError(CLOSED, "the client is closed")
         if snapshot and key is None:
             raise ValueError("snapshot needs a key: a table-wide subscription has no snapshot")
-        sub_id = id if id is not None else f"s{next(self._sub_numbers)}"
+        sub_id = id
+        while sub_id is None or (id is None and sub_id in self._subs):
+            sub_id = f"s{next(self._sub_numbers)}"  # skips ids given by hand
         if not 1 <= len(sub_id) <= 64:
             raise ValueError("a subscription id has 1 to 64 characters")
         if sub_id in self._subs:
