@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
-from realtime_client import Change, RealtimeError, Runtime, State, Subscription, connect
+from realtime_client import Change, RealtimeError, Reset, Runtime, State, Subscription, connect
 from websockets.asyncio.client import connect as ws_connect
 
 from tests.emulator.conftest import RunningEmulator, start
@@ -256,3 +256,39 @@ def test_a_forbidden_subscription_is_reported_through_the_error_callback(
     assert (error.code, error.server, error.subscription_id) == ("forbidden", True, "s1")
     assert everything == []  # the subscription's own listener took it
     assert mine[0].keys == {"PK": "USER#alice", "SK": "FORBIDDEN-TEST"}
+
+
+def test_a_reset_on_resume_is_refetched_through_the_snapshot(strict: RunningEmulator) -> None:
+    pk = "USER#ivan"
+    resets: list[Reset] = []
+    delivered: list[Change] = []
+    errors: list[RealtimeError] = []
+
+    async def test() -> None:
+        async with connect(
+            strict.emulator.url,
+            lambda: strict.token("ivan"),
+            on_error=errors.append,
+            runtime=Runtime(random=lambda: 0.75),
+            backoff_base=2.0,  # back 1.5 s after the drop: the write below is made while away
+            stable_after=0.1,
+        ) as client:
+            sub = client.subscribe(
+                "events", key={"PK": pk}, on_change=delivered.append, on_reset=resets.append
+            )
+            await sub.ready(timeout=30)
+            await asyncio.to_thread(put, strict, pk, "ITEM#1", 1)
+            await until(lambda: len(delivered) == 1, 20, "the first change")
+            sub.cursor = "c1.not-a-cursor"  # as if it had expired: the server cannot resume it
+            assert await asyncio.to_thread(drop_user, strict, "ivan", set()) == 1
+            await asyncio.to_thread(put, strict, pk, "ITEM#2", 2)  # while away (posts get 410)
+            await until(lambda: len(resets) == 1 and sub.state == "live", 30, "the refetch")
+            assert view_state(sub) == await asyncio.to_thread(table_state, strict, pk)
+
+    run(test)
+    assert resets[0].reason == "cursor_invalid" and resets[0].refetched is True
+    assert [(c.kind, c.keys["SK"], c.origin) for c in delivered] == [
+        ("added", "ITEM#1", "live"),
+        ("added", "ITEM#2", "snapshot"),  # what the refetch found that the view lacked
+    ]
+    assert errors == []
