@@ -5,8 +5,9 @@
     python -m emulator delete [--stack dev] TABLE '{"PK": "EVENT#1", "SK": "METADATA"}'
     python -m emulator token [--stack dev] USER [--ttl SECONDS]
     python -m emulator drop [--stack dev] USER
+    python -m emulator watch [--stack dev] TABLE [--key JSON] [--filter JSON] [--snapshot]
 
-``put``, ``delete``, ``token`` and ``drop`` talk to the emulator already running for the
+``put``, ``delete``, ``token``, ``drop`` and ``watch`` talk to the emulator already running for the
 stack (they read ``.emulator/<stack>.json``, which it writes on start). TABLE
 is the table's name in the program (``events``) or its physical name.
 
@@ -85,6 +86,16 @@ def _ttl(text: str) -> int:
     if ttl <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {ttl}")
     return ttl
+
+
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {count}")
+    return count
 
 
 def _workers(text: str) -> int:
@@ -317,6 +328,91 @@ def drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_option(text: str | None, name: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as bad:
+        raise CliError(f"{name} is not JSON: {bad}") from None
+
+
+def _label(state: dict[str, Any], table: str) -> str:
+    """The label clients subscribe with (``events``), for a label or a physical name."""
+    tables: dict[str, str] = state["tables"]
+    for label, physical in tables.items():
+        if table in (label, physical):
+            return label
+    raise CliError(f"unknown table {table!r}; known: {', '.join(tables)}")
+
+
+def watch(args: argparse.Namespace) -> int:
+    """Subscribe with the Python client (clients/python) and print each change as one JSON
+    line; it reconnects and resumes by itself (try `drop` on its user meanwhile)."""
+    from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS, mint_token
+
+    state = _state(args.stack)
+    label = _label(state, args.table)
+    key = _json_option(args.key, "--key")
+    filter_groups = _json_option(args.filter, "--filter")
+    if args.snapshot and key is None:
+        raise CliError("--snapshot needs --key")
+    longest = int(state.get("tokenMaxLifetimeSeconds") or DEFAULT_MAX_LIFETIME_SECONDS)
+
+    def fresh_token() -> str:  # called for every socket and before expiry
+        return mint_token(args.user, state["secret"], min(3600, longest), max_lifetime=longest)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(
+            _watch(state["url"], fresh_token, label, key, filter_groups, args.snapshot, args.count)
+        )
+    return 0
+
+
+async def _watch(
+    url: str,
+    token: Any,
+    table: str,
+    key: Any,
+    filter_groups: Any,
+    snapshot: bool,
+    count: int | None,
+) -> int:
+    from realtime_client import Change, RealtimeError, connect
+
+    enough = asyncio.Event()
+    shown = 0
+
+    def show(change: Change) -> None:
+        nonlocal shown
+        line: dict[str, Any] = {"kind": change.kind, "keys": change.keys, "data": change.data}
+        line.update(origin=change.origin, id=change.id)
+        print(json.dumps(line, default=str), flush=True)
+        shown += 1
+        if count is not None and shown >= count:
+            enough.set()
+
+    def state(name: str) -> None:
+        print(f"watch: {name}", file=sys.stderr, flush=True)
+
+    def problem(error: RealtimeError) -> None:
+        print(f"watch: {error}", file=sys.stderr, flush=True)
+
+    async with connect(url, token, on_state=state, on_error=problem) as client:
+        sub = client.subscribe(
+            table, key, filter_groups, snapshot, on_change=show, on_error=problem
+        )
+        try:
+            await sub.ready(timeout=60)
+        except RealtimeError as refused:
+            raise CliError(f"subscribe refused: {refused}") from None
+        except TimeoutError:
+            raise CliError("no answer to subscribe within 60 s") from None
+        print(f"watch: subscribed to {table} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        await enough.wait()
+    return 0
+
+
 def token(args: argparse.Namespace) -> int:
     from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS, mint_token
 
@@ -342,7 +438,9 @@ def parser() -> argparse.ArgumentParser:
     )
     stack_help = "stack: which Pulumi.<stack>.yaml (default dev)"
     main_parser.add_argument("--stack", type=_stack, default=DEFAULT_STACK, help=stack_help)
-    commands = main_parser.add_subparsers(dest="command", metavar="{serve,put,delete,token,drop}")
+    commands = main_parser.add_subparsers(
+        dest="command", metavar="{serve,put,delete,token,drop,watch}"
+    )
     run = commands.add_parser("serve", help="run the stack locally (the default)")
     put = commands.add_parser("put", help="put an item (plain JSON) in a table")
     delete = commands.add_parser("delete", help="delete an item (its key, plain JSON)")
@@ -350,12 +448,16 @@ def parser() -> argparse.ArgumentParser:
     close = commands.add_parser(
         "drop", help="close every connection of a user from the server's side (@connections DELETE)"
     )
+    follow = commands.add_parser(
+        "watch", help="print the changes of a table as they happen (the Python client)"
+    )
     for sub in (
         run,
         put,
         delete,
         mint,
         close,
+        follow,
     ):  # --stack also after the command; SUPPRESS: no override
         sub.add_argument("--stack", type=_stack, default=argparse.SUPPRESS, help=stack_help)
     # `serve` is the default command: its options work before or after it; the defaults live
@@ -397,6 +499,18 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("item", help="plain JSON; for delete, the key attributes")
     mint.add_argument("user", type=_user, help="user id (the token's sub)")
     close.add_argument("user", type=_user, help="user id (the token's sub)")
+    follow.add_argument("table", help="the table's name in the program (events) or physical name")
+    follow.add_argument("--key", help='a partition or item, JSON: \'{"PK": "ROOM#1"}\'')
+    follow.add_argument("--filter", help='a filter, JSON: \'[{"status": "paid"}]\'')
+    follow.add_argument(
+        "--snapshot", action="store_true", help="first the key's current items (needs --key)"
+    )
+    follow.add_argument(
+        "--user", type=_user, default="watch", help="user id of its token (default watch)"
+    )
+    follow.add_argument(
+        "--count", type=_count, metavar="N", help="exit after N changes (default: never)"
+    )
     mint.add_argument(
         "--ttl", type=_ttl, default=3600, metavar="SECONDS",
         help="how long the token is valid, in seconds (default 3600; at most the stack's"
@@ -414,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
             return token(args)
         if args.command == "drop":
             return drop(args)
+        if args.command == "watch":
+            return watch(args)
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(serve(args))
     except CliError as error:
