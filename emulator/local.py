@@ -276,13 +276,7 @@ class Emulator:
             share = (
                 None if most is None else budget_share(environment, most, workers[function.name])
             )
-            if share is not None:
-                options.log(
-                    f"emulator: {workers[function.name]} {function.name} workers stand in for"
-                    f" the mapping's {most} (maximumConcurrency):"
-                    f" SENDER_RATE {environment['SENDER_RATE']} -> {share} each, the same"
-                    " budget together"
-                )
+            if share is not None:  # documented (README, the emulator); the banner stays as is
                 environment["SENDER_RATE"] = str(share)
             spec = FunctionSpec(
                 name=function.name,
