@@ -225,8 +225,10 @@ export class RealtimeClient {
 
   // -- sockets -------------------------------------------------------------------------------
 
-  /** Open a socket, with a fresh token. @param {"primary" | "renewal"} role */
-  async #dial(role) {
+  /** Open a socket, with a fresh token.
+   * @param {"primary" | "renewal"} role
+   * @param {Connection | null} [replacing] for a renewal: the connection it is to replace */
+  async #dial(role, replacing = null) {
     if (this.#closed) return;
     let url = this.url;
     if (this.token) {
@@ -243,6 +245,9 @@ export class RealtimeClient {
       }
       if (this.#closed) return;
       url = withToken(this.url, token);
+    }
+    if (role === "renewal" && (this.#renewal !== null || this.#primary !== replacing || !replacing?.open)) {
+      return; // the connection it was to replace is gone (a reconnect took over) or replaced
     }
     let socket;
     try {
@@ -360,9 +365,7 @@ export class RealtimeClient {
     }
     if (code === "invalid_token" && connection.authPending) {
       connection.authPending = false; // refused: nothing changed; try again later
-      this.#after(connection, backoffDelay(2, this.settings, this.random), () =>
-        this.#refresh(connection),
-      );
+      this.#after(connection, this.#retryDelay(), () => this.#refresh(connection));
     }
     this.#emit("error", new RealtimeError(code, text, { subscription: id }));
   }
@@ -489,14 +492,17 @@ export class RealtimeClient {
     } catch (cause) {
       if (connection.ended || this.#closed) return;
       this.#emit("error", new RealtimeError("token_failed", "the token function failed", { cause }));
-      this.#after(connection, backoffDelay(2, this.settings, this.random), () =>
-        this.#refresh(connection),
-      );
+      this.#after(connection, this.#retryDelay(), () => this.#refresh(connection));
       return;
     }
     if (!connection.open || this.#closed) return;
     connection.authPending = true;
     connection.send({ action: "auth", token });
+  }
+
+  /** A refresh that failed is tried again after this: between initialMs and 4 x initialMs. */
+  #retryDelay() {
+    return this.settings.initialMs + backoffDelay(1, this.settings, this.random) * 1.5;
   }
 
   // -- planned reconnect ---------------------------------------------------------------------
@@ -516,7 +522,7 @@ export class RealtimeClient {
   #renew() {
     this.#renewTimer = null;
     if (this.#closed || this.#renewal || !this.#primary?.open) return;
-    this.#dial("renewal");
+    this.#dial("renewal", this.#primary);
     this.#renewTimer = this.clock.setTimeout(() => {
       this.#renewTimer = null;
       const renewal = this.#renewal;

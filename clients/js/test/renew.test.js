@@ -119,3 +119,29 @@ test("maxConnectionMs 0 turns the planned reconnect off", async () => {
   assert.equal(h.sockets.length, 1);
   h.client.close();
 });
+
+test("a planned reconnect still waiting for its token when the old socket is cut gives way to the reconnect", async () => {
+  let release = () => {};
+  let calls = 0;
+  const h = await harness({
+    ...PLAN,
+    token: () => {
+      calls += 1;
+      if (calls !== 2) return `token-${calls}`;
+      return new Promise((resolve) => {
+        release = () => resolve("token-2");
+      });
+    },
+  });
+  h.last().open();
+  await h.clock.advance(RENEW_AT); // the renewal asks for its token, which does not come yet
+  h.last().serverClose(1001); // the cut
+  await h.clock.advance(500);
+  assert.equal(h.sockets.length, 2); // the reconnect's socket
+  h.last().open();
+  release();
+  await h.clock.advance(0);
+  assert.equal(h.sockets.length, 2, "a stale planned reconnect opened a socket");
+  assert.deepEqual(h.stateNames(), ["connecting", "open", "reconnecting", "connecting", "open"]);
+  h.client.close();
+});

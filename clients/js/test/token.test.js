@@ -72,7 +72,9 @@ test("a refused `auth` is reported with the server's code and tried again", asyn
     h.errors.map((e) => [e.code, e.message]),
     [["invalid_token", "the token was refused"]],
   );
-  await h.clock.advance(2_000); // backoffDelay(2) with random 0.5
+  await h.clock.advance(2_499); // initialMs + 1.5 x backoffDelay(1): 1000 + 1500 ms
+  assert.equal(socket.actions("auth").length, 1);
+  await h.clock.advance(1);
   assert.equal(socket.actions("auth").length, 2);
   h.client.close();
 });
