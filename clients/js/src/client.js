@@ -45,6 +45,8 @@ export class Connection {
   pings = 0;
   /** @type {unknown} the pending token refresh */
   refreshTimer = null;
+  /** @type {number | null} the token's expiry, as the server last told it (ms) */
+  expiresAt = null;
 
   /** @param {WebSocketLike} socket @param {"primary" | "renewal"} role */
   constructor(socket, role) {
@@ -474,6 +476,20 @@ export class RealtimeClient {
     if (!this.token || typeof expiresAt !== "string") return;
     const expiry = Date.parse(expiresAt);
     if (Number.isNaN(expiry)) return;
+    if (connection.expiresAt !== null && expiry <= connection.expiresAt) {
+      if (expiry < connection.expiresAt) return; // an older answer arriving late
+      // `auth` went through but the token function gave no later expiry: refreshing again
+      // cannot help; the server closes the connection at expiry and the reconnect asks again
+      this.#emit(
+        "error",
+        new RealtimeError(
+          "token_failed",
+          "the token function returned a token that expires no later than the one in use",
+        ),
+      );
+      return;
+    }
+    connection.expiresAt = expiry;
     clearTimer(this.clock, connection, connection.refreshTimer);
     const left = expiry - this.clock.now();
     const lead = Math.min(this.settings.refreshBeforeMs, left / 2);

@@ -97,3 +97,21 @@ test("a stack without tokens (expiresAt null) plans no refresh", async () => {
   assert.equal(h.calls.tokens, 1);
   h.client.close();
 });
+
+test("a token function that returns no fresher token is told once, not asked again and again", async () => {
+  const h = await harness({ heartbeatMs: 0, maxConnectionMs: 0, token: () => "the-same-token" });
+  const socket = h.last();
+  socket.open();
+  const expiresAt = inMs(h, 600_000);
+  socket.receive({ type: "hello", version: 2, expiresAt, limits: {} });
+  await h.clock.advance(540_000);
+  assert.equal(socket.actions("auth").length, 1);
+  socket.receive({ type: "authenticated", expiresAt }); // the same expiry
+  await h.clock.advance(59_999);
+  assert.equal(socket.actions("auth").length, 1);
+  assert.deepEqual(
+    h.errors.map((e) => e.code),
+    ["token_failed"],
+  );
+  h.client.close();
+});
