@@ -478,3 +478,78 @@ def test_without_the_heartbeat_the_idle_timeout_closes_the_connection(
     assert not closed["byClient"] and closed["code"] == 1001, closed
     client.first("state", state="reconnecting")
     client.first("socket", phase="open", n=1)
+
+
+# -- the README's browser example ---------------------------------------------------------------
+
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("\n## JavaScript client\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_browser_example_is_the_shipped_page_and_works_as_printed(
+    stack: RunningEmulator, tmp_path: Path
+) -> None:
+    """The page in the README is clients/js/example.html, and its script, run in Node with
+    a stand-in for ``document`` and ``location`` (the token after ``#``, as the README says to
+    open it) against the emulator, prints what the README says it prints."""
+    page = (JS / "example.html").read_text()
+    printed = re.search(r"```html\n(.*?)```", readme_section(), re.DOTALL)
+    assert printed and printed.group(1) == page
+    assert len(page.splitlines()) <= 10
+    script = re.search(r'<script type="module">\n(.*?)</script>', page, re.DOTALL)
+    assert script and 'from "./index.js"' in script.group(1)
+    assert "ws://127.0.0.1:8080/dev" in script.group(1)  # what `make dev` listens on
+    code = (
+        script.group(1)
+        .replace('"./index.js"', json.dumps((JS / "index.js").as_uri()))
+        .replace("ws://127.0.0.1:8080/dev", stack.emulator.url)  # this run's port
+    )
+    token = stack.token("paula", ADMIN)  # table-wide needs the admin role in this stack
+    shim = (
+        f"globalThis.location = {{ hash: {json.dumps('#' + token)} }};\n"
+        'const pre = { textContent: "" };\n'
+        'globalThis.document = { getElementById: (id) => (id === "log" ? pre : null) };\n'
+        "let shown = 0;\n"
+        "setInterval(() => {\n"
+        "  process.stdout.write(pre.textContent.slice(shown));\n"
+        "  shown = pre.textContent.length;\n"
+        "}, 20);\n"
+    )
+    (tmp_path / "page.mjs").write_text(shim + code)
+    process = subprocess.Popen(
+        [node(), "--experimental-websocket", "--no-warnings", str(tmp_path / "page.mjs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        lines.extend(line.rstrip("\n") for line in process.stdout)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        try:
+            wait_for(lambda: "state: open" in lines, what="state: open")
+        except AssertionError:
+            process.kill()
+            _, errors = process.communicate(timeout=5)
+            raise AssertionError(f"the page printed {lines}; stderr {errors[-3000:]}") from None
+        assert lines[:2] == ["state: connecting", "state: open"], lines
+        put_text = re.search(
+            r"`(venv/bin/python -m emulator put events '(.*?)')`", readme_section()
+        )
+        shown = re.search(r"makes it show `(added .*?)`", readme_section())
+        assert put_text and shown
+        item = json.loads(put_text.group(2))
+        stack.dynamodb().put_item(
+            TableName=stack.table(), Item={k: {"S": v} for k, v in item.items()}
+        )
+        wait_for(lambda: len(lines) > 2, what="the change on the page")
+        assert lines[2] == shown.group(1), lines
+    finally:
+        process.kill()
+        process.wait(5)
