@@ -160,7 +160,9 @@ export class RealtimeClient {
     if (typeof request?.table !== "string" || request.table === "") {
       throw new TypeError("subscribe: table must be the source's label, a non-empty string");
     }
-    if (typeof onChange !== "function") throw new TypeError("subscribe: onChange must be a function");
+    if (typeof onChange !== "function") {
+      throw new TypeError("subscribe: onChange must be a function");
+    }
     if (request.snapshot && request.key === undefined) {
       throw new TypeError("subscribe: snapshot needs a key (a table-wide subscription has none)");
     }
@@ -202,13 +204,15 @@ export class RealtimeClient {
 
   /** @internal @param {RealtimeError} error @param {SubscriptionState} [subscription] */
   report(error, subscription) {
-    if (subscription?.options.onError) {
+    const onError = subscription?.options.onError;
+    if (onError) {
       try {
-        subscription.options.onError(error);
+        onError(error);
       } catch (cause) {
         this.#emit("error", new RealtimeError("callback_failed", "onError threw", { cause }));
       }
     }
+    if (onError && !this.#listeners.error?.size) return; // told, so not a console warning
     this.#emit("error", error);
   }
 
@@ -234,28 +238,27 @@ export class RealtimeClient {
     if (this.#closed) return;
     let url = this.url;
     if (this.token) {
-      let token;
-      try {
-        token = await this.token();
-        if (typeof token !== "string" || token === "") throw new TypeError("not a non-empty string");
-      } catch (cause) {
-        if (this.#closed) return;
-        this.#emit("error", new RealtimeError("token_failed", "the token function failed", { cause }));
+      const token = await this.#fetchToken();
+      if (this.#closed) return;
+      if (token === null) {
         if (role === "primary") this.#scheduleReconnect({ reason: "token_failed" });
         else this.#renewalFailed();
         return;
       }
-      if (this.#closed) return;
       url = withToken(this.url, token);
     }
-    if (role === "renewal" && (this.#renewal !== null || this.#primary !== replacing || !replacing?.open)) {
+    const stale = this.#renewal !== null || this.#primary !== replacing || !replacing?.open;
+    if (role === "renewal" && stale) {
       return; // the connection it was to replace is gone (a reconnect took over) or replaced
     }
     let socket;
     try {
       socket = new this.WebSocket(url);
     } catch (cause) {
-      this.#emit("error", new RealtimeError("open_failed", "the WebSocket could not be created", { cause }));
+      const error = new RealtimeError("open_failed", "the WebSocket could not be created", {
+        cause,
+      });
+      this.#emit("error", error);
       if (role === "primary") this.#scheduleReconnect({ reason: "open_failed" });
       else this.#renewalFailed();
       return;
@@ -463,7 +466,9 @@ export class RealtimeClient {
       const sentAt = this.clock.now();
       connection.send({ action: "ping", id: connection.pings });
       this.#after(connection, this.settings.heartbeatTimeoutMs, () => {
-        if (connection.lastMessageAt < sentAt) this.#lost(connection, { reason: "heartbeat_timeout" });
+        if (connection.lastMessageAt < sentAt) {
+          this.#lost(connection, { reason: "heartbeat_timeout" });
+        }
       });
       this.#heartbeat(connection);
     });
@@ -501,19 +506,31 @@ export class RealtimeClient {
   /** @param {Connection} connection */
   async #refresh(connection) {
     if (!this.token || !connection.open) return;
-    let token;
-    try {
-      token = await this.token();
-      if (typeof token !== "string" || token === "") throw new TypeError("not a non-empty string");
-    } catch (cause) {
-      if (connection.ended || this.#closed) return;
-      this.#emit("error", new RealtimeError("token_failed", "the token function failed", { cause }));
+    const token = await this.#fetchToken();
+    if (!connection.open || this.#closed) return;
+    if (token === null) {
       this.#after(connection, this.#retryDelay(), () => this.#refresh(connection));
       return;
     }
-    if (!connection.open || this.#closed) return;
     connection.authPending = true;
     connection.send({ action: "auth", token });
+  }
+
+  /** The token function's answer; null when it failed (reported as `token_failed`). */
+  async #fetchToken() {
+    try {
+      const token = await this.token?.();
+      if (typeof token !== "string" || token === "") {
+        throw new TypeError("the token function gave no token (a non-empty string)");
+      }
+      return token;
+    } catch (cause) {
+      if (!this.#closed) {
+        const error = new RealtimeError("token_failed", "the token function failed", { cause });
+        this.#emit("error", error);
+      }
+      return null;
+    }
   }
 
   /** A refresh that failed is tried again after this: between initialMs and 4 x initialMs. */
@@ -651,7 +668,8 @@ export class RealtimeClient {
         /** @type {(...a: unknown[]) => void} */ (listener)(...args);
       } catch (cause) {
         if (event !== "error") {
-          this.#emit("error", new RealtimeError("callback_failed", `a ${event} listener threw`, { cause }));
+          const message = `a ${event} listener threw`;
+          this.#emit("error", new RealtimeError("callback_failed", message, { cause }));
         }
       }
     }
@@ -665,7 +683,8 @@ function clearTimer(clock, connection, timer) {
   connection.timers.delete(timer);
 }
 
-/** The URL with `token` set (replacing one it carries). @param {string} url @param {string} token */
+/** The URL with `token` set (replacing one it carries).
+ * @param {string} url @param {string} token */
 export function withToken(url, token) {
   const parsed = new URL(url);
   parsed.searchParams.set("token", token);

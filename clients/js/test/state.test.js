@@ -138,3 +138,28 @@ test("a listener that throws is reported and does not stop the client", async ()
   );
   h.client.close();
 });
+
+test("an error nobody listens to is written to the console; one a subscription's onError took is not", async () => {
+  const { WebSocket, sockets } = fakeSockets();
+  const client = connect({ url: "ws://server.test/dev", WebSocket, random: () => 0 });
+  const warned = [];
+  const original = console.warn;
+  console.warn = (...args) => warned.push(args);
+  try {
+    const told = [];
+    client.subscribe({ table: "events", id: "a" }, () => {}, { onError: (e) => told.push(e.code) });
+    client.subscribe({ table: "events", id: "b" }, () => {});
+    await settle();
+    sockets[0].open();
+    sockets[0].receive({ type: "error", code: "forbidden", id: "a", message: "no" });
+    sockets[0].receive({ type: "error", code: "forbidden", id: "b", message: "no" });
+    assert.deepEqual(told, ["forbidden"]);
+    assert.deepEqual(
+      warned.map(([, error]) => [error.code, error.subscription]),
+      [["forbidden", "b"]],
+    );
+  } finally {
+    console.warn = original;
+    client.close();
+  }
+});
