@@ -87,3 +87,20 @@ def test_the_token_goes_in_the_query_replacing_one_already_there() -> None:
     assert with_token("ws://h:1/dev", "t.s") == "ws://h:1/dev?token=t.s"
     assert with_token("ws://h:1/dev?token=old&x=1", "new") == "ws://h:1/dev?x=1&token=new"
     assert with_token("ws://h:1/dev?user_id=u", None) == "ws://h:1/dev?user_id=u"
+
+
+def test_a_change_answers_to_the_javascript_clients_names_too() -> None:
+    from realtime_client import Change
+
+    message = {
+        "type": "event_update",
+        "table": "events",
+        "sequence": "42",
+        "matches": {"s1": "modified", "s2": "added"},
+    }
+    live = Change("s1", "modified", {"PK": "A"}, {"PK": "A"}, "replay", "e1", message=message)
+    assert (live.type, live.subscription, live.replay) == ("modified", "s1", True)
+    assert live.matches == {"s1": "modified", "s2": "added"}
+    assert (live.table, live.sequence) == ("events", "42")
+    snapshot = Change("s2", "added", {"PK": "B"}, {"PK": "B"}, "snapshot")
+    assert (snapshot.replay, snapshot.matches, snapshot.table) == (False, {"s2": "added"}, None)

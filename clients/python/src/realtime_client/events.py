@@ -88,6 +88,43 @@ class Change:
     message: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     """The server's ``event_update`` as received (None for a snapshot's changes)."""
 
+    # The JavaScript client's names for the same fields, so code reads alike in both.
+    @property
+    def type(self) -> Kind:
+        """``kind`` under the JavaScript client's name."""
+        return self.kind
+
+    @property
+    def subscription(self) -> str:
+        """``subscription_id`` under the JavaScript client's name."""
+        return self.subscription_id
+
+    @property
+    def replay(self) -> bool:
+        """True when a resume replayed this change rather than it arriving live."""
+        return self.origin == "replay"
+
+    @property
+    def matches(self) -> Mapping[str, Kind]:
+        """Every subscription of this connection the change matched, and how (the server's
+        ``matches``); for a snapshot's change, this subscription only."""
+        sent = (self.message or {}).get("matches")
+        if isinstance(sent, Mapping):
+            return dict(sent)
+        return {self.subscription_id: self.kind}
+
+    @property
+    def table(self) -> str | None:
+        """The source's label (None for a snapshot's change)."""
+        table = (self.message or {}).get("table")
+        return table if isinstance(table, str) else None
+
+    @property
+    def sequence(self) -> str | None:
+        """The stream record's sequence number (None for a snapshot's change)."""
+        sequence = (self.message or {}).get("sequence")
+        return sequence if isinstance(sequence, str) else None
+
 
 @dataclass(frozen=True)
 class Reset:
