@@ -250,6 +250,7 @@ def as_typed(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 def _normalised(banner: str) -> str:
     """What differs between runs and machines: tokens, ports, how this interpreter is named."""
     banner = re.sub(r"token=[^\s']+", "token=TOKEN", banner)
+    banner = re.sub(r"console=[^\s']+", "console=TOKEN", banner)
     banner = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", banner)
     return banner.replace(f"{printed_python()} -m emulator", "venv/bin/python -m emulator")
 
