@@ -262,6 +262,7 @@ async def config(request: web.Request) -> web.StreamResponse:
 async def token(request: web.Request) -> web.StreamResponse:
     emulator = request.app[CONSOLE].emulator
     lifetime = min(TOKEN_SECONDS, emulator.token_max_lifetime())
+    emulator.options.log(f"console: a token for {USER} (valid {lifetime} s)")
     return web.json_response(
         {"token": emulator.token(USER, lifetime), "user": USER, "expiresIn": lifetime}
     )

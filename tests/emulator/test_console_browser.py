@@ -20,10 +20,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -73,8 +75,34 @@ def browser_tools() -> tuple[str, str]:
     return chromium, chromedriver
 
 
+class Log(threading.Thread):
+    """The emulator's output after its banner, line by line (the last 5,000 lines)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.lines: deque[str] = deque(maxlen=5000)
+
+    def run(self) -> None:
+        for line in self.stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def count(self, needle: str) -> int:
+        return sum(needle in line for line in list(self.lines))
+
+
+class Dev(Cli):
+    """The running emulator (as ``test_cli``'s ``Cli``) and what it logs."""
+
+    def __init__(
+        self, process: subprocess.Popen[str], banner: list[str], env: dict[str, str], log: Log
+    ) -> None:
+        super().__init__(process, banner, env)
+        self.log = log
+
+
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     """``python -m emulator`` on a free port, as ``make dev`` runs it, with its banner."""
     browser_tools()  # skip before starting anything
     env = dict(os.environ)
@@ -87,7 +115,10 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     try:
         assert process.stdout is not None
         banner = _read_until(process.stdout, BANNER_END, timeout=90)
-        yield Cli(process, banner, env)
+        # read what it logs from now on, so it never blocks on a full pipe
+        log = Log(process.stdout)
+        log.start()
+        yield Dev(process, banner, env, log)
     finally:
         if process.poll() is None:
             process.kill()
@@ -116,7 +147,7 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def console_url(dev: Cli) -> str:
+def console_url(dev: Dev) -> str:
     match = re.search(r"(http://127\.0\.0\.1:\d+/\?console=\S+)", dev.line("Console"))
     assert match, dev.banner
     return match.group(1)
@@ -181,7 +212,7 @@ def submit(driver: Any, form: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_console_shows_writes_live_in_headless_chromium(dev: Cli, browser: Any) -> None:
+def test_the_console_shows_writes_live_in_headless_chromium(dev: Dev, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
     started = time.monotonic()
@@ -267,6 +298,29 @@ def test_the_console_shows_writes_live_in_headless_chromium(dev: Cli, browser: A
     assert "written in the page" in text(browser, f"{card('s1')} tr.item")
     assert text(browser, "#state") == "open"
 
+    # dropped by the server (@connections DELETE): the client reconnects with a fresh token
+    # from the console and resumes; a write made after the drop shows as before
+    log = dev.log
+    tokens = log.count("console: a token for dev-user")
+    assert tokens >= 1
+    dropped = dev.run("drop", "dev-user")
+    assert dropped.returncode == 0, dropped.stderr
+    wait_until(
+        browser,
+        "a reconnect with a fresh token",
+        lambda d: (
+            log.count("console: a token for dev-user") > tokens and text(d, "#state") == "open"
+        ),
+    )
+    third = {"PK": room, "SK": "MSG#3", "text": "after the drop"}
+    written = dev.run("put", "events", json.dumps(third))
+    assert written.returncode == 0, written.stderr
+    entry = wait_until(
+        browser, "the item after the drop", lambda d: feed_entry(d, "after the drop", "created")
+    )
+    assert matches_of(entry) == {"s1": "added", "s3": "added"}
+    assert log.count("console: refused") == 0
+
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
@@ -280,7 +334,56 @@ def test_the_console_shows_writes_live_in_headless_chromium(dev: Cli, browser: A
 
 
 @pytest.mark.slow
-def test_without_the_console_token_the_page_says_how_to_open_it(dev: Cli, browser: Any) -> None:
+@pytest.mark.xfail(
+    strict=True,
+    reason="clients/js: a resume replays (60 s overlap) the creation of an item the keyed"
+    " view got from its snapshot, which is no duplicate by id and is applied, while the"
+    " replayed delete is a duplicate and is dropped: the deleted item comes back in the view",
+)
+def test_a_snapshot_view_stays_right_across_a_resume(dev: Dev, browser: Any) -> None:
+    """An item in a keyed subscription's snapshot, deleted live, then a drop and resume: the
+    view must not hold the deleted item again."""
+    from selenium.webdriver.common.by import By
+
+    room = f"ROOM#{uuid.uuid4().hex[:8]}"
+    browser.get(console_url(dev))
+    wait_until(browser, "the state open", lambda d: text(d, "#state") == "open")
+    written = dev.run("put", "events", json.dumps({"PK": room, "SK": "A", "text": "in snapshot"}))
+    assert written.returncode == 0, written.stderr
+    fill(browser, "subscribe-form", "key", json.dumps({"PK": room}))
+    browser.find_element(By.CSS_SELECTOR, '#subscribe-form [name="snapshot"]').click()
+    fill(browser, "subscribe-form", "id", "room")
+    submit(browser, "subscribe-form")
+    wait_until(
+        browser,
+        "the snapshot",
+        lambda d: "in snapshot" in text(d, f'{card("room")}[data-status="live"] tr.item'),
+    )
+    deleted = dev.run("delete", "events", json.dumps({"PK": room, "SK": "A"}))
+    assert deleted.returncode == 0, deleted.stderr
+    wait_until(
+        browser, "the delete", lambda d: "in snapshot" not in text(d, f"{card('room')} tr.item")
+    )
+    tokens = dev.log.count("console: a token for dev-user")
+    dropped = dev.run("drop", "dev-user")
+    assert dropped.returncode == 0, dropped.stderr
+    wait_until(
+        browser,
+        "a reconnect",
+        lambda d: (
+            dev.log.count("console: a token for dev-user") > tokens and text(d, "#state") == "open"
+        ),
+    )
+    marker = {"PK": room, "SK": "B", "text": "after the resume"}
+    assert dev.run("put", "events", json.dumps(marker)).returncode == 0
+    wait_until(
+        browser, "the resume", lambda d: "after the resume" in text(d, f"{card('room')} tr.item")
+    )
+    assert "in snapshot" not in text(browser, f"{card('room')} tr.item")
+
+
+@pytest.mark.slow
+def test_without_the_console_token_the_page_says_how_to_open_it(dev: Dev, browser: Any) -> None:
     url = console_url(dev)
     browser.get(url.split("?", 1)[0])
     wait_until(browser, "the problem", lambda d: "console token" in text(d, "#problem"))
