@@ -22,13 +22,11 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import re
 import shlex
 import signal
 import sys
-from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -44,6 +42,7 @@ from emulator.local import (
     running_state,
 )
 from emulator.program import PROJECT, ROOT
+from emulator.writes import WriteError, aws_client, parse_item, physical_table, write_item
 
 PROG = "python -m emulator"
 DEFAULT_STACK = "dev"
@@ -179,6 +178,9 @@ def banner(emulator: Emulator) -> str:
     return "\n".join(
         [
             f"realtime-channel emulator: stack {stack!r} is up",
+            f"  Console       {emulator.console_url}",
+            f"                (open it in a browser: the live feed of {source_logical},"
+            " subscribe, write items)",
             f"  WebSocket     {emulator.url}?token={token}",
             f"                (user 'dev-user', valid {_duration(lifetime)};"
             f" more: {command(stack, 'token')} USER)",
@@ -244,59 +246,19 @@ def _state(stack: str) -> dict[str, Any]:
     return state
 
 
-def _table(state: dict[str, Any], table: str) -> str:
-    tables: dict[str, str] = state["tables"]
-    if table in tables:
-        return tables[table]
-    if table in tables.values():
-        return table
-    raise CliError(f"unknown table {table!r}; known: {', '.join(tables)}")
-
-
-def _item(text: str) -> dict[str, Any]:
-    try:
-        item = json.loads(text, parse_float=Decimal)
-    except ValueError as bad:
-        raise CliError(f"not JSON: {bad}") from None
-    if not isinstance(item, dict) or not item:
-        raise CliError("the item must be a non-empty JSON object")
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
-    try:
-        return {key: serializer.serialize(value) for key, value in item.items()}
-    except TypeError as bad:
-        raise CliError(f"cannot store that item: {bad}") from None
-
-
 def _client(service: str, endpoint: str) -> Any:
-    import boto3
-
-    from emulator.services import FAKE_CREDENTIALS
-
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+    return aws_client(service, endpoint)
 
 
 def write(args: argparse.Namespace) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    """``put`` or ``delete``: the same path as the console page's write form
+    (``emulator.writes``)."""
     state = _state(args.stack)
-    table = _table(state, args.table)
-    item = _item(args.item)
-    client = _client("dynamodb", state["dynamodb"])
     try:
-        if args.command == "put":
-            client.put_item(TableName=table, Item=item)
-        else:
-            client.delete_item(TableName=table, Key=item)
-    except (ClientError, BotoCoreError) as bad:
-        raise CliError(f"{args.command} failed: {bad}") from None
+        table = physical_table(state["tables"], args.table)
+        write_item(state["dynamodb"], args.command, table, parse_item(args.item))
+    except WriteError as refused:
+        raise CliError(str(refused)) from None
     print(f"{args.command}: {table}", flush=True)
     return 0
 

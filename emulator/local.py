@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from emulator import console
 from emulator import model as model_module
 from emulator.gateway import STATE, GatewaySettings, GatewayState, create_app
 from emulator.model import FunctionModel, Model
@@ -178,6 +179,8 @@ class Emulator:
         self._listener: socket.socket | None = None
         self._run_id = secrets.token_hex(8)
         self._state_written = False
+        self.console_token = console.new_token()
+        """This run's console token: what the console URL carries and its API requires."""
 
     # -- addresses --------------------------------------------------------------------------
 
@@ -193,6 +196,11 @@ class Emulator:
     @property
     def management_endpoint(self) -> str:
         return f"http://{self.options.host}:{self.port}/{self.stage}"
+
+    @property
+    def console_url(self) -> str:
+        """The console page, with this run's console token (see ``emulator.console``)."""
+        return console.console_url(self.options.host, self.port, self.console_token)
 
     @property
     def gateway(self) -> GatewayState:
@@ -298,6 +306,7 @@ class Emulator:
             max_connection=options.max_connection,
         )
         self._app = create_app(self.model, self.invoke, settings, options.log)
+        console.register(self._app, self, self.console_token)
         self._runner = web.AppRunner(self._app, handle_signals=False, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, self._listener).start()
