@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import re
 import shlex
