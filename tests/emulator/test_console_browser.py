@@ -334,12 +334,6 @@ def test_the_console_shows_writes_live_in_headless_chromium(dev: Dev, browser: A
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="clients/js: a resume replays (60 s overlap) the creation of an item the keyed"
-    " view got from its snapshot, which is no duplicate by id and is applied, while the"
-    " replayed delete is a duplicate and is dropped: the deleted item comes back in the view",
-)
 def test_a_snapshot_view_stays_right_across_a_resume(dev: Dev, browser: Any) -> None:
     """An item in a keyed subscription's snapshot, deleted live, then a drop and resume: the
     view must not hold the deleted item again."""

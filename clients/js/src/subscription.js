@@ -214,10 +214,16 @@ export class SubscriptionState {
     const type = message.matches?.[this.id];
     if (!CHANGE_TYPES.has(type)) return;
     const id = typeof message.id === "string" ? message.id : undefined;
-    if (id !== undefined && !this.recent.add(id)) return; // seen already: a duplicate
+    const duplicate = id !== undefined && !this.recent.add(id);
+    // A live duplicate was applied already. A replayed one goes into the view again all the
+    // same (untold): a replay runs in order to the present, and its start may reach before
+    // the snapshot the view holds, so skipping a repeated delete there would bring back an
+    // item the replay's earlier, new-looking creation re-added.
+    if (duplicate && message.replay !== true) return;
     const keys = message.keys && typeof message.keys === "object" ? message.keys : {};
     this.view.apply(type, keys, type === "removed" ? undefined : message.data);
     if (!this.refetchPending && typeof message.cursor === "string") this.cursor = message.cursor;
+    if (duplicate) return;
     /** @type {Change} */
     const change = {
       subscription: this.id,

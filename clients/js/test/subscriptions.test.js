@@ -210,3 +210,35 @@ test("subscribing again with the same id replaces the subscription", async () =>
   assert.throws(() => h.client.subscribe({ table: "events", snapshot: true }, () => {}), TypeError);
   h.client.close();
 });
+
+test("a resume's replay of changes already told still replays them into the view, in order, untold", async () => {
+  // The snapshot had item A; A was then deleted live. After a drop the server replays its
+  // overlap: A's creation (before the snapshot: no duplicate by id, applied) and A's delete
+  // (a duplicate). The view must end without A, and the delete must not be told twice.
+  const h = await harness();
+  const told = [];
+  const key = { PK: "ROOM#1", SK: "A" };
+  const sub = h.client.subscribe({ table: "events", key: { PK: "ROOM#1" }, snapshot: true }, (c) =>
+    told.push([c.type, c.id, c.replay]),
+  );
+  h.last().open();
+  let socket = h.last();
+  socket.receive({ type: "subscribed", id: "s1", cursor: "c-now" });
+  socket.receive({ type: "snapshot", id: "s1", items: [{ ...key, n: 1 }], more: false, cursor: "c-now" });
+  socket.receive(change({ id: "del", keys: key, matches: { s1: "removed" }, action: "deleted" }));
+  assert.equal(sub.view.get(key), undefined);
+  socket.serverClose(1006);
+  await h.clock.advance(500);
+  socket = h.last();
+  socket.open();
+  socket.receive({ type: "subscribed", id: "s1", cursor: "c-later" });
+  socket.receive(change({ id: "create", keys: key, data: { ...key, n: 1 }, matches: { s1: "added" }, replay: true }));
+  socket.receive(change({ id: "del", keys: key, matches: { s1: "removed" }, action: "deleted", replay: true }));
+  socket.receive({ type: "resumed", id: "s1", replayed: 2, cursor: "cursor-of-del" });
+  assert.equal(sub.view.get(key), undefined, "a deleted item came back after the resume");
+  assert.deepEqual(told, [
+    ["removed", "del", false],
+    ["added", "create", true], // before the snapshot: told once, as a replay
+  ]);
+  h.client.close();
+});

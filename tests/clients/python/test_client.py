@@ -435,6 +435,45 @@ def test_a_snapshot_fills_the_view_and_live_changes_wait_for_its_last_page() -> 
     run(test)
 
 
+def test_a_resume_replays_repeats_into_the_view_in_order_without_telling_them_again() -> None:
+    """The snapshot had ITEM#1, a live delete removed it; after a drop the server replays its
+    overlap: ITEM#1's creation (older than the snapshot: no repeat by id) and the delete (a
+    repeat). The view must end without ITEM#1, and the delete is told once."""
+
+    async def test() -> None:
+        rig = Rig()
+        socket = await opened(rig)
+        rig.server.answers.discard("subscribe")
+        seen: list[Change] = []
+        sub = rig.client.subscribe(
+            "events", key={"PK": "ROOM#1"}, snapshot=True, on_change=seen.append
+        )
+        await settle()
+        socket.push({"type": "subscribed", "id": sub.id, "cursor": "c1.s"})
+        item = {"PK": "ROOM#1", "SK": "ITEM#1", "n": 1}
+        socket.push(
+            {"type": "snapshot", "id": sub.id, "items": [item], "more": False, "cursor": "c1.s"}
+        )
+        socket.push(change({sub.id: "removed"}, 2, sk="ITEM#1"))
+        await settle()
+        assert list(sub.view) == []
+        second = await reconnect(rig)
+        second.push({"type": "subscribed", "id": sub.id, "cursor": "c1.now"})
+        second.push(change({sub.id: "added"}, 1, replay=True))
+        second.push(change({sub.id: "removed"}, 2, sk="ITEM#1", replay=True))
+        second.push({"type": "resumed", "id": sub.id, "replayed": 2, "cursor": "c1.change-000002"})
+        await settle()
+        assert list(sub.view) == [], "a deleted item came back after the resume"
+        assert [(c.kind, c.id, c.origin) for c in seen] == [
+            ("added", None, "snapshot"),
+            ("removed", "change-2", "live"),
+            ("added", "change-1", "replay"),  # older than the snapshot: told once, as a replay
+        ]
+        await rig.client.close()
+
+    run(test)
+
+
 def test_a_reset_of_a_keyed_subscription_is_refetched_through_the_snapshot() -> None:
     async def test() -> None:
         rig = Rig()
