@@ -15,7 +15,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-install: $(STAMP) ## create venv/ (the virtualenv Pulumi.yaml names) and install the pinned requirements
+# The JavaScript client's dev tools (TypeScript, pinned exactly in its package.json), installed
+# without a lock file (clients/js/.npmrc: package-lock=false).
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.installed-stamp
+
+$(JS_STAMP): $(JS)/package.json
+	@command -v npm >/dev/null || { echo "npm not found: the JavaScript client's tests need Node.js 20 or newer (with npm)"; exit 1; }
+	npm install --prefix $(JS) --no-package-lock --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
+install: $(STAMP) $(JS_STAMP) ## create venv/ (the virtualenv Pulumi.yaml names), install the pinned requirements and the JavaScript client's dev tools
 
 STACK ?= dev
 PORT ?= 8080
@@ -43,10 +53,10 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-test: lint ## lint, type check and the whole test suite (what CI runs)
+test: lint $(JS_STAMP) ## lint, type check and the whole test suite (what CI runs)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## the test suite without lint and without the long end-to-end runs (marked slow)
+test-fast: $(STAMP) $(JS_STAMP) ## the test suite without lint and without the long end-to-end runs (marked slow)
 	$(PY) -m pytest -q -m "not slow"
 
 BENCHMARKS ?= bench.fanout bench.recipients bench.coldstart bench.e2e bench.resume bench.sender bench.fanout_e2e bench.jwt_auth
@@ -54,5 +64,5 @@ BENCHMARKS ?= bench.fanout bench.recipients bench.coldstart bench.e2e bench.resu
 bench: $(STAMP) ## every benchmark, each reported; fails at the end if any missed its target
 	$(PY) -m bench $(BENCHMARKS)
 
-clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean: ## remove the virtualenv, the JavaScript client's node_modules and caches
+	rm -rf $(VENV) $(JS)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -20,8 +20,9 @@ capacity is the most deliveries/s (clients x rate) of a rate that passed.
 Targets (judged): the queued design's p99 <= ``--p99-ms`` (2,000) at the main load with
 none lost, duplicated, unexpected or reordered, and both runs measured (today's design's
 figures and the ratio of the p99s are reported, not judged: on one machine both designs
-share the same two cores, so only CPU per delivery and the capacity curve tell them apart). Printed: both designs' figures side by side, the ratio of p99s, both curves
-and capacities and their ratio, CPU per part (gateway, moto, broadcaster, senders, clients),
+share the same two cores, so only CPU per delivery and the capacity curve tell them
+apart). Printed: both designs' figures side by side, the ratio of p99s, both curves and
+capacities and their ratio, CPU per part (gateway, moto, broadcaster, senders, clients),
 connect times and the total runtime; then ``OK:`` or ``FAIL:`` lines, exit status 1 on FAIL.
 
 ``--quick``: 10 clients, 2 writes/s for 3 s, one curve rate for 3 s, and

@@ -5,8 +5,9 @@
     python -m emulator delete [--stack dev] TABLE '{"PK": "EVENT#1", "SK": "METADATA"}'
     python -m emulator token [--stack dev] USER [--ttl SECONDS]   (a JWT in JWT mode)
     python -m emulator drop [--stack dev] USER
+    python -m emulator watch [--stack dev] TABLE [--key JSON] [--filter JSON] [--snapshot]
 
-``put``, ``delete``, ``token`` and ``drop`` talk to the emulator already running for the
+``put``, ``delete``, ``token``, ``drop`` and ``watch`` talk to the emulator already running for the
 stack (they read ``.emulator/<stack>.json``, which it writes on start). TABLE
 is the table's name in the program (``events``) or its physical name.
 
@@ -27,7 +28,6 @@ import re
 import shlex
 import signal
 import sys
-from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -43,6 +43,7 @@ from emulator.local import (
     running_state,
 )
 from emulator.program import PROJECT, ROOT
+from emulator.writes import WriteError, aws_client, parse_item, physical_table, write_item
 
 PROG = "python -m emulator"
 DEFAULT_STACK = "dev"
@@ -85,6 +86,16 @@ def _ttl(text: str) -> int:
     if ttl <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {ttl}")
     return ttl
+
+
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {count}")
+    return count
 
 
 def _workers(text: str) -> int:
@@ -171,6 +182,9 @@ def banner(emulator: Emulator) -> str:
     return "\n".join(
         [
             f"realtime-channel emulator: stack {stack!r} is up",
+            f"  Console       {emulator.console_url}",
+            f"                (open it in a browser: the live feed of {source_logical},"
+            " subscribe, write items)",
             f"  WebSocket     {emulator.url}?token={token}",
             f"                (user 'dev-user', valid {_duration(lifetime)};"
             f" more: {command(stack, 'token')} USER)",
@@ -241,59 +255,19 @@ def _state(stack: str) -> dict[str, Any]:
     return state
 
 
-def _table(state: dict[str, Any], table: str) -> str:
-    tables: dict[str, str] = state["tables"]
-    if table in tables:
-        return tables[table]
-    if table in tables.values():
-        return table
-    raise CliError(f"unknown table {table!r}; known: {', '.join(tables)}")
-
-
-def _item(text: str) -> dict[str, Any]:
-    try:
-        item = json.loads(text, parse_float=Decimal)
-    except ValueError as bad:
-        raise CliError(f"not JSON: {bad}") from None
-    if not isinstance(item, dict) or not item:
-        raise CliError("the item must be a non-empty JSON object")
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
-    try:
-        return {key: serializer.serialize(value) for key, value in item.items()}
-    except TypeError as bad:
-        raise CliError(f"cannot store that item: {bad}") from None
-
-
 def _client(service: str, endpoint: str) -> Any:
-    import boto3
-
-    from emulator.services import FAKE_CREDENTIALS
-
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+    return aws_client(service, endpoint)
 
 
 def write(args: argparse.Namespace) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    """``put`` or ``delete``: the same path as the console page's write form
+    (``emulator.writes``)."""
     state = _state(args.stack)
-    table = _table(state, args.table)
-    item = _item(args.item)
-    client = _client("dynamodb", state["dynamodb"])
     try:
-        if args.command == "put":
-            client.put_item(TableName=table, Item=item)
-        else:
-            client.delete_item(TableName=table, Key=item)
-    except (ClientError, BotoCoreError) as bad:
-        raise CliError(f"{args.command} failed: {bad}") from None
+        table = physical_table(state["tables"], args.table)
+        write_item(state["dynamodb"], args.command, table, parse_item(args.item))
+    except WriteError as refused:
+        raise CliError(str(refused)) from None
     print(f"{args.command}: {table}", flush=True)
     return 0
 
@@ -325,8 +299,95 @@ def drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_option(text: str | None, name: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as bad:
+        raise CliError(f"{name} is not JSON: {bad}") from None
+
+
+def _label(state: dict[str, Any], table: str) -> str:
+    """The label clients subscribe with (``events``), for a label or a physical name."""
+    tables: dict[str, str] = state["tables"]
+    for label, physical in tables.items():
+        if table in (label, physical):
+            return label
+    raise CliError(f"unknown table {table!r}; known: {', '.join(tables)}")
+
+
+def watch(args: argparse.Namespace) -> int:
+    """Subscribe with the Python client (clients/python) and print each change as one JSON
+    line; it reconnects and resumes by itself (try `drop` on its user meanwhile)."""
+    from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
+
+    state = _state(args.stack)
+    label = _label(state, args.table)
+    key = _json_option(args.key, "--key")
+    filter_groups = _json_option(args.filter, "--filter")
+    if args.snapshot and key is None:
+        raise CliError("--snapshot needs --key")
+    longest = int(state.get("tokenMaxLifetimeSeconds") or DEFAULT_MAX_LIFETIME_SECONDS)
+
+    _mint(state, args.stack, args.user, 60)  # JWT mode with another issuer: fail here
+
+    def fresh_token() -> str:  # called for every socket and before expiry
+        return _mint(state, args.stack, args.user, min(3600, longest))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(
+            _watch(state["url"], fresh_token, label, key, filter_groups, args.snapshot, args.count)
+        )
+    return 0
+
+
+async def _watch(
+    url: str,
+    token: Any,
+    table: str,
+    key: Any,
+    filter_groups: Any,
+    snapshot: bool,
+    count: int | None,
+) -> int:
+    from realtime_client import Change, RealtimeError, connect
+
+    enough = asyncio.Event()
+    shown = 0
+
+    def show(change: Change) -> None:
+        nonlocal shown
+        line: dict[str, Any] = {"kind": change.kind, "keys": change.keys, "data": change.data}
+        line.update(origin=change.origin, id=change.id)
+        print(json.dumps(line, default=str), flush=True)
+        shown += 1
+        if count is not None and shown >= count:
+            enough.set()
+
+    def state(name: str) -> None:
+        print(f"watch: {name}", file=sys.stderr, flush=True)
+
+    def problem(error: RealtimeError) -> None:
+        print(f"watch: {error}", file=sys.stderr, flush=True)
+
+    async with connect(url, token, on_state=state, on_error=problem) as client:
+        sub = client.subscribe(
+            table, key, filter_groups, snapshot, on_change=show, on_error=problem
+        )
+        try:
+            await sub.ready(timeout=60)
+        except RealtimeError as refused:
+            raise CliError(f"subscribe refused: {refused}") from None
+        except TimeoutError:
+            raise CliError("no answer to subscribe within 60 s") from None
+        print(f"watch: subscribed to {table} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        await enough.wait()
+    return 0
+
+
 def token(args: argparse.Namespace) -> int:
-    from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS, mint_token
+    from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS
 
     state = _state(args.stack)
     longest = int(state.get("tokenMaxLifetimeSeconds") or DEFAULT_MAX_LIFETIME_SECONDS)
@@ -336,20 +397,28 @@ def token(args: argparse.Namespace) -> int:
             f" (tokenMaxLifetimeSeconds {longest}): its authorizer would refuse the token"
         )
     try:
-        if state.get("issuer"):  # JWT mode, the emulator as the issuer: a JWT it signs
-            from emulator.issuer import LocalIssuer
-
-            print(LocalIssuer.from_state(state["issuer"]).mint(args.user, args.ttl))
-        elif state.get("authMode") == "jwt":
-            raise CliError(
-                f"stack {args.stack!r} verifies JWTs of {state.get('jwtIssuer')}: get a token"
-                " from that issuer (the emulator mints tokens only as its own issuer)"
-            )
-        else:
-            print(mint_token(args.user, state["secret"], args.ttl, max_lifetime=longest))
+        print(_mint(state, args.stack, args.user, args.ttl))
     except ValueError as bad:
         raise CliError(str(bad)) from None
     return 0
+
+
+def _mint(state: dict[str, Any], stack: str, user: str, ttl: int) -> str:
+    """A token the running stack accepts: a JWT of the emulator's own issuer in JWT mode,
+    else an HMAC token; ``CliError`` in JWT mode with another issuer."""
+    from handlers.tokens import DEFAULT_MAX_LIFETIME_SECONDS, mint_token
+
+    if state.get("issuer"):  # JWT mode, the emulator as the issuer: a JWT it signs
+        from emulator.issuer import LocalIssuer
+
+        return LocalIssuer.from_state(state["issuer"]).mint(user, ttl)
+    if state.get("authMode") == "jwt":
+        raise CliError(
+            f"stack {stack!r} verifies JWTs of {state.get('jwtIssuer')}: get a token"
+            " from that issuer (the emulator mints tokens only as its own issuer)"
+        )
+    longest = int(state.get("tokenMaxLifetimeSeconds") or DEFAULT_MAX_LIFETIME_SECONDS)
+    return mint_token(user, state["secret"], ttl, max_lifetime=longest)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -360,7 +429,9 @@ def parser() -> argparse.ArgumentParser:
     )
     stack_help = "stack: which Pulumi.<stack>.yaml (default dev)"
     main_parser.add_argument("--stack", type=_stack, default=DEFAULT_STACK, help=stack_help)
-    commands = main_parser.add_subparsers(dest="command", metavar="{serve,put,delete,token,drop}")
+    commands = main_parser.add_subparsers(
+        dest="command", metavar="{serve,put,delete,token,drop,watch}"
+    )
     run = commands.add_parser("serve", help="run the stack locally (the default)")
     put = commands.add_parser("put", help="put an item (plain JSON) in a table")
     delete = commands.add_parser("delete", help="delete an item (its key, plain JSON)")
@@ -368,12 +439,16 @@ def parser() -> argparse.ArgumentParser:
     close = commands.add_parser(
         "drop", help="close every connection of a user from the server's side (@connections DELETE)"
     )
+    follow = commands.add_parser(
+        "watch", help="print the changes of a table as they happen (the Python client)"
+    )
     for sub in (
         run,
         put,
         delete,
         mint,
         close,
+        follow,
     ):  # --stack also after the command; SUPPRESS: no override
         sub.add_argument("--stack", type=_stack, default=argparse.SUPPRESS, help=stack_help)
     # `serve` is the default command: its options work before or after it; the defaults live
@@ -415,6 +490,18 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("item", help="plain JSON; for delete, the key attributes")
     mint.add_argument("user", type=_user, help="user id (the token's sub)")
     close.add_argument("user", type=_user, help="user id (the token's sub)")
+    follow.add_argument("table", help="the table's name in the program (events) or physical name")
+    follow.add_argument("--key", help='a partition or item, JSON: \'{"PK": "ROOM#1"}\'')
+    follow.add_argument("--filter", help='a filter, JSON: \'[{"status": "paid"}]\'')
+    follow.add_argument(
+        "--snapshot", action="store_true", help="first the key's current items (needs --key)"
+    )
+    follow.add_argument(
+        "--user", type=_user, default="watch", help="user id of its token (default watch)"
+    )
+    follow.add_argument(
+        "--count", type=_count, metavar="N", help="exit after N changes (default: never)"
+    )
     mint.add_argument(
         "--ttl", type=_ttl, default=3600, metavar="SECONDS",
         help="how long the token is valid, in seconds (default 3600; at most the stack's"
@@ -432,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
             return token(args)
         if args.command == "drop":
             return drop(args)
+        if args.command == "watch":
+            return watch(args)
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(serve(args))
     except CliError as error:

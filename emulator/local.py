@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from emulator import console
 from emulator import model as model_module
 from emulator.gateway import STATE, GatewaySettings, GatewayState, create_app
 from emulator.issuer import DEFAULT_AUDIENCE, LocalIssuer
@@ -181,6 +182,8 @@ class Emulator:
         self._state_written = False
         self.issuer: LocalIssuer | None = None
         """JWT mode without a ``jwtIssuer``: the emulator is the identity provider."""
+        self.console_token = console.new_token()
+        """This run's console token: what the console URL carries and its API requires."""
 
     # -- addresses --------------------------------------------------------------------------
 
@@ -196,6 +199,11 @@ class Emulator:
     @property
     def management_endpoint(self) -> str:
         return f"http://{self.options.host}:{self.port}/{self.stage}"
+
+    @property
+    def console_url(self) -> str:
+        """The console page, with this run's console token (see ``emulator.console``)."""
+        return console.console_url(self.options.host, self.port, self.console_token)
 
     @property
     def gateway(self) -> GatewayState:
@@ -332,13 +340,7 @@ class Emulator:
             share = (
                 None if most is None else budget_share(environment, most, workers[function.name])
             )
-            if share is not None:
-                options.log(
-                    f"emulator: {workers[function.name]} {function.name} workers stand in for"
-                    f" the mapping's {most} (maximumConcurrency):"
-                    f" SENDER_RATE {environment['SENDER_RATE']} -> {share} each, the same"
-                    " budget together"
-                )
+            if share is not None:  # documented (README, the emulator); the banner stays as is
                 environment["SENDER_RATE"] = str(share)
             spec = FunctionSpec(
                 name=function.name,
@@ -360,6 +362,7 @@ class Emulator:
             max_connection=options.max_connection,
         )
         self._app = create_app(self.model, self.invoke, settings, options.log, self.issuer)
+        console.register(self._app, self, self.console_token)
         self._runner = web.AppRunner(self._app, handle_signals=False, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, self._listener).start()

@@ -23,6 +23,7 @@ from emulator.local import free_port
 from emulator.program import ROOT
 from tests.emulator.conftest import receive_json
 
+BANNER_START = "realtime-channel emulator: "
 BANNER_END = "Ctrl-C stops everything."
 
 
@@ -42,7 +43,10 @@ def _read_until(stream: IO[str], marker: str, timeout: float) -> list[str]:
 class Cli:
     def __init__(self, process: subprocess.Popen[str], banner: list[str], env: dict[str, str]):
         self.process = process
-        self.banner = banner
+        # from the banner's first line: log lines printed before it (e.g. the sender
+        # workers' budget share, which depends on the machine's CPUs) are not part of it
+        first = next((i for i, line in enumerate(banner) if line.startswith(BANNER_START)), 0)
+        self.banner = banner[first:]
         self.env = env
 
     def line(self, prefix: str) -> str:
@@ -246,6 +250,7 @@ def as_typed(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 def _normalised(banner: str) -> str:
     """What differs between runs and machines: tokens, ports, how this interpreter is named."""
     banner = re.sub(r"token=[^\s']+", "token=TOKEN", banner)
+    banner = re.sub(r"console=[^\s']+", "console=TOKEN", banner)
     banner = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", banner)
     return banner.replace(f"{printed_python()} -m emulator", "venv/bin/python -m emulator")
 
