@@ -155,7 +155,7 @@ export class SubscriptionState {
     const cursor = typeof message.cursor === "string" ? message.cursor : link.subscribedCursor;
     if (cursor) this.cursor = cursor;
     this.#callback("onSnapshot", () => this.options.onSnapshot?.(this.view));
-    this.#caughtUp(connection, link);
+    this.#caughtUp(connection, link, true);
   }
 
   /** @param {unknown} connection @param {Link} link @param {Message} message */
@@ -195,27 +195,36 @@ export class SubscriptionState {
     if (!refetching) this.#caughtUp(connection, link);
   }
 
-  /** @param {unknown} connection @param {Link} link */
-  #caughtUp(connection, link) {
+  /** @param {unknown} connection @param {Link} link
+   * @param {boolean} [replaced] a snapshot just replaced the view: the held changes (live
+   * since the subscription was stored on this socket) go into the view, in order, even those
+   * already told: another socket (the old one of a planned reconnect) may have told one
+   * after the snapshot was read, and the snapshot lacks it */
+  #caughtUp(connection, link, replaced = false) {
     link.mode = "live";
     link.subscribed = true;
     const held = link.held;
     link.held = [];
     for (const message of held) {
       if (link.detached) return;
-      this.#apply(message);
+      this.#apply(message, replaced);
     }
     if (!this.view.stale) this.view.markReady();
     this.owner.caughtUp(connection);
   }
 
-  /** @param {Message} message */
-  #apply(message) {
+  /** @param {Message} message @param {boolean} [intoView] a duplicate still updates the view
+   * (without being told again) */
+  #apply(message, intoView = false) {
     const type = message.matches?.[this.id];
     if (!CHANGE_TYPES.has(type)) return;
     const id = typeof message.id === "string" ? message.id : undefined;
-    if (id !== undefined && !this.recent.add(id)) return; // seen already: a duplicate
     const keys = message.keys && typeof message.keys === "object" ? message.keys : {};
+    if (id !== undefined && !this.recent.add(id)) {
+      // seen already: a duplicate, not told again
+      if (intoView) this.view.apply(type, keys, type === "removed" ? undefined : message.data);
+      return;
+    }
     this.view.apply(type, keys, type === "removed" ? undefined : message.data);
     if (!this.refetchPending && typeof message.cursor === "string") this.cursor = message.cursor;
     /** @type {Change} */
