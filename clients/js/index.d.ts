@@ -196,7 +196,8 @@ export interface ConnectOptions {
   maxRetries?: number;
   /** A connection open at least this long resets the backoff; default 5,000 ms. */
   minUptimeMs?: number;
-  /** A socket not open within this is abandoned and retried; default 30,000 ms. */
+  /** A socket not open within this is abandoned and retried; default 30,000 ms. Also the
+   * longest wait for the `token` function (then `token_failed`, and retried). */
   openTimeoutMs?: number;
   /** A `ping` this often, below API Gateway's 10-minute idle timeout; default 300,000 ms
    * (5 min); 0 turns the heartbeat off. */

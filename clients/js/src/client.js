@@ -516,10 +516,22 @@ export class RealtimeClient {
     connection.send({ action: "auth", token });
   }
 
-  /** The token function's answer; null when it failed (reported as `token_failed`). */
+  /** The token function's answer; null when it failed (reported as `token_failed`), also when
+   * it did not answer within openTimeoutMs (a hung token endpoint must not stall the client
+   * for ever: the caller retries, which calls the function again). */
   async #fetchToken() {
+    /** @type {unknown} */
+    let timer = null;
     try {
-      const token = await this.token?.();
+      const answer = Promise.resolve().then(() => this.token?.());
+      answer.catch(() => {}); // a late failure, after the timeout, is no unhandled rejection
+      const timeout = new Promise((_, reject) => {
+        const ms = this.settings.openTimeoutMs;
+        timer = this.clock.setTimeout(() => {
+          reject(new Error(`the token function did not answer within ${ms} ms`));
+        }, ms);
+      });
+      const token = await Promise.race([answer, timeout]);
       if (typeof token !== "string" || token === "") {
         throw new TypeError("the token function gave no token (a non-empty string)");
       }
@@ -530,6 +542,8 @@ export class RealtimeClient {
         this.#emit("error", error);
       }
       return null;
+    } finally {
+      this.clock.clearTimeout(timer);
     }
   }
 

@@ -155,7 +155,7 @@ export class SubscriptionState {
     const cursor = typeof message.cursor === "string" ? message.cursor : link.subscribedCursor;
     if (cursor) this.cursor = cursor;
     this.#callback("onSnapshot", () => this.options.onSnapshot?.(this.view));
-    this.#caughtUp(connection, link);
+    this.#caughtUp(connection, link, true);
   }
 
   /** @param {unknown} connection @param {Link} link @param {Message} message */
@@ -195,31 +195,37 @@ export class SubscriptionState {
     if (!refetching) this.#caughtUp(connection, link);
   }
 
-  /** @param {unknown} connection @param {Link} link */
-  #caughtUp(connection, link) {
+  /** @param {unknown} connection @param {Link} link
+   * @param {boolean} [replaced] a snapshot just replaced the view: the held changes (live
+   * since the subscription was stored on this socket) go into the view, in order, even those
+   * already told: another socket (the old one of a planned reconnect) may have told one
+   * after the snapshot was read, and the snapshot lacks it */
+  #caughtUp(connection, link, replaced = false) {
     link.mode = "live";
     link.subscribed = true;
     const held = link.held;
     link.held = [];
     for (const message of held) {
       if (link.detached) return;
-      this.#apply(message);
+      this.#apply(message, replaced);
     }
     if (!this.view.stale) this.view.markReady();
     this.owner.caughtUp(connection);
   }
 
-  /** @param {Message} message */
-  #apply(message) {
+  /** @param {Message} message @param {boolean} [intoView] a duplicate still updates the view
+   * (without being told again) */
+  #apply(message, intoView = false) {
     const type = message.matches?.[this.id];
     if (!CHANGE_TYPES.has(type)) return;
     const id = typeof message.id === "string" ? message.id : undefined;
     const duplicate = id !== undefined && !this.recent.add(id);
-    // A live duplicate was applied already. A replayed one goes into the view again all the
-    // same (untold): a replay runs in order to the present, and its start may reach before
-    // the snapshot the view holds, so skipping a repeated delete there would bring back an
-    // item the replay's earlier, new-looking creation re-added.
-    if (duplicate && message.replay !== true) return;
+    // A duplicate is never told again. A live one was applied already, unless a snapshot
+    // replaced the view since (`intoView`). A replayed one goes into the view again all the
+    // same: a replay runs in order to the present, and its start may reach before the
+    // snapshot the view holds, so skipping a repeated delete there would bring back an item
+    // the replay's earlier, new-looking creation re-added.
+    if (duplicate && !intoView && message.replay !== true) return;
     const keys = message.keys && typeof message.keys === "object" ? message.keys : {};
     this.view.apply(type, keys, type === "removed" ? undefined : message.data);
     if (!this.refetchPending && typeof message.cursor === "string") this.cursor = message.cursor;

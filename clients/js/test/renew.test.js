@@ -145,3 +145,33 @@ test("a planned reconnect still waiting for its token when the old socket is cut
   assert.deepEqual(h.stateNames(), ["connecting", "open", "reconnecting", "connecting", "open"]);
   h.client.close();
 });
+
+test("a refetch on the new socket keeps a change the old socket delivered after the snapshot was read", async () => {
+  const h = await harness(PLAN);
+  const { told, subscription, socket: old } = await subscribed(h);
+  old.receive(change({ id: "c1", keys: { PK: "ROOM#1", SK: "A" } }));
+  await h.clock.advance(RENEW_AT);
+  const next = h.last();
+  next.open();
+  next.receive({ type: "subscribed", id: "s1", cursor: "c-later" });
+  next.receive({ type: "reset", id: "s1", reason: "replay_too_long", cursor: "c-later" });
+  // the server read the snapshot (A only), then B was written: both sockets carry it live
+  const b = change({ id: "c2", keys: { PK: "ROOM#1", SK: "B" } });
+  old.receive(b); // told, and put in the view
+  next.receive(b); // held on the new socket until its snapshot ends
+  next.receive({
+    type: "snapshot",
+    id: "s1",
+    items: [{ PK: "ROOM#1", SK: "A", n: 1 }],
+    more: false,
+    cursor: "c-later",
+  });
+  assert.deepEqual(told, ["c1", "c2"], "a change told twice");
+  assert.equal(old.closedByClient?.reason, "planned_reconnect");
+  assert.deepEqual(
+    [...subscription.view.items.values()].map((item) => item.SK).sort(),
+    ["A", "B"],
+    "the refetch on the new socket wiped an item the old socket had delivered",
+  );
+  h.client.close();
+});

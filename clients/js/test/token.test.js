@@ -115,3 +115,45 @@ test("a token function that returns no fresher token is told once, not asked aga
   );
   h.client.close();
 });
+
+test("a token function that never answers is given up on after openTimeoutMs, and retried", async () => {
+  let calls = 0;
+  const h = await harness({
+    openTimeoutMs: 10_000,
+    // the first call hangs (a token endpoint that never answers); the next one works
+    token: () => (++calls === 1 ? new Promise(() => {}) : Promise.resolve(`token-${calls}`)),
+  });
+  assert.equal(h.sockets.length, 0);
+  await h.clock.advance(10_000);
+  assert.deepEqual(
+    h.errors.map((e) => e.code),
+    ["token_failed"],
+    "a hanging token function left the client waiting for ever",
+  );
+  assert.equal(h.client.state, "reconnecting");
+  await h.clock.advance(1_000); // the backoff
+  assert.equal(calls, 2);
+  assert.equal(h.sockets.length, 1);
+  assert.equal(h.last().token, "token-2");
+  h.client.close();
+});
+
+test("a refresh whose token function never answers is tried again", async () => {
+  let calls = 0;
+  const h = await harness({
+    heartbeatMs: 0,
+    maxConnectionMs: 0,
+    openTimeoutMs: 10_000,
+    token: () => (++calls === 2 ? new Promise(() => {}) : Promise.resolve(`token-${calls}`)),
+  });
+  const socket = h.last();
+  socket.open();
+  socket.receive({ type: "hello", version: 2, expiresAt: inMs(h, 600_000), limits: {} });
+  await h.clock.advance(540_000); // the refresh: its token call hangs
+  assert.equal(calls, 2);
+  await h.clock.advance(10_000);
+  assert.deepEqual(h.errors.map((e) => e.code), ["token_failed"]);
+  await h.clock.advance(4_000); // the retry, 1 to 4 x initialMs later
+  assert.deepEqual(socket.actions("auth"), [{ action: "auth", token: "token-3" }]);
+  h.client.close();
+});

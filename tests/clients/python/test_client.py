@@ -127,6 +127,51 @@ def test_the_token_function_is_called_for_every_socket_and_its_failure_is_report
     run(test)
 
 
+def test_a_token_function_that_never_answers_is_given_up_on_and_retried() -> None:
+    async def test() -> None:
+        calls: list[str] = []
+
+        async def token() -> str:
+            calls.append("call")
+            if len(calls) == 1:
+                await asyncio.Event().wait()  # a token endpoint that never answers
+            return make_token(rig.clock.now + 3600)
+
+        rig = Rig(token=token, request_timeout=10)
+        await rig.clock.advance(10)
+        assert rig.codes() == ["token_failed"], "a hanging token function stalled the client"
+        assert "did not answer within 10 s" in str(rig.errors[0])
+        await rig.clock.advance(60)
+        assert len(calls) == 2 and len(rig.server.sockets) == 1
+        assert rig.client.state == "open"
+        await rig.client.close()
+
+    run(test)
+
+
+def test_a_refresh_whose_token_function_never_answers_is_tried_again() -> None:
+    async def test() -> None:
+        calls: list[str] = []
+
+        async def token() -> str:
+            calls.append("call")
+            if len(calls) == 2:
+                await asyncio.Event().wait()
+            return make_token(rig.clock.now + 600)
+
+        rig = Rig(token=token, token_refresh_margin=60, request_timeout=10)
+        socket = await opened(rig)
+        await rig.clock.advance(540)  # the refresh: its token call hangs
+        assert len(calls) == 2
+        await rig.clock.advance(10)
+        assert rig.codes() == ["token_failed"]
+        await rig.clock.advance(30)  # tried again, within the 50 s the token has left
+        assert len(calls) == 3 and len(socket.actions("auth")) == 1
+        await rig.client.close()
+
+    run(test)
+
+
 # -- heartbeat --------------------------------------------------------------------------------
 
 

@@ -110,7 +110,8 @@ class Options:
     token_refresh_margin: float = 60.0
     """``auth`` this long before the token expires (at most half its remaining life)."""
     request_timeout: float = 30.0
-    """How long to wait for the answer to ``auth`` or ``unsubscribe``."""
+    """How long to wait for the answer to ``auth`` or ``unsubscribe``, and for an async token
+    function (past it: ``token_failed``, and tried again)."""
     handover_timeout: float = 30.0
     """A planned reconnect closes the old socket at the latest this long after the new one
     opened, even if a subscription has not resumed yet."""
@@ -182,6 +183,14 @@ def _describe(exc: BaseException) -> str:
     if status is not None:
         return f"the server refused the handshake with HTTP {status}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _TimedOut(Exception):
+    """An awaited call did not answer in time (``Client._bounded``)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"no answer within {timeout:g} s")
+        self.timeout = timeout
 
 
 class _Link:
@@ -670,13 +679,20 @@ class Client:
         )
 
     async def _fetch_token(self) -> str:
+        """A fresh token; ``token_failed`` when the function raised, returned no string, or
+        (async) did not answer within ``request_timeout``: a hung token endpoint must not
+        stall a reconnect or the refreshes for ever (the caller retries)."""
         source = self._token
         try:
             value: Any = source() if callable(source) else source
             if inspect.isawaitable(value):
-                value = await value
+                value = await self._bounded(value, self.options.request_timeout)
         except asyncio.CancelledError:
             raise
+        except _TimedOut as late:
+            raise RealtimeError(
+                TOKEN_FAILED, f"the token function did not answer within {late.timeout:g} s"
+            ) from None
         except Exception as exc:
             error = RealtimeError(TOKEN_FAILED, f"the token function raised {exc!r}")
             error.__cause__ = exc
@@ -686,6 +702,24 @@ class Client:
         return value
 
     # -- timers on the injected clock --------------------------------------------------------
+
+    async def _bounded(self, awaitable: Awaitable[T], timeout: float) -> T:
+        """``awaitable``'s result; past ``timeout`` it is cancelled and ``_TimedOut`` raised."""
+        task = asyncio.ensure_future(awaitable)
+        timer: asyncio.Future[None] | None = None
+        try:
+            await asyncio.sleep(0)  # an answer at hand (a cached token) needs no timer
+            if not task.done():
+                timer = asyncio.ensure_future(self.runtime.sleep(timeout))
+                await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not task.done():
+                task.cancel()
+        if not task.done():
+            raise _TimedOut(timeout)
+        return task.result()
 
     async def _wait_event(self, event: asyncio.Event, timeout: float) -> bool:
         if event.is_set():
