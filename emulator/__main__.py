@@ -171,6 +171,11 @@ def banner(emulator: Emulator) -> str:
             f"  WebSocket     {emulator.url}?token={token}",
             f"                (user 'dev-user', valid {_duration(lifetime)};"
             f" more: {command(stack, 'token')} USER)",
+            *(
+                [f"  In AWS        {domain}   (the custom domain clients use there)"]
+                if (domain := emulator.custom_domain_url())
+                else []
+            ),
             f"  @connections  {emulator.management_endpoint}/@connections/{{connectionId}}",
             f"  DynamoDB      {emulator.aws.endpoint}   tables: {tables}",
             "",
