@@ -97,7 +97,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         inputs = dict(args.inputs)
         outputs = dict(inputs)
-        physical = inputs.get("name") or f"{args.name}-{_suffix(args.name)}"
+        named = inputs.get("name")  # unknown in a preview when it comes from another resource
+        physical = (
+            named if isinstance(named, str) and named else f"{args.name}-{_suffix(args.name)}"
+        )
         resource_id = physical
         if not self.preview:
             resource_id = self._computed(args.typ, args.name, physical, inputs, outputs)

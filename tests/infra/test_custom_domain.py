@@ -246,3 +246,17 @@ def test_the_stack_config_keys_declare_the_domain_and_change_the_exported_url() 
 def test_a_bad_custom_domain_in_stack_config_names_the_key() -> None:
     with pytest.raises(ValueError, match=r"realtime-channel:customDomain: .*lower case"):
         run_main("dev", overrides={"customDomain": "Realtime.Example.com", "hostedZoneId": ZONE})
+
+
+def test_a_preview_declares_the_domain_before_the_certificate_exists() -> None:
+    """In a pull-request preview the certificate's validation record is unknown: the program
+    still declares everything (nothing waits on values only a deploy knows)."""
+    mocks = run_main("dev", preview=True, overrides={"customDomain": DOMAIN, "hostedZoneId": ZONE})
+    assert {r.name for r in mocks.resources if r.type in DOMAIN_TYPES} == {
+        "realtime-certificate",
+        "realtime-certificate-validation",
+        "realtime-certificate-valid",
+        "realtime-domain",
+        "realtime-domain-mapping",
+        "realtime-domain-alias",
+    }
