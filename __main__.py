@@ -49,6 +49,8 @@ else:
 channel = RealtimeChannel("realtime", settings.channel_args([source]))
 
 pulumi.export("url", channel.url)
+pulumi.export("executeApiUrl", channel.execute_api_url)
+pulumi.export("customDomainTarget", channel.custom_domain_target)
 pulumi.export("managementEndpoint", channel.management_endpoint)
 pulumi.export("connectionsTableName", channel.connections_table_name)
 pulumi.export("subscriptionsTableName", channel.subscriptions_table_name)

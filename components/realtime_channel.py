@@ -86,6 +86,10 @@ ACCESS_LOG_FORMAT = (
 )
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_MAPPING_KEY = re.compile(r"^[A-Za-z0-9$\-_.+!*'()]{1,300}$")
+_ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:([a-z0-9-]+):\d{12}:certificate/[A-Za-z0-9-]{1,64}$")
+_HOSTED_ZONE_ID = re.compile(r"^Z[A-Z0-9]{1,32}$")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _ATTRIBUTE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 _CLAIM_NAME = re.compile(r"^[A-Za-z0-9_:.\-]{1,128}$")
@@ -121,6 +125,16 @@ class RealtimeChannelTransforms:
     broadcaster, sweeper, sender)."""
     event_source_mapping: Callable[[str, aws.lambda_.EventSourceMappingArgs], Any] | None = None
     """Called for each source with its label."""
+    domain_name: Callable[[aws.apigatewayv2.DomainNameArgs], Any] | None = None
+    """The custom domain (``custom_domain``)."""
+    api_mapping: Callable[[aws.apigatewayv2.ApiMappingArgs], Any] | None = None
+    """The custom domain's mapping of the stage."""
+    certificate: Callable[[aws.acm.CertificateArgs], Any] | None = None
+    """The certificate the component requests (``hosted_zone_id`` without
+    ``certificate_arn``)."""
+    dns_record: Callable[[str, aws.route53.RecordArgs], Any] | None = None
+    """Called for each Route 53 record with its kind: ``alias`` (the domain to API Gateway's
+    regional target) or ``validation`` (the certificate's DNS validation)."""
 
 
 @dataclass
@@ -263,6 +277,25 @@ class RealtimeChannelArgs:
     Default none."""
     iterator_age_alarm_ms: int = 60_000
     """IteratorAge (ms) above which the alarm fires. Default 60,000."""
+    custom_domain: str | None = None
+    """A domain clients connect to instead of the ``execute-api`` host, e.g.
+    ``realtime.example.com``: a regional API Gateway domain name (TLS 1.2; the only kind
+    WebSocket APIs take) with this stage mapped, and ``url`` becomes
+    ``wss://{custom_domain}`` (``/{custom_domain_path}`` when set). Needs
+    ``certificate_arn`` or ``hosted_zone_id``. The functions keep posting to the
+    ``execute-api`` management endpoint, as AWS requires. Default none."""
+    custom_domain_path: str | None = None
+    """The API mapping key: the stage answers at ``wss://{custom_domain}/{path}`` (letters,
+    digits and ``$-_.+!*'()``, up to 300). Default none: the domain's root."""
+    certificate_arn: pulumi.Input[str] | None = None
+    """An ACM certificate covering ``custom_domain``, in the stack's region (a regional
+    domain takes no certificate from another region). Default: with ``hosted_zone_id``, the
+    component requests one and validates it through DNS records in that zone."""
+    hosted_zone_id: pulumi.Input[str] | None = None
+    """The Route 53 hosted zone of ``custom_domain``: the component creates the alias record
+    to the domain's regional target (and the certificate's validation records when it
+    requests the certificate). Without it, point a CNAME at ``custom_domain_target``
+    yourself. Default none."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags on every taggable child. Default none."""
     transforms: RealtimeChannelTransforms = field(default_factory=RealtimeChannelTransforms)
@@ -335,6 +368,7 @@ def normalize_args(name: str, args: RealtimeChannelArgs) -> RealtimeChannelArgs:
         except ValueError as bad:
             fail("queued_fanout", f"needs a name SQS takes in message group ids: {bad}")
     bounded("iterator_age_alarm_ms", args.iterator_age_alarm_ms, 1000, 86_400_000)
+    _check_custom_domain(args, fail)
     if args.target_attribute is not None and not _ATTRIBUTE.match(str(args.target_attribute)):
         fail("target_attribute", "must be an attribute name (letters, digits, '_', '-', '.')")
     if args.alarm_email is not None and not _EMAIL.match(args.alarm_email):
@@ -448,12 +482,79 @@ def jwt_environment(args: RealtimeChannelArgs) -> dict[str, str]:
     return env
 
 
+def _check_custom_domain(args: RealtimeChannelArgs, fail: Callable[[str, str], None]) -> None:
+    """``custom_domain`` and its companions, checked at preview."""
+    domain = args.custom_domain
+    if domain is None:
+        for companion in ("custom_domain_path", "certificate_arn", "hosted_zone_id"):
+            if getattr(args, companion) is not None:
+                fail(companion, "needs custom_domain (the domain it belongs to)")
+        return
+    if not isinstance(domain, str) or not is_domain_name(domain):
+        fail(
+            "custom_domain",
+            f"must be a fully qualified domain name in lower case, e.g. realtime.example.com,"
+            f" without a scheme, path, port, trailing dot or wildcard: got {domain!r}",
+        )
+    path = args.custom_domain_path
+    if path is not None and (not isinstance(path, str) or not _MAPPING_KEY.match(path)):
+        fail(
+            "custom_domain_path",
+            f"must be 1-300 letters, digits or $-_.+!*'() (one level, no '/'): got {path!r}",
+        )
+    certificate = args.certificate_arn
+    if certificate is None and args.hosted_zone_id is None:
+        fail(
+            "custom_domain",
+            "needs certificate_arn (an ACM certificate for it in the stack's region) or"
+            " hosted_zone_id (a Route 53 zone where the component validates a new one)",
+        )
+    if isinstance(certificate, str):
+        match = _ACM_ARN.match(certificate)
+        if match is None:
+            fail("certificate_arn", f"is not an ACM certificate ARN: {certificate!r}")
+        else:
+            region = pulumi.Config("aws").get("region")
+            if region and match.group(1) != region:
+                fail(
+                    "certificate_arn",
+                    f"is in {match.group(1)}, but a regional custom domain needs a certificate"
+                    f" in the stack's region ({region})",
+                )
+    zone = args.hosted_zone_id
+    if isinstance(zone, str) and not _HOSTED_ZONE_ID.match(zone):
+        fail("hosted_zone_id", f"is not a Route 53 hosted zone id (Z...): {zone!r}")
+
+
+def is_domain_name(name: str) -> bool:
+    """A fully qualified lower-case domain name (two labels at least, no wildcard)."""
+    labels = name.split(".")
+    return (
+        len(name) <= 253
+        and len(labels) >= 2
+        and all(_DOMAIN_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
 class RealtimeChannel(pulumi.ComponentResource):
     """An API Gateway WebSocket API, its stage, a connections table and the functions that
     turn stream records of any attached table into messages to connected clients."""
 
     url: pulumi.Output[str]
-    """``wss://`` URL clients connect to."""
+    """``wss://`` URL clients connect to: the custom domain's when one is set."""
+    execute_api_url: pulumi.Output[str]
+    """The stage's own ``wss://{api}.execute-api.{region}.amazonaws.com/{stage}`` URL (equal
+    to ``url`` without a custom domain)."""
+    custom_domain_target: pulumi.Output[str]
+    """The regional host name a CNAME (or alias) of ``custom_domain`` must point at; ``""``
+    without a custom domain."""
+    domain_name: aws.apigatewayv2.DomainName | None
+    api_mapping: aws.apigatewayv2.ApiMapping | None
+    certificate: aws.acm.Certificate | None
+    """The certificate the component requested (``hosted_zone_id`` without
+    ``certificate_arn``), else None."""
+    dns_records: dict[str, aws.route53.Record]
     management_endpoint: pulumi.Output[str]
     """``https://`` endpoint of the @connections API."""
     connections_table_name: pulumi.Output[str]
@@ -524,12 +625,15 @@ class RealtimeChannel(pulumi.ComponentResource):
         self._create_senders()
         self._create_routes()
         self._create_alarms()
+        self._create_custom_domain()
         for source in self._args.sources:
             self.attach(source)
         self._export_outputs()
         self.register_outputs(
             {
                 "url": self.url,
+                "execute_api_url": self.execute_api_url,
+                "custom_domain_target": self.custom_domain_target,
                 "management_endpoint": self.management_endpoint,
                 "connections_table_name": self.connections_table_name,
                 "subscriptions_table_name": self.subscriptions_table_name,
@@ -1303,8 +1407,101 @@ class RealtimeChannel(pulumi.ComponentResource):
             **common,
         )
 
+    def _create_custom_domain(self) -> None:
+        """The regional domain name, the stage's mapping, the certificate when asked for, and
+        the Route 53 records when a zone is given (``custom_domain``)."""
+        self.domain_name = self.api_mapping = self.certificate = None
+        self.dns_records = {}
+        domain = self._args.custom_domain
+        if domain is None:
+            return
+        zone = self._args.hosted_zone_id
+        certificate_arn = self._args.certificate_arn
+        if certificate_arn is None:
+            assert zone is not None  # normalize_args: one of the two
+            certificate_arn = self._request_certificate(domain, zone)
+        args = aws.apigatewayv2.DomainNameArgs(
+            domain_name=domain,
+            domain_name_configuration=aws.apigatewayv2.DomainNameDomainNameConfigurationArgs(
+                certificate_arn=certificate_arn,
+                endpoint_type="REGIONAL",
+                security_policy="TLS_1_2",
+            ),
+            tags=self._tags(),
+        )
+        args = self._transform(self._args.transforms.domain_name, args)
+        self.domain_name = aws.apigatewayv2.DomainName(self._n("domain"), args, self._child())
+        mapping = aws.apigatewayv2.ApiMappingArgs(
+            api_id=self.api.id,
+            domain_name=self.domain_name.domain_name,
+            stage=self.stage.name,
+            api_mapping_key=self._args.custom_domain_path,
+        )
+        mapping = self._transform(self._args.transforms.api_mapping, mapping)
+        self.api_mapping = aws.apigatewayv2.ApiMapping(
+            self._n("domain-mapping"), mapping, self._child()
+        )
+        if zone is not None:
+            target = self.domain_name.domain_name_configuration
+            record = aws.route53.RecordArgs(
+                zone_id=zone,
+                name=domain,
+                type="A",
+                aliases=[
+                    aws.route53.RecordAliasArgs(
+                        name=target.target_domain_name,
+                        zone_id=target.hosted_zone_id,
+                        evaluate_target_health=False,
+                    )
+                ],
+            )
+            record = self._transform(self._args.transforms.dns_record, record, "alias")
+            self.dns_records["alias"] = aws.route53.Record(
+                self._n("domain-alias"), record, self._child()
+            )
+
+    def _request_certificate(self, domain: str, zone: pulumi.Input[str]) -> pulumi.Output[str]:
+        """An ACM certificate for ``domain`` validated through ``zone``; its ARN once valid."""
+        args = aws.acm.CertificateArgs(
+            domain_name=domain, validation_method="DNS", tags=self._tags()
+        )
+        args = self._transform(self._args.transforms.certificate, args)
+        self.certificate = aws.acm.Certificate(self._n("certificate"), args, self._child())
+        option = self.certificate.domain_validation_options.apply(lambda options: options[0])
+        record = aws.route53.RecordArgs(
+            zone_id=zone,
+            name=option.resource_record_name,
+            type=option.resource_record_type,
+            records=[option.resource_record_value],
+            ttl=300,
+            allow_overwrite=True,
+        )
+        record = self._transform(self._args.transforms.dns_record, record, "validation")
+        self.dns_records["validation"] = aws.route53.Record(
+            self._n("certificate-validation"), record, self._child()
+        )
+        validation = aws.acm.CertificateValidation(
+            self._n("certificate-valid"),
+            certificate_arn=self.certificate.arn,
+            validation_record_fqdns=[self.dns_records["validation"].fqdn],
+            opts=self._child(),
+        )
+        return validation.certificate_arn
+
     def _export_outputs(self) -> None:
-        self.url = self.stage.invoke_url
+        self.execute_api_url = self.stage.invoke_url
+        self.url = self.execute_api_url
+        self.custom_domain_target = pulumi.Output.from_input("")
+        if self.domain_name is not None:
+            path = self._args.custom_domain_path
+            self.url = self.domain_name.domain_name.apply(
+                lambda name: f"wss://{name}" + (f"/{path}" if path else "")
+            )
+            self.custom_domain_target = (
+                self.domain_name.domain_name_configuration.target_domain_name.apply(
+                    lambda target: target or ""
+                )
+            )
         self.connections_table_name = self.connections_table.name
         self.subscriptions_table_name = self.subscriptions_table.name
         self.replay_table_name = (

@@ -74,7 +74,21 @@ KEYS: dict[str, tuple[type, Any, str | None]] = {
     "alarmTopicArn": (str, "", "alarm_topic_arn"),
     "alarmEmail": (str, "", "alarm_email"),
     "iteratorAgeAlarmMs": (int, 60000, "iterator_age_alarm_ms"),
+    "customDomain": (str, "", "custom_domain"),
+    "customDomainPath": (str, "", "custom_domain_path"),
+    "certificateArn": (str, "", "certificate_arn"),
+    "hostedZoneId": (str, "", "hosted_zone_id"),
 }
+OPTIONAL_TEXT = (
+    "target_attribute",
+    "alarm_email",
+    "alarm_topic_arn",
+    "custom_domain",
+    "custom_domain_path",
+    "certificate_arn",
+    "hosted_zone_id",
+)
+"""Text arguments whose config value ``""`` means unset (None)."""
 SOURCE_FIELDS = (
     "batch_size",
     "batching_window_seconds",
@@ -108,9 +122,8 @@ class StackSettings:
             for key, (_, _, field) in KEYS.items()
             if field and field not in SOURCE_FIELDS and key != "tokenSecret"
         }
-        fields["target_attribute"] = fields["target_attribute"] or None
-        fields["alarm_email"] = fields["alarm_email"] or None
-        fields["alarm_topic_arn"] = fields["alarm_topic_arn"] or None
+        for optional in OPTIONAL_TEXT:
+            fields[optional] = fields[optional] or None
         fields["throttling_rate_limit"] = float(fields["throttling_rate_limit"])
         fields["jwt_issuer"] = fields["jwt_issuer"] or None
         fields["jwt_jwks_url"] = fields["jwt_jwks_url"] or None

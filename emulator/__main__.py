@@ -189,6 +189,11 @@ def banner(emulator: Emulator) -> str:
             f"                (user 'dev-user', valid {_duration(lifetime)};"
             f" more: {command(stack, 'token')} USER)",
             *(
+                [f"  In AWS        {domain}   (the custom domain clients use there)"]
+                if (domain := emulator.custom_domain_url())
+                else []
+            ),
+            *(
                 [f"  JWT issuer    {emulator.issuer.url} (local; keys at /.well-known/jwks.json)"]
                 if emulator.issuer is not None
                 else []

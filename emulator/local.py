@@ -215,6 +215,18 @@ class Emulator:
         assert self.model is not None
         return {t.logical: t.name for t in self.model.tables.values()}
 
+    def custom_domain_url(self) -> str | None:
+        """``wss://{domain}[/{path}]``: what clients would use in AWS when the stack declares
+        a custom domain (``customDomain``); None without one. Locally they use ``url``."""
+        if self.declared is None:
+            return None
+        domains = self.declared.of_type("aws:apigatewayv2/domainName:DomainName")
+        if not domains:
+            return None
+        mappings = self.declared.of_type("aws:apigatewayv2/apiMapping:ApiMapping")
+        path = next((m.inputs.get("apiMappingKey") for m in mappings), None)
+        return f"wss://{domains[0].inputs['domainName']}" + (f"/{path}" if path else "")
+
     def connections_table(self) -> str:
         assert self.model is not None
         for function in self.model.functions.values():

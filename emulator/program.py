@@ -98,7 +98,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         inputs = dict(args.inputs)
         outputs = dict(inputs)
-        physical = inputs.get("name") or f"{args.name}-{_suffix(args.name)}"
+        named = inputs.get("name")  # unknown in a preview when it comes from another resource
+        physical = (
+            named if isinstance(named, str) and named else f"{args.name}-{_suffix(args.name)}"
+        )
         resource_id = physical
         if not self.preview:
             resource_id = self._computed(args.typ, args.name, physical, inputs, outputs)
@@ -151,6 +154,32 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out["name"] = physical
             out["arn"] = _NAME_ARNS[typ].format(region=region, account=account) + physical
             return physical
+        if typ == "aws:apigatewayv2/domainName:DomainName":
+            configuration = dict(inputs.get("domainNameConfiguration") or {})
+            configuration["targetDomainName"] = (
+                f"d-{_suffix(logical)}.execute-api.{region}.amazonaws.com"
+            )
+            configuration["hostedZoneId"] = "Z1UJRXOUMOOFQ8"  # API Gateway's, us-east-1
+            out["domainNameConfiguration"] = configuration
+            out["arn"] = f"arn:aws:apigateway:{region}::/domainnames/{inputs['domainName']}"
+            return str(inputs["domainName"])
+        if typ == "aws:acm/certificate:Certificate":
+            domain = inputs["domainName"]
+            out["arn"] = f"arn:aws:acm:{region}:{account}:certificate/{_suffix(logical)}-cert"
+            out["domainValidationOptions"] = [
+                {
+                    "domainName": domain,
+                    "resourceRecordName": f"_{_suffix(logical)}.{domain}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": f"_{_suffix(domain)}.acm-validations.aws.",
+                }
+            ]
+            return str(out["arn"])
+        if typ == "aws:acm/certificateValidation:CertificateValidation":
+            return str(inputs["certificateArn"])
+        if typ == "aws:route53/record:Record":
+            out["fqdn"] = str(inputs["name"]).rstrip(".")
+            return f"{inputs['zoneId']}_{out['fqdn']}_{inputs['type']}"
         if typ == "aws:sns/topic:Topic":
             out["name"] = physical
             out["arn"] = f"arn:aws:sns:{region}:{account}:{physical}"

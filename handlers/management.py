@@ -109,19 +109,25 @@ def error_code(status: int, headers: Any, body: bytes) -> str | None:
 
 
 def endpoint_from_request(request_context: dict[str, Any]) -> str:
-    """``https://{domainName}/{stage}`` for a handler invoked by API Gateway.
+    """The @connections endpoint for a handler invoked by API Gateway:
+    ``https://{apiId}.execute-api.{region}.amazonaws.com/{stage}``.
 
-    ``AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI`` (the standard override) wins, as
-    it does for boto3.
+    Never ``domainName``: behind a custom domain that is the custom host, whose mapping
+    (and path) the management API does not answer on. ``AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI``
+    (the standard override) wins, as it does for boto3. The component sets
+    ``MANAGEMENT_ENDPOINT``, so this is only the fallback of a handler deployed without it.
     """
     override = os.environ.get("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "").strip()
     if override:
         return override
-    domain = request_context.get("domainName")
+    api_id = request_context.get("apiId")
     stage = request_context.get("stage")
-    if not domain or not stage:
-        raise ValueError("requestContext has no domainName/stage to build the endpoint from")
-    return f"https://{domain}/{stage}"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not api_id or not stage or not region:
+        raise ValueError(
+            "requestContext has no apiId/stage (or AWS_REGION is unset) to build the endpoint"
+        )
+    return f"https://{api_id}.execute-api.{region}.amazonaws.com/{stage}"
 
 
 class ManagementApi:

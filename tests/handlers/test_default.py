@@ -546,7 +546,7 @@ def test_handler_without_any_endpoint_returns_200_and_logs(
     endpoints_used: list[str], lambda_context: FakeContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     event = load_event("default_ping")
-    del event["requestContext"]["domainName"]
+    del event["requestContext"]["apiId"]
 
     answer = handler(event, lambda_context)
 
@@ -559,8 +559,17 @@ def test_handler_without_any_endpoint_returns_200_and_logs(
 # --- endpoint_from_request ----------------------------------------------------------------
 
 
-def test_endpoint_is_built_from_domain_name_and_stage() -> None:
+def test_endpoint_is_built_from_the_api_id_region_and_stage() -> None:
     request_context = load_event("default_ping")["requestContext"]
+
+    assert endpoint_from_request(request_context) == REQUEST_ENDPOINT
+
+
+def test_endpoint_behind_a_custom_domain_is_still_execute_api() -> None:
+    """Behind a custom domain ``domainName`` is the custom host (with its own mapping path),
+    where @connections does not answer: the endpoint is built from ``apiId``."""
+    request_context = load_event("default_ping")["requestContext"]
+    request_context["domainName"] = "realtime.example.com"
 
     assert endpoint_from_request(request_context) == REQUEST_ENDPOINT
 
@@ -581,12 +590,12 @@ def test_blank_endpoint_override_is_ignored(monkeypatch: pytest.MonkeyPatch) -> 
     assert endpoint == REQUEST_ENDPOINT
 
 
-@pytest.mark.parametrize("missing", ["domainName", "stage"])
-def test_endpoint_cannot_be_built_without_domain_name_or_stage(missing: str) -> None:
+@pytest.mark.parametrize("missing", ["apiId", "stage"])
+def test_endpoint_cannot_be_built_without_api_id_or_stage(missing: str) -> None:
     request_context = load_event("default_ping")["requestContext"]
     del request_context[missing]
 
-    with pytest.raises(ValueError, match="domainName/stage"):
+    with pytest.raises(ValueError, match="apiId/stage"):
         endpoint_from_request(request_context)
 
 

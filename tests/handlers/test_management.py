@@ -123,19 +123,30 @@ def test_bad_endpoint_is_rejected(endpoint: str) -> None:
         ManagementApi(endpoint, region="us-east-1", credentials=None)
 
 
-def test_endpoint_from_request_uses_domain_and_stage(monkeypatch: pytest.MonkeyPatch) -> None:
-    context: dict[str, Any] = {
-        "domainName": "x.execute-api.eu-west-1.amazonaws.com",
-        "stage": "prod",
-    }
+def test_endpoint_from_request_uses_api_id_region_and_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    context: dict[str, Any] = {"domainName": "realtime.example.com", "apiId": "x", "stage": "prod"}
     assert endpoint_from_request(context) == "https://x.execute-api.eu-west-1.amazonaws.com/prod"
     monkeypatch.setenv("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "http://127.0.0.1:4510/prod")
     assert endpoint_from_request(context) == "http://127.0.0.1:4510/prod"
 
 
-def test_endpoint_from_request_without_domain_is_an_error() -> None:
-    with pytest.raises(ValueError, match="domainName"):
-        endpoint_from_request({"stage": "dev"})
+def test_endpoint_from_request_without_api_id_is_an_error() -> None:
+    with pytest.raises(ValueError, match="apiId"):
+        endpoint_from_request(
+            {"domainName": "x.execute-api.us-east-1.amazonaws.com", "stage": "dev"}
+        )
+
+
+def test_endpoint_from_request_without_a_region_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    with pytest.raises(ValueError, match="AWS_REGION"):
+        endpoint_from_request({"apiId": "x", "stage": "dev"})
 
 
 def test_timeout_caps_a_slow_request_and_is_not_resent(management_api: FakeManagementApi) -> None:

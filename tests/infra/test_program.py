@@ -374,6 +374,8 @@ def exports() -> Iterator[dict[str, Any]]:
 def test_exports_the_documented_names(exports: dict[str, Any]) -> None:
     assert list(exports) == [
         "url",
+        "executeApiUrl",
+        "customDomainTarget",
         "managementEndpoint",
         "connectionsTableName",
         "subscriptionsTableName",
@@ -412,6 +414,14 @@ def test_exported_token_secret_parameter_is_the_authorizers_parameter(
 def test_exported_url_is_a_websocket_url(exports: dict[str, Any]) -> None:
     assert exports["url"].startswith("wss://")
     assert exports["url"].endswith("/dev")
+
+
+def test_without_a_custom_domain_the_url_is_execute_apis_and_there_is_no_target(
+    exports: dict[str, Any],
+) -> None:
+    assert exports["url"] == exports["executeApiUrl"]
+    assert ".execute-api." in exports["url"]
+    assert exports["customDomainTarget"] == ""
 
 
 def test_exported_management_endpoint_is_the_https_form_of_the_url(
