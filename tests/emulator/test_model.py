@@ -138,7 +138,9 @@ def test_build_routes_map_to_their_functions_with_the_authorizer_on_connect(
     assert connect.authorization_type == "CUSTOM"
     assert connect.authorizer is not None
     assert connect.authorizer.function == function(model, "realtime-authorizer").name
-    assert connect.authorizer.identity_sources == ["route.request.querystring.token"]
+    # none declared: API Gateway would run the authorizer only when every declared source is
+    # present, and the token may come in the query string or in Sec-WebSocket-Protocol
+    assert connect.authorizer.identity_sources == []
     assert model.routes["$disconnect"].function == function(model, "realtime-disconnect").name
     assert model.routes["$default"].function == function(model, "realtime-default").name
     assert model.routes["$disconnect"].authorizer is None
