@@ -44,7 +44,7 @@ from aiohttp import WSMsgType, web
 from emulator.issuer import DISCOVERY_PATH, JWKS_PATH, LocalIssuer
 from emulator.model import Model, RouteModel
 from emulator.program import ACCOUNT, REGION
-from emulator.workers import InvokeResult
+from emulator.workers import InvokeResult, PoolClosedError
 
 MAX_MESSAGE_BYTES = 128 * 1024
 """API Gateway's message limit: a message of exactly this size is accepted, one byte more is not."""
@@ -538,9 +538,12 @@ class Gateway:
         context["disconnectReason"] = connection.closed_by
         if connection.authorizer is not None:
             context["authorizer"] = connection.authorizer
-        await self.state.invoke(
-            route.function, {"requestContext": context, "isBase64Encoded": False}
-        )
+        try:
+            await self.state.invoke(
+                route.function, {"requestContext": context, "isBase64Encoded": False}
+            )
+        except PoolClosedError:  # the emulator stopped while this client was still leaving
+            self.state.log(f"gateway: $disconnect of {connection.id} not run: emulator stopping")
 
     # -- @connections --------------------------------------------------------------------------
 

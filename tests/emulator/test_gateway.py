@@ -29,7 +29,7 @@ from emulator.gateway import (
     select_route,
 )
 from emulator.model import AuthorizerModel, Model, RouteModel
-from emulator.workers import InvokeResult
+from emulator.workers import InvokeResult, PoolClosedError
 
 EXPRESSION = "$request.body.action"
 METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/dev/$connect"
@@ -894,3 +894,31 @@ def test_delete_of_a_client_that_never_reads_answers_at_once_and_closes_it() -> 
         stalled.close()
 
     serve(scenario, close_timeout=0.5)
+
+
+def test_a_disconnect_after_the_pools_closed_is_logged_not_raised() -> None:
+    """When the emulator stops while a client is still leaving, its $disconnect cannot run:
+    the gateway says so in one line instead of leaving a task that failed unseen."""
+
+    class ClosingFunctions(FakeFunctions):
+        async def __call__(self, function: str, event: Any) -> InvokeResult:
+            if function == "disconnect":
+                self.events.append((function, event))
+                raise PoolClosedError("function pool disconnect is closed")
+            return await super().__call__(function, event)
+
+    lines: list[str] = []
+
+    async def scenario(harness: Harness) -> None:
+        harness.state.log = lines.append
+        ws, connection_id = await harness.connect()
+        await ws.close()
+        await harness.functions.wait("disconnect")
+        for _ in range(100):
+            if not harness.state.background:
+                break
+            await asyncio.sleep(0.01)
+        assert not harness.state.background
+        assert lines[-1] == f"gateway: $disconnect of {connection_id} not run: emulator stopping"
+
+    serve(scenario, ClosingFunctions())
