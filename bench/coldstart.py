@@ -1,6 +1,6 @@
 """Cold start of each handler: a fresh interpreter that imports it and serves one event.
 
-For every handler (authorizer, connect, disconnect, default, broadcaster) a new
+For every handler (authorizer, connect, disconnect, default, broadcaster, sender) a new
 Python process is started with the environment the component declares for it
 (the ``dev`` stack's program run under mocks, as ``make dev`` runs it: its
 tables, SOURCES with keys and access rules, SUBSCRIPTIONS_TABLE...), fake
@@ -15,8 +15,10 @@ its token, connect stores its record (with the identity the authorizer
 answered), default serves its first message, a ``subscribe`` to the
 partition of the record below, the broadcaster delivers that record (an
 INSERT of ~1 KB) to it and to ``--recipients`` other subscribers (half on the
-partition, half table-wide), and disconnect removes its record and its
-subscription.
+partition, half table-wide), the sender delivers one queued delivery job (an
+SQS FIFO record as the mapping hands it over, ``plan_jobs``'s body) to
+``--recipients`` connections of its own, each with its cursor, and disconnect
+removes its record and its subscription.
 
 The baseline, measured in the same run and the same way: a fresh interpreter
 that does what most examples do, ``import boto3``, create a DynamoDB client and
@@ -60,7 +62,7 @@ STAGE = "dev"
 STACK = "dev"
 FAKE_CREDENTIAL = "testing"
 MARKER = "@@coldstart@@ "
-HANDLERS = ("authorizer", "connect", "disconnect", "default", "broadcaster")
+HANDLERS = ("authorizer", "connect", "disconnect", "default", "broadcaster", "sender")
 """In the order the table prints them."""
 SERVICES = {
     "authorizer": ("SSM",),
@@ -68,10 +70,12 @@ SERVICES = {
     "disconnect": ("DYNAMODB",),
     "default": ("DYNAMODB", "SSM"),
     "broadcaster": ("DYNAMODB", "SSM"),
+    "sender": ("DYNAMODB",),
 }
 """The AWS services each handler calls (besides @connections): SSM for the token secret
-(authorizer) and the cursor secret (default, broadcaster)."""
-ROUND = ("authorizer", "connect", "default", "broadcaster", "disconnect")
+(authorizer) and the cursor secret (default, broadcaster); the sender reads DynamoDB only to
+clean up a gone connection."""
+ROUND = ("authorizer", "connect", "default", "broadcaster", "sender", "disconnect")
 """The order of a round: one connection's life."""
 PARTITION = "ORDER#2026-000481"
 """The partition of the broadcast record, which the round's connection subscribes to."""
@@ -304,6 +308,42 @@ def change_record(stack: Stack, sequence: str) -> dict[str, Any]:
     return record
 
 
+def sender_event(
+    change_id: str, message: dict[str, Any], targets: list[str], cursor: str
+) -> dict[str, Any]:
+    """One SQS FIFO batch as the senders' mapping hands it over: the job (``plan_jobs``, one
+    group) that delivers ``message`` to every target, each with its cursor."""
+    from handlers.jobs import plan_jobs
+
+    envelope = json.dumps(message, separators=(",", ":")).encode()
+    (job,) = plan_jobs(
+        change_id,
+        dict.fromkeys(targets, envelope),
+        1,
+        channel="realtime",
+        cursors=dict.fromkeys(targets, cursor),
+    )
+    return {
+        "Records": [
+            {
+                "messageId": f"job-{change_id}",
+                "receiptHandle": f"receipt-{change_id}",
+                "body": job.body,
+                "attributes": {
+                    "MessageGroupId": job.group_id,
+                    "MessageDeduplicationId": job.deduplication_id,
+                    "ApproximateReceiveCount": "1",
+                    "SequenceNumber": "18889000000000000001",
+                },
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:realtime-fanout.fifo",
+                "awsRegion": REGION,
+            }
+        ]
+    }
+
+
 @dataclass
 class Sample:
     total_ms: float
@@ -409,8 +449,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # Ids the runs use: the broadcast's standing subscribers, and per run the connection
         # that lives through one round (connect, subscribe, receive, disconnect).
-        ids = connection_ids(args.recipients + args.runs, seed=11)
-        recipients, rounds = ids[: args.recipients], ids[args.recipients :]
+        ids = connection_ids(2 * args.recipients + args.runs, seed=11)
+        recipients, rounds = ids[: args.recipients], ids[args.recipients : -args.recipients]
+        # the sender's job goes to connections of its own, so the counts stay apart
+        targets = ids[-args.recipients :]
         ttl = int(time.time()) + 7200
         for number, connection_id in enumerate(recipients):
             # half on the record's partition, half table-wide: both kinds of topic are read
@@ -439,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.subscriptions_table,
             [partition_topic, *(table_topic(label, b) for b in range(stack.buckets))],
         )
-        management.connect(*recipients, *rounds)
+        management.connect(*recipients, *rounds, *targets)
 
         def stored(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
             item: dict[str, Any] | None = dynamodb.get_item(
@@ -473,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
                 "connect": connect_event(connection_id, identity),
                 "default": default_event(connection_id, subscribe),
                 "broadcaster": {"Records": [record]},
+                "sender": sender_event(
+                    f"change-{run}",
+                    {"type": "event_update", "table": label, "id": f"change-{run}"},
+                    targets,
+                    f"cursor-{run}",
+                ),
                 "disconnect": disconnect_event(connection_id),
                 BASELINE_NAME: {"connectionId": f"baseline-{run}"},
             }
@@ -526,6 +574,17 @@ def main(argv: list[str] | None = None) -> int:
                     if result.get("statusCode") == 200 and left is None and held is None:
                         return None
                     return f"answer {result}, record {left}, subscription {held} still stored"
+                if name == "sender":
+                    told = [management.messages(cid) for cid in targets]
+                    reached = sum(
+                        len(messages) == run + 1
+                        and messages[-1].get("id") == f"change-{run}"
+                        and messages[-1].get("cursor") == f"cursor-{run}"
+                        for messages in told
+                    )
+                    if result == {"batchItemFailures": []} and reached == len(targets):
+                        return None
+                    return f"answer {result}, targets reached: {reached}/{len(targets)}"
                 mine = [m for m in received if m.get("type") == "event_update"]
                 reached = sum(len(management.messages(cid)) == run + 1 for cid in recipients)
                 if (

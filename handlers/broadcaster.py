@@ -38,7 +38,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -399,6 +399,10 @@ _query_lock = threading.Lock()
 _query_pool: ThreadPoolExecutor | None = None
 
 
+FANOUT_STATE_ITEM_KEY = {"connectionId": {"S": FANOUT_STATE_KEY}}
+"""The key of the channel's fan-out mode item in the connections table."""
+
+
 def query_pool() -> ThreadPoolExecutor:
     global _query_pool
     with _query_lock:
@@ -488,6 +492,9 @@ class _Batch:
         """Connections whose token has expired, closed once in this batch."""
         self.mode_read = False
         """Whether this batch read the channel's fan-out mode (once per batch at most)."""
+        self.mode_future: Future[bool] | None = None
+        """The mode's read, started with the batch so its round trip overlaps the replay
+        store's write and the version reads (cold starts pay one fewer wait)."""
 
     def add(self, topic: str, found: list[Subscription]) -> None:
         self.topics[topic] = found
@@ -647,6 +654,8 @@ class Broadcaster:
         stats = BatchStats(records=len(records))
         batch = _Batch()
         started = self.clock()
+        if self.settings.fanout is not None and not self.queued and records:
+            batch.mode_future = query_pool().submit(self._channel_is_queued)
         try:
             reads, malformed = self._read_all(records, stats)
             positions = self._positions(reads)
@@ -857,6 +866,15 @@ class Broadcaster:
             return False
         return True
 
+    def _channel_is_queued(self) -> bool:
+        """Whether the channel's fan-out mode item (``FANOUT_STATE_KEY``) says queued."""
+        found = self.dynamodb.get_item(
+            TableName=self.settings.connections_table,
+            Key=FANOUT_STATE_ITEM_KEY,
+            ConsistentRead=True,
+        )
+        return "Item" in found
+
     def _queued_mode(self, recipients: int, batch: _Batch) -> bool:
         """Whether this record goes through the queue: once the channel has queued one, every
         later record does, whatever its audience, so an inline post never overtakes a queued
@@ -867,20 +885,18 @@ class Broadcaster:
             return False
         if self.queued:
             return True
-        table = self.settings.connections_table
-        key = {"connectionId": {"S": FANOUT_STATE_KEY}}
         if not batch.mode_read:
             batch.mode_read = True
-            found = self.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)
-            if "Item" in found:
+            future, batch.mode_future = batch.mode_future, None
+            if future.result() if future is not None else self._channel_is_queued():
                 self.queued = True
                 return True
         if recipients < fanout.threshold:
             return False
         self.dynamodb.put_item(
-            TableName=table,
+            TableName=self.settings.connections_table,
             Item={
-                **key,
+                **FANOUT_STATE_ITEM_KEY,
                 "mode": {"S": "queued"},
                 "since": {"S": iso_utc(self.wall())},
                 "recipients": {"N": str(recipients)},
