@@ -28,6 +28,7 @@ import re
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -78,24 +79,23 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-def _ttl(text: str) -> int:
-    try:
-        ttl = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
-    if ttl <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {ttl}")
-    return ttl
+def _whole(unit: str) -> Callable[[str], int]:
+    """An argparse type: a positive whole number (of ``unit``, e.g. " of seconds")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number{unit}: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive number{unit}, got {value}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if count <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {count}")
-    return count
+_ttl = _whole(" of seconds")
+_count = _whole("")
 
 
 def _workers(text: str) -> int:

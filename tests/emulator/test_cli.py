@@ -390,6 +390,8 @@ def test_a_state_file_left_by_a_dead_emulator_is_not_a_running_one(tmp_path: Pat
         (["--stack", "nosuch"], "no stack 'nosuch' here (no Pulumi.nosuch.yaml)"),
         (["put", "--stack", "nosuch", "events", "{}"], "no stack 'nosuch'"),
         (["put", "events", "[1, 2]"], "the item must be a non-empty JSON object"),
+        (["watch", "events", "--count", "0"], "--count: must be a positive number, got 0"),
+        (["watch", "events", "--count", "two"], "--count: not a whole number: 'two'"),
     ],
 )
 def test_bad_arguments_get_one_line_and_no_traceback(
