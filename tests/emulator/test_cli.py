@@ -27,6 +27,20 @@ BANNER_START = "realtime-channel emulator: "
 BANNER_END = "Ctrl-C stops everything."
 
 
+def spawn_dev(state_dir: Path, port: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """``python -m emulator --stack dev`` on ``port``, as ``make dev`` runs it, its state file
+    in ``state_dir``, output (stdout and stderr) on one text pipe: (the process, its env).
+    The caller reads the banner (``_read_until``) and stops the process."""
+    env = dict(os.environ)
+    env["REALTIME_EMULATOR_STATE_DIR"] = str(state_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--stack", "dev", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    return process, env
+
+
 def _read_until(stream: IO[str], marker: str, timeout: float) -> list[str]:
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -68,13 +82,7 @@ class Cli:
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    env = dict(os.environ)
-    env["REALTIME_EMULATOR_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
-    env["PYTHONUNBUFFERED"] = "1"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--stack", "dev", "--port", str(free_port())],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    process, env = spawn_dev(tmp_path_factory.mktemp("state"), free_port())
     try:
         assert process.stdout is not None
         banner = _read_until(process.stdout, BANNER_END, timeout=90)

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +30,7 @@ import pytest
 
 from emulator.local import free_port
 from emulator.program import ROOT
-from tests.emulator.test_cli import BANNER_END, Cli, _read_until
+from tests.emulator.test_cli import BANNER_END, Cli, _read_until, spawn_dev
 
 INSTALL = "sudo apt-get install chromium chromium-driver"
 SCREENSHOT = ROOT / "build" / "console.png"
@@ -105,13 +104,7 @@ class Dev(Cli):
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     """``python -m emulator`` on a free port, as ``make dev`` runs it, with its banner."""
     browser_tools()  # skip before starting anything
-    env = dict(os.environ)
-    env["REALTIME_EMULATOR_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
-    env["PYTHONUNBUFFERED"] = "1"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--stack", "dev", "--port", str(free_port())],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    process, env = spawn_dev(tmp_path_factory.mktemp("state"), free_port())
     try:
         assert process.stdout is not None
         banner = _read_until(process.stdout, BANNER_END, timeout=90)

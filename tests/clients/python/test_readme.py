@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 from emulator.local import free_port
 from emulator.program import ROOT
-from tests.emulator.test_cli import BANNER_END, _read_until
+from tests.emulator.test_cli import BANNER_END, _read_until, spawn_dev
 
 
 class Dev:
@@ -52,14 +51,8 @@ class Dev:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     """`make dev` on a free port (its state file in a temporary folder)."""
-    env = dict(os.environ)
-    env["REALTIME_EMULATOR_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
-    env["PYTHONUNBUFFERED"] = "1"
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--stack", "dev", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    process, env = spawn_dev(tmp_path_factory.mktemp("state"), port)
     try:
         assert process.stdout is not None
         _read_until(process.stdout, BANNER_END, timeout=90)
